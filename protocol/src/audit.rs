@@ -1,0 +1,254 @@
+//! Audit events, published on `<prefix>.audit.<tenant>.<pool>.<event>`.
+//!
+//! For every request a worker publishes `received` (or `rejected`), then `started` and
+//! `finished`. `received` is flushed to the server before any code runs and carries the code
+//! or command itself, every file's hash and the effective limits.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::PROTOCOL_VERSION;
+use crate::error::ErrorInfo;
+use crate::limits::Limits;
+use crate::request::{ExecRequest, sha256_hex};
+use crate::result::{ExecResult, Verdict};
+
+/// Which step of a job an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEventType {
+    /// A valid request was admitted; nothing has run yet.
+    Received,
+    /// A request was refused before running (malformed, over policy, expired, ...).
+    Rejected,
+    /// The backend is about to start the program.
+    Started,
+    /// The job ended; carries the verdict and resource use.
+    Finished,
+}
+
+impl AuditEventType {
+    /// The wire name, also the last subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEventType::Received => "received",
+            AuditEventType::Rejected => "rejected",
+            AuditEventType::Started => "started",
+            AuditEventType::Finished => "finished",
+        }
+    }
+}
+
+impl fmt::Display for AuditEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A file of the request, as audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditedFile {
+    /// Path inside the working directory.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the contents.
+    pub sha256: String,
+}
+
+/// What a finished job used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceUsage {
+    /// Exit code, when the program exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Killing signal, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Wall time in milliseconds.
+    pub wall_time_ms: u64,
+    /// CPU time in milliseconds, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
+    /// Peak memory in bytes, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes of stdout kept.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr kept.
+    pub stderr_bytes: u64,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// Protocol version (1).
+    pub version: u32,
+    /// Which step this records.
+    pub event: AuditEventType,
+    /// The job id (`""` when a rejected request carried none).
+    pub job_id: String,
+    /// Tenant, from the request subject.
+    pub tenant: String,
+    /// Pool that took the request.
+    pub pool: String,
+    /// Backend of the pool.
+    pub backend: String,
+    /// Worker that published the event.
+    pub worker_id: String,
+    /// When the event happened (RFC 3339, UTC).
+    pub timestamp: DateTime<Utc>,
+    /// Language of `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The code, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The argv, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Extra arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Hex SHA-256 of the code (UTF-8), or of the argv joined by NUL bytes; for a rejected
+    /// request, of the raw request bytes.
+    pub sha256: String,
+    /// Size of the raw request in bytes.
+    pub request_bytes: u64,
+    /// Files of the request, by hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<AuditedFile>,
+    /// Hex SHA-256 of stdin, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_sha256: Option<String>,
+    /// Names of the environment variables set (values are not audited).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_keys: Vec<String>,
+    /// Effective limits after the pool's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Verdict, on `finished` and `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Resource use, on `finished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
+    /// Error, on `rejected` and failed `finished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// Where an event happened: identity fields shared by every event of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditContext {
+    /// Tenant from the subject.
+    pub tenant: String,
+    /// Pool name.
+    pub pool: String,
+    /// Backend name.
+    pub backend: String,
+    /// Worker id.
+    pub worker_id: String,
+}
+
+impl AuditEvent {
+    fn base(event: AuditEventType, job_id: &str, context: &AuditContext) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            event,
+            job_id: job_id.to_string(),
+            tenant: context.tenant.clone(),
+            pool: context.pool.clone(),
+            backend: context.backend.clone(),
+            worker_id: context.worker_id.clone(),
+            timestamp: Utc::now(),
+            language: None,
+            code: None,
+            command: None,
+            args: Vec::new(),
+            sha256: String::new(),
+            request_bytes: 0,
+            files: Vec::new(),
+            stdin_sha256: None,
+            env_keys: Vec::new(),
+            limits: None,
+            verdict: None,
+            usage: None,
+            error: None,
+        }
+    }
+
+    /// An event of `event` for a valid request, carrying what will run.
+    pub fn for_request(
+        event: AuditEventType,
+        request: &ExecRequest,
+        request_bytes: usize,
+        limits: &Limits,
+        context: &AuditContext,
+    ) -> Self {
+        Self {
+            language: request.language.clone(),
+            code: request.code.clone(),
+            command: request.command.clone(),
+            args: request.args.clone(),
+            sha256: request.source_sha256(),
+            request_bytes: request_bytes as u64,
+            files: request
+                .files
+                .iter()
+                .map(|file| AuditedFile {
+                    path: file.path.clone(),
+                    size: file.content.len() as u64,
+                    sha256: sha256_hex(file.content.as_bytes()),
+                })
+                .collect(),
+            stdin_sha256: request.stdin.as_ref().map(|stdin| sha256_hex(stdin.as_bytes())),
+            env_keys: request.env.keys().cloned().collect(),
+            limits: Some(limits.clone()),
+            ..Self::base(event, &request.id, context)
+        }
+    }
+
+    /// A `rejected` event for raw bytes that did not make a valid request.
+    pub fn rejected_raw(job_id: &str, raw: &[u8], error: ErrorInfo, context: &AuditContext) -> Self {
+        Self {
+            sha256: sha256_hex(raw),
+            request_bytes: raw.len() as u64,
+            verdict: Some(Verdict::for_error(error.kind)),
+            error: Some(error),
+            ..Self::base(AuditEventType::Rejected, job_id, context)
+        }
+    }
+
+    /// This event turned into the `finished` (or `rejected`) record of `result`.
+    pub fn finish(mut self, result: &ExecResult) -> Self {
+        self.event = if result.status == Verdict::Rejected {
+            AuditEventType::Rejected
+        } else {
+            AuditEventType::Finished
+        };
+        if self.event == AuditEventType::Finished {
+            // The code itself is on the job's `received` event; `sha256` links the two.
+            self.code = None;
+        }
+        self.timestamp = Utc::now();
+        self.verdict = Some(result.status);
+        self.error = result.error.clone();
+        self.usage = Some(ResourceUsage {
+            exit_code: result.exit_code,
+            signal: result.signal,
+            wall_time_ms: result.wall_time_ms,
+            cpu_time_ms: result.cpu_time_ms,
+            peak_memory_bytes: result.peak_memory_bytes,
+            stdout_bytes: result.stdout.len() as u64,
+            stderr_bytes: result.stderr.len() as u64,
+        });
+        self
+    }
+}

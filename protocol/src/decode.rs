@@ -1,0 +1,237 @@
+//! Decoding and validating requests, with the protocol's input limits as named constants.
+//!
+//! Every way a request can be wrong maps to a [`DecodeError`] whose [`DecodeError::kind`]
+//! goes on the wire; decoding never panics, whatever the bytes.
+
+use std::collections::HashSet;
+
+use crate::PROTOCOL_VERSION;
+use crate::error::{ErrorInfo, ErrorKind};
+use crate::limits::Limits;
+use crate::request::ExecRequest;
+use crate::subjects::check_token;
+
+/// Largest request accepted, in bytes (NATS' default max_payload is 1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Most entries in `command` plus `args`.
+pub const MAX_ARGV: usize = 1024;
+/// Most environment variables.
+pub const MAX_ENV_VARS: usize = 256;
+/// Most files.
+pub const MAX_FILES: usize = 256;
+/// Longest file path, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+/// Longest language name.
+pub const MAX_LANGUAGE_LEN: usize = 32;
+/// Lowest and highest priority.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+
+/// Why bytes are not a valid request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than [`MAX_REQUEST_BYTES`] or the worker's configured maximum.
+    #[error("request is {size} bytes, over the {max}-byte limit: send large inputs as files in several jobs or raise the worker's max_request_bytes")]
+    TooLarge {
+        /// Request size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not JSON, or JSON of the wrong shape (types, unknown or missing fields).
+    #[error("request is not a valid ExecRequest: {message} (see protocol/README.md)")]
+    Malformed {
+        /// serde's account, with line and column.
+        message: String,
+    },
+    /// A `version` this crate does not speak.
+    #[error("request version {version} is not supported: this worker speaks version {PROTOCOL_VERSION}")]
+    UnsupportedVersion {
+        /// The version sent.
+        version: u32,
+    },
+    /// Well-formed JSON with a value that breaks a rule.
+    #[error("invalid `{field}`: {message}")]
+    Invalid {
+        /// The field, as a JSON path (`files[2].path`).
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl DecodeError {
+    /// The wire error kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DecodeError::TooLarge { .. } => ErrorKind::PayloadTooLarge,
+            DecodeError::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
+            DecodeError::Malformed { .. } | DecodeError::Invalid { .. } => ErrorKind::InvalidRequest,
+        }
+    }
+
+    /// The error as it travels.
+    pub fn to_info(&self) -> ErrorInfo {
+        ErrorInfo::new(self.kind(), self.to_string())
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Decodes and validates a request of at most `max_bytes` (capped at [`MAX_REQUEST_BYTES`]).
+pub fn decode_request(bytes: &[u8], max_bytes: usize) -> Result<ExecRequest, DecodeError> {
+    let max = max_bytes.min(MAX_REQUEST_BYTES);
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    let request: ExecRequest =
+        serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed {
+            message: error.to_string(),
+        })?;
+    validate(&request)?;
+    Ok(request)
+}
+
+/// The `id` of a request that failed to decode, when one can be read, so the reply names it.
+pub fn salvage_id(bytes: &[u8]) -> Option<String> {
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let id = value.get("id")?.as_str()?;
+    check_token("job id", id).ok().map(|()| id.to_string())
+}
+
+/// Checks the rules serde cannot express.
+pub fn validate(request: &ExecRequest) -> Result<(), DecodeError> {
+    if request.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            version: request.version,
+        });
+    }
+    check_token("job id", &request.id).map_err(|error| invalid("id", error.to_string()))?;
+    validate_program(request)?;
+    validate_env(request)?;
+    validate_files(request)?;
+    validate_limits(&request.limits)?;
+    if !PRIORITY_RANGE.contains(&request.priority) {
+        return Err(invalid("priority", "must be between -100 and 100"));
+    }
+    Ok(())
+}
+
+fn validate_program(request: &ExecRequest) -> Result<(), DecodeError> {
+    match (&request.language, &request.code, &request.command) {
+        (Some(language), Some(_), None) => {
+            let valid = !language.is_empty()
+                && language.len() <= MAX_LANGUAGE_LEN
+                && language.bytes().all(|byte| {
+                    byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"_+-.".contains(&byte)
+                });
+            if !valid {
+                return Err(invalid(
+                    "language",
+                    format!("`{language}` is not a language name: 1 to {MAX_LANGUAGE_LEN} of a-z 0-9 _ + - ."),
+                ));
+            }
+        }
+        (None, None, Some(argv)) => {
+            if argv.first().is_none_or(String::is_empty) {
+                return Err(invalid("command", "must name a program as its first element"));
+            }
+        }
+        (_, _, Some(_)) => {
+            return Err(invalid("command", "give either `command` or `language` + `code`, not both"));
+        }
+        (Some(_), None, None) => return Err(invalid("code", "`language` needs `code`")),
+        (None, Some(_), None) => return Err(invalid("language", "`code` needs `language`")),
+        (None, None, None) => {
+            return Err(invalid("code", "give `language` + `code`, or `command`"));
+        }
+    }
+    let argv = request.command.iter().flatten().chain(&request.args);
+    if argv.clone().count() > MAX_ARGV {
+        return Err(invalid("args", format!("at most {MAX_ARGV} arguments")));
+    }
+    for (index, arg) in argv.enumerate() {
+        if arg.contains('\0') {
+            return Err(invalid(format!("argv[{index}]"), "contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_env(request: &ExecRequest) -> Result<(), DecodeError> {
+    if request.env.len() > MAX_ENV_VARS {
+        return Err(invalid("env", format!("at most {MAX_ENV_VARS} variables")));
+    }
+    for (key, value) in &request.env {
+        let mut bytes = key.bytes();
+        let valid = bytes
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+            && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+        if !valid {
+            return Err(invalid(
+                format!("env.{key}"),
+                "variable names are letters, digits and _, not starting with a digit",
+            ));
+        }
+        if value.contains('\0') {
+            return Err(invalid(format!("env.{key}"), "contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
+    if request.files.len() > MAX_FILES {
+        return Err(invalid("files", format!("at most {MAX_FILES} files")));
+    }
+    let mut seen = HashSet::new();
+    for (index, file) in request.files.iter().enumerate() {
+        let field = format!("files[{index}].path");
+        let path = &file.path;
+        if path.is_empty() || path.len() > MAX_PATH_BYTES {
+            return Err(invalid(field, format!("must be 1 to {MAX_PATH_BYTES} bytes")));
+        }
+        if path.starts_with('/') || path.contains('\0') || path.contains('\\') {
+            return Err(invalid(field, format!("`{path}` must be a relative path without NUL or backslash")));
+        }
+        if path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(invalid(field, format!("`{path}` must not contain empty, `.` or `..` parts")));
+        }
+        if !seen.insert(path.as_str()) {
+            return Err(invalid(field, format!("`{path}` is given twice")));
+        }
+        if file.mode.is_some_and(|mode| mode > 0o777) {
+            return Err(invalid(format!("files[{index}].mode"), "must be permission bits, at most 0o777 (511)"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_limits(limits: &Limits) -> Result<(), DecodeError> {
+    if let Some(cpus) = limits.cpus
+        && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
+    {
+        return Err(invalid("limits.cpus", "must be a number of cores above 0, e.g. 0.5"));
+    }
+    let zero = limits.timeout.is_some_and(|value| value.0 == 0)
+        || limits.cpu_time.is_some_and(|value| value.0 == 0)
+        || limits.memory.is_some_and(|value| value.0 == 0)
+        || limits.processes == Some(0)
+        || limits.open_files == Some(0)
+        || limits.disk.is_some_and(|value| value.0 == 0);
+    if zero {
+        return Err(invalid("limits", "limits must be above zero; omit a limit to take the pool's default"));
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! OpenShell wire protocol, version 1.
+//!
+//! Agents publish an [`ExecRequest`] on `<prefix>.exec.<pool>.<tenant>` and receive an
+//! [`ExecResult`] on the reply subject; workers publish [`AuditEvent`]s on
+//! `<prefix>.audit.<tenant>.<pool>.<event>`. This crate holds the message types, the subject
+//! scheme, request validation with its named limits, the JSON Schemas, and (feature `client`)
+//! a typed async client. It contains no backend code.
+
+pub mod audit;
+pub mod decode;
+pub mod error;
+pub mod limits;
+pub mod payload;
+pub mod request;
+pub mod result;
+pub mod schema;
+pub mod subjects;
+pub mod units;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use audit::{AuditEvent, AuditEventType, ResourceUsage};
+pub use decode::{DecodeError, decode_request};
+pub use error::{ErrorInfo, ErrorKind};
+pub use limits::{LimitName, Limits};
+pub use payload::Payload;
+pub use request::{ExecRequest, FileSpec};
+pub use result::{Enforcement, EnforcementReport, EnforcementStatus, ExecResult, Verdict};
+pub use subjects::Subjects;
+pub use units::{ByteSize, DurationMs};
+
+#[cfg(feature = "client")]
+pub use client::{Client, ClientError};
+
+/// The protocol version this crate speaks; requests carry it in `version`.
+pub const PROTOCOL_VERSION: u32 = 1;

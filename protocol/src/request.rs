@@ -1,0 +1,120 @@
+//! The execution request an agent publishes on `<prefix>.exec.<pool>.<tenant>`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::PROTOCOL_VERSION;
+use crate::limits::Limits;
+use crate::payload::Payload;
+
+fn protocol_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+/// A request to run code or a command in a sandbox.
+///
+/// Exactly one of `language` + `code` or `command` is given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Protocol version; must be 1.
+    #[serde(default = "protocol_version")]
+    pub version: u32,
+    /// Client-chosen job id and idempotency key: 1 to 128 of `A-Z a-z 0-9 _ -`.
+    pub id: String,
+    /// Language of `code`, e.g. `python`, `node`, `bash`; the pool maps it to a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Source code to run with `language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// An explicit argv to run instead of `language` + `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Extra arguments passed to the program.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Bytes written to the program's standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<Payload>,
+    /// Environment variables; the sandbox environment starts empty apart from PATH and HOME.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files placed in the working directory before the program starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+    /// Resource limits; the pool's defaults fill the rest, its ceilings bound them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Ask for network access; refused unless the pool allows it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub network: bool,
+    /// Do not start the job after this instant (RFC 3339); verdict `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Higher runs first among queued jobs, from -100 to 100.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+/// A file to place in the job's working directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Relative path inside the working directory; no `..`, no leading `/`.
+    pub path: String,
+    /// File contents.
+    pub content: Payload,
+    /// Unix permission bits, e.g. 493 (0o755); default 0o644.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl ExecRequest {
+    /// A request that runs `code` in `language`.
+    pub fn code(id: impl Into<String>, language: impl Into<String>, code: impl Into<String>) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            id: id.into(),
+            language: Some(language.into()),
+            code: Some(code.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A request that runs an explicit argv.
+    pub fn command(id: impl Into<String>, argv: Vec<String>) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            id: id.into(),
+            command: Some(argv),
+            ..Self::default()
+        }
+    }
+
+    /// Hex SHA-256 of what runs: the UTF-8 `code`, or for a command the argv joined by NUL bytes.
+    pub fn source_sha256(&self) -> String {
+        match (&self.code, &self.command) {
+            (Some(code), _) => sha256_hex(code.as_bytes()),
+            (None, Some(argv)) => sha256_hex(argv.join("\0").as_bytes()),
+            (None, None) => sha256_hex(b""),
+        }
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}

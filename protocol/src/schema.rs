@@ -1,0 +1,45 @@
+//! JSON Schemas of the wire messages, generated from the Rust types.
+//!
+//! The checked-in copies under `protocol/schema/` are compared with these by a test; run
+//! `OPENSHELL_BLESS=1 cargo test -p openshell-protocol` to rewrite them after a change.
+
+use crate::audit::AuditEvent;
+use crate::request::ExecRequest;
+use crate::result::ExecResult;
+
+/// A message kind and its schema file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// [`ExecRequest`].
+    Request,
+    /// [`ExecResult`].
+    Result,
+    /// [`AuditEvent`].
+    Audit,
+}
+
+impl Message {
+    /// Every message kind.
+    pub const ALL: [Message; 3] = [Message::Request, Message::Result, Message::Audit];
+
+    /// File name under `protocol/schema/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Message::Request => "exec-request.v1.json",
+            Message::Result => "exec-result.v1.json",
+            Message::Audit => "audit-event.v1.json",
+        }
+    }
+
+    /// The schema, as pretty JSON.
+    pub fn schema_json(self) -> String {
+        let schema = match self {
+            Message::Request => schemars::schema_for!(ExecRequest),
+            Message::Result => schemars::schema_for!(ExecResult),
+            Message::Audit => schemars::schema_for!(AuditEvent),
+        };
+        let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}

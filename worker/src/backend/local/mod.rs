@@ -1,0 +1,1 @@
+//! Local process backend (placeholder).

@@ -1,0 +1,1 @@
+//! Builds a pool's backend from its configuration, by name.

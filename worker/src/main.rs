@@ -1,0 +1,3 @@
+//! The `openshell` command.
+
+fn main() {}
