@@ -64,7 +64,8 @@ impl OutputSink {
 
     /// Appends `bytes` from `stream`, keeping what fits under the limit.
     pub fn write(&self, stream: Stream, bytes: &[u8]) -> Flow {
-        let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
+        let captured = &mut *guard;
         let used = (captured.stdout.len() + captured.stderr.len()) as u64;
         let room = self.limit.saturating_sub(used) as usize;
         let kept = bytes.len().min(room);
