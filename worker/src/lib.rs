@@ -4,3 +4,4 @@
 //! [`job`] → [`backend`] → result + [`audit`].
 
 pub mod backend;
+pub mod languages;
