@@ -1,0 +1,171 @@
+use std::collections::BTreeSet;
+
+use chrono::{Duration, Utc};
+use openshell_protocol::{
+    ByteSize, DurationMs, Enforcement, EnforcementReport, ErrorKind, ExecRequest, LimitName, Limits,
+};
+use proptest::prelude::*;
+
+use super::admit;
+use crate::policy::{PoolPolicy, TenantFilter};
+
+fn policy() -> PoolPolicy {
+    PoolPolicy {
+        pool: "none".into(),
+        backend: "none".into(),
+        defaults: Limits {
+            timeout: Some(DurationMs::secs(30)),
+            memory: Some(ByteSize::mib(512)),
+            ..Limits::default()
+        },
+        ceilings: Limits {
+            timeout: Some(DurationMs::secs(300)),
+            memory: Some(ByteSize::gib(1)),
+            ..Limits::default()
+        },
+        tenants: TenantFilter::Any,
+        languages: BTreeSet::from(["python".to_string()]),
+        allow_commands: true,
+        allow_network: false,
+        allow_unenforced_limits: false,
+    }
+}
+
+fn capabilities() -> EnforcementReport {
+    [LimitName::Timeout, LimitName::Memory, LimitName::Output]
+        .into_iter()
+        .map(|name| (name, Enforcement::enforced("test")))
+        .collect()
+}
+
+fn python(limits: Limits) -> ExecRequest {
+    ExecRequest {
+        limits,
+        ..ExecRequest::code("job-1", "python", "print(1)")
+    }
+}
+
+#[test]
+fn fills_defaults_and_plans_enforcement() {
+    let admitted = admit(
+        &python(Limits::default()),
+        "acme",
+        &policy(),
+        &capabilities(),
+        Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(admitted.limits.timeout, Some(DurationMs::secs(30)));
+    assert_eq!(admitted.limits.memory, Some(ByteSize::mib(512)));
+    assert_eq!(admitted.enforcement.len(), 2);
+}
+
+#[test]
+fn over_ceiling_names_the_ceiling() {
+    let request = python(Limits {
+        memory: Some(ByteSize::gib(2)),
+        ..Limits::default()
+    });
+    let error = admit(&request, "acme", &policy(), &capabilities(), Utc::now()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::LimitExceedsPolicy);
+    assert!(
+        error.message.contains("limits.memory = 2g"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("ceiling of 1g"), "{}", error.message);
+}
+
+#[test]
+fn unenforceable_limits_fail_closed_unless_allowed() {
+    let request = python(Limits {
+        cpus: Some(0.5),
+        ..Limits::default()
+    });
+    let error = admit(&request, "acme", &policy(), &capabilities(), Utc::now()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::LimitNotEnforceable);
+    assert!(error.message.contains("limits.cpus"));
+    let lenient = PoolPolicy {
+        allow_unenforced_limits: true,
+        ..policy()
+    };
+    let admitted = admit(&request, "acme", &lenient, &capabilities(), Utc::now()).unwrap();
+    assert_eq!(
+        admitted.enforcement[&LimitName::Cpus].status,
+        openshell_protocol::EnforcementStatus::NotEnforced
+    );
+}
+
+#[test]
+fn tenants_languages_network_and_deadlines() {
+    let only_acme = PoolPolicy {
+        tenants: TenantFilter::from(vec!["acme".to_string()]),
+        ..policy()
+    };
+    let request = python(Limits::default());
+    let reject = |request: &ExecRequest, policy: &PoolPolicy| {
+        admit(request, "evil", policy, &capabilities(), Utc::now())
+            .unwrap_err()
+            .kind
+    };
+    assert_eq!(reject(&request, &only_acme), ErrorKind::TenantNotAllowed);
+    let ruby = ExecRequest::code("job-2", "ruby", "puts 1");
+    assert_eq!(reject(&ruby, &policy()), ErrorKind::LanguageNotAllowed);
+    let no_commands = PoolPolicy {
+        allow_commands: false,
+        ..policy()
+    };
+    let command = ExecRequest::command("job-3", vec!["true".into()]);
+    assert_eq!(
+        reject(&command, &no_commands),
+        ErrorKind::LanguageNotAllowed
+    );
+    let networked = ExecRequest {
+        network: true,
+        ..python(Limits::default())
+    };
+    assert_eq!(reject(&networked, &policy()), ErrorKind::NetworkNotAllowed);
+    let late = ExecRequest {
+        deadline: Some(Utc::now() - Duration::seconds(5)),
+        ..python(Limits::default())
+    };
+    assert_eq!(reject(&late, &policy()), ErrorKind::DeadlineExpired);
+}
+
+fn limits_strategy() -> impl Strategy<Value = Limits> {
+    (
+        proptest::option::of(1u64..600_000),
+        proptest::option::of(1u64..(4u64 << 30)),
+        proptest::option::of(1u64..10_000_000),
+    )
+        .prop_map(|(timeout, memory, output)| Limits {
+            timeout: timeout.map(DurationMs),
+            memory: memory.map(ByteSize),
+            output: output.map(ByteSize),
+            ..Limits::default()
+        })
+}
+
+proptest! {
+    /// Whatever is asked, an admitted job's limits are within the ceilings and every limit in
+    /// force has an enforcement entry; a refused one names the broken rule.
+    #[test]
+    fn admitted_jobs_respect_the_policy(limits in limits_strategy()) {
+        let policy = policy();
+        match admit(&python(limits), "acme", &policy, &capabilities(), Utc::now()) {
+            Ok(admitted) => {
+                for (name, value) in admitted.limits.iter() {
+                    if let Some(ceiling) = policy.ceilings.get(name) {
+                        prop_assert!(value <= ceiling);
+                    }
+                    prop_assert!(admitted.enforcement.contains_key(&name));
+                }
+                prop_assert!(admitted.limits.timeout.is_some());
+            }
+            Err(rejection) => {
+                prop_assert_eq!(rejection.kind, ErrorKind::LimitExceedsPolicy);
+                prop_assert!(rejection.message.contains("ceiling"));
+            }
+        }
+    }
+}
