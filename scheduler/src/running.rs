@@ -85,6 +85,11 @@ impl RunningJobs {
         self.shutdown.cancel();
     }
 
+    /// True once [`RunningJobs::cancel_all`] was called.
+    pub fn is_aborted(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Number of running jobs.
     pub fn len(&self) -> usize {
         self.jobs

@@ -3,5 +3,12 @@
 //! The flow, one module each: [`intake`] (NATS) → admission (`openshell-scheduler`) →
 //! [`job`] → [`backend`] → result + [`audit`].
 
+pub mod audit;
 pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod intake;
+pub mod job;
 pub mod languages;
+pub mod logging;
+pub mod nats;

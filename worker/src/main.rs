@@ -1,3 +1,11 @@
 //! The `openshell` command.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use openshell_worker::cli::{Cli, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    run(Cli::parse()).await
+}

@@ -1,0 +1,242 @@
+//! `openshell exec`: submit one job, print its output as it was, exit with its exit code.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use openshell_protocol::{
+    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, Payload, Subjects,
+    Verdict,
+};
+
+use super::NatsArgs;
+
+/// Exit codes for jobs that did not complete; a completed job exits with its own code.
+pub mod exit {
+    /// Wall timeout (as coreutils `timeout`).
+    pub const TIMEOUT: u8 = 124;
+    /// Out of memory.
+    pub const OUT_OF_MEMORY: u8 = 137;
+    /// Output limit.
+    pub const OUTPUT_LIMIT: u8 = 141;
+    /// Cancelled.
+    pub const CANCELLED: u8 = 130;
+    /// Rejected by the worker (invalid request, policy).
+    pub const REJECTED: u8 = 65;
+    /// Deadline passed before start.
+    pub const EXPIRED: u8 = 75;
+    /// Backend failure, worker lost.
+    pub const BACKEND_ERROR: u8 = 70;
+    /// The job could not be submitted or no result came back (no worker, NATS down).
+    pub const CLIENT_ERROR: u8 = 69;
+}
+
+/// Run code or a command on a pool and print its output.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  openshell exec --lang python -c 'print(6*7)'\n  openshell exec --lang bash script.sh -- arg1 arg2\n  echo hi | openshell exec --stdin - --command cat\n  openshell exec --pool docker --tenant acme --timeout 5s --memory 256m --lang node -c 'console.log(1)'\n\nExit status: the job's own exit code when it completed (128+N when killed by signal N);\n124 timeout, 137 out of memory, 141 output limit, 130 cancelled, 65 rejected,\n75 expired, 70 backend error, 69 not submitted or no result."
+)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Pool to run on (env OPENSHELL_POOL; default: SANDBOX_BACKEND or none).
+    #[arg(long, env = "OPENSHELL_POOL")]
+    pool: Option<String>,
+    /// Tenant to run as (env OPENSHELL_TENANT).
+    #[arg(long, env = "OPENSHELL_TENANT", default_value = "default")]
+    tenant: String,
+    /// Language of the code (python, node, bash, sh, ...).
+    #[arg(long = "lang", short = 'l')]
+    language: Option<String>,
+    /// The code to run.
+    #[arg(short = 'c', long = "code", conflicts_with = "command")]
+    code: Option<String>,
+    /// A file with the code to run (with --lang).
+    #[arg(conflicts_with_all = ["code", "command"])]
+    script: Option<PathBuf>,
+    /// Run this argv instead of code: everything after --command.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, conflicts_with = "language")]
+    command: Option<Vec<String>>,
+    /// Arguments for the program (after --).
+    #[arg(last = true)]
+    args: Vec<String>,
+    /// Job id (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+    /// Read standard input for the job from this file (`-` for this process's stdin).
+    #[arg(long)]
+    stdin: Option<PathBuf>,
+    /// Environment variable for the job, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// File for the job's working directory, PATH=LOCAL_FILE (repeatable).
+    #[arg(long = "file", value_name = "PATH=LOCAL_FILE")]
+    files: Vec<String>,
+    /// Wall timeout, e.g. 30s, 500ms.
+    #[arg(long)]
+    timeout: Option<DurationMs>,
+    /// CPU time limit, e.g. 10s.
+    #[arg(long)]
+    cpu_time: Option<DurationMs>,
+    /// Memory limit, e.g. 512m, 1g.
+    #[arg(long)]
+    memory: Option<ByteSize>,
+    /// CPU share in cores, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Process limit.
+    #[arg(long)]
+    processes: Option<u64>,
+    /// Open file limit.
+    #[arg(long)]
+    open_files: Option<u64>,
+    /// Output limit (stdout + stderr), e.g. 64k.
+    #[arg(long)]
+    output: Option<ByteSize>,
+    /// Disk limit, e.g. 100m.
+    #[arg(long)]
+    disk: Option<ByteSize>,
+    /// Ask for network access (the pool must allow it).
+    #[arg(long)]
+    network: bool,
+    /// Print the whole result as JSON instead of the output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ExecArgs {
+    fn request(&self) -> anyhow::Result<ExecRequest> {
+        let id = self.id.clone().unwrap_or_else(generated_id);
+        let mut request = match (&self.language, &self.code, &self.script, &self.command) {
+            (Some(language), Some(code), None, None) => ExecRequest::code(id, language, code),
+            (Some(language), None, Some(script), None) => {
+                let code = std::fs::read_to_string(script)
+                    .with_context(|| format!("reading {}", script.display()))?;
+                ExecRequest::code(id, language, code)
+            }
+            (None, None, None, Some(argv)) => ExecRequest::command(id, argv.clone()),
+            (None, _, _, None) => {
+                bail!("give --lang with -c CODE or a script file, or --command ARGV...")
+            }
+            _ => bail!("give either --lang with -c CODE or a script file, or --command ARGV..."),
+        };
+        request.args = self.args.clone();
+        request.stdin = match &self.stdin {
+            Some(path) if path.as_os_str() == "-" => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                    .context("reading stdin")?;
+                Some(Payload(bytes))
+            }
+            Some(path) => Some(Payload(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )),
+            None => None,
+        };
+        request.env = self
+            .env
+            .iter()
+            .map(|pair| split_pair(pair, "--env"))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        for pair in &self.files {
+            let (path, local) = split_pair(pair, "--file")?;
+            let content = std::fs::read(&local).with_context(|| format!("reading {local}"))?;
+            request.files.push(FileSpec {
+                path,
+                content: Payload(content),
+                mode: None,
+            });
+        }
+        request.limits = Limits {
+            timeout: self.timeout,
+            cpu_time: self.cpu_time,
+            memory: self.memory,
+            cpus: self.cpus,
+            processes: self.processes,
+            open_files: self.open_files,
+            output: self.output,
+            disk: self.disk,
+        };
+        request.network = self.network;
+        Ok(request)
+    }
+}
+
+fn split_pair(pair: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    match pair.split_once('=') {
+        Some((key, value)) => Ok((key.to_string(), value.to_string())),
+        None => bail!("{flag} takes KEY=VALUE, got `{pair}`"),
+    }
+}
+
+fn generated_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!("cli-{}-{nanos:x}", std::process::id())
+}
+
+/// The process exit code for `result`.
+pub fn exit_code(result: &ExecResult) -> u8 {
+    match result.status {
+        Verdict::Completed => match (result.exit_code, result.signal) {
+            (Some(code), _) => code.clamp(0, 255) as u8,
+            (None, Some(signal)) => (128 + signal).clamp(0, 255) as u8,
+            (None, None) => 0,
+        },
+        Verdict::Timeout => exit::TIMEOUT,
+        Verdict::OutOfMemory => exit::OUT_OF_MEMORY,
+        Verdict::OutputLimit => exit::OUTPUT_LIMIT,
+        Verdict::Cancelled => exit::CANCELLED,
+        Verdict::Rejected => exit::REJECTED,
+        Verdict::Expired => exit::EXPIRED,
+        Verdict::BackendError | Verdict::WorkerLost => exit::BACKEND_ERROR,
+    }
+}
+
+/// Submits the job and prints its output.
+pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let request = match args.request() {
+        Ok(request) => request,
+        Err(error) => {
+            eprintln!("openshell exec: {error:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let pool = args.pool.clone().unwrap_or_else(super::default_pool);
+    let nats = match args.nats.connect().await {
+        Ok(nats) => nats,
+        Err(error) => {
+            eprintln!("openshell exec: {error:#}");
+            return Ok(ExitCode::from(exit::CLIENT_ERROR));
+        }
+    };
+    let client = Client::new(nats, Subjects::new(args.nats.subject_prefix.clone()));
+    let result = match client.exec(&pool, &args.tenant, &request).await {
+        Ok(result) => result,
+        Err(error) => {
+            eprintln!("openshell exec: {error}");
+            return Ok(ExitCode::from(exit::CLIENT_ERROR));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        std::io::stdout().write_all(result.stdout.as_bytes())?;
+        std::io::stdout().flush()?;
+        std::io::stderr().write_all(result.stderr.as_bytes())?;
+        if let Some(error) = &result.error {
+            eprintln!(
+                "openshell: job {} {}: {}",
+                result.id, result.status, error.message
+            );
+        } else if result.stdout_truncated || result.stderr_truncated {
+            eprintln!("openshell: job {} output was truncated", result.id);
+        }
+    }
+    Ok(ExitCode::from(exit_code(&result)))
+}

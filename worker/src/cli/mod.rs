@@ -1,0 +1,115 @@
+//! The `openshell` command line.
+
+pub mod audit;
+pub mod exec;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// OpenShell: run untrusted, AI-generated code in sandboxes, over NATS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "openshell",
+    version,
+    about,
+    after_help = "Examples:\n  openshell worker\n  openshell exec --lang python -c 'print(6*7)'\n  openshell audit tail\n  openshell config"
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker.
+    Worker(worker::WorkerArgs),
+    /// Run one job and print its output.
+    Exec(exec::ExecArgs),
+    /// Audit events.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Print the effective worker configuration, secrets redacted.
+    Config(ConfigArgs),
+}
+
+/// Options of `openshell config`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  openshell config\n  SANDBOX_BACKEND=none NATS_PASSWORD=x openshell config --config worker.toml"
+)]
+pub struct ConfigArgs {
+    /// TOML configuration file (env OPENSHELL_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// NATS connection options of the client commands.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long = "nats",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// Subject prefix.
+    #[arg(long, env = "OPENSHELL_SUBJECT_PREFIX", default_value = openshell_protocol::subjects::DEFAULT_PREFIX)]
+    pub subject_prefix: String,
+}
+
+impl NatsArgs {
+    /// Connects with the same options as the worker (credentials from the environment).
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let mut config = Config::load(None, &Overrides::default())
+            .map(|config| config.nats)
+            .unwrap_or_default();
+        config.urls = crate::config::env::split_list(&self.url);
+        let options = crate::nats::connect_once(&config, "openshell-cli").await;
+        options.with_context(|| {
+            format!(
+                "connecting to NATS at {}; is nats-server running (deploy/setup.sh)?",
+                self.url
+            )
+        })
+    }
+}
+
+/// The pool a client uses when none is named: the one a default worker serves.
+pub fn default_pool() -> String {
+    std::env::var(crate::config::env::SANDBOX_BACKEND)
+        .unwrap_or_else(|_| crate::config::DEFAULT_BACKEND.to_string())
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Worker(args) => match Config::load(args.config.as_deref(), &args.overrides()) {
+            Ok(config) => {
+                crate::logging::init(&config.worker.log_level);
+                worker::run(config).await
+            }
+            Err(error) => Err(error.into()),
+        },
+        Command::Exec(args) => exec::run(args).await,
+        Command::Audit(command) => audit::run(command).await,
+        Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
+            .map(|config| {
+                print!("{}", config.to_redacted_toml());
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
+    };
+    outcome.unwrap_or_else(|error| {
+        eprintln!("openshell: {error:#}");
+        ExitCode::FAILURE
+    })
+}

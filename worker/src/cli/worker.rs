@@ -1,0 +1,137 @@
+//! `openshell worker`: serve the configured pools until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use openshell_protocol::Subjects;
+use openshell_scheduler::{RunningJobs, Slots};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::AuditPublisher;
+use crate::backend::registry;
+use crate::config::{Config, Overrides};
+use crate::intake;
+use crate::job::PoolRuntime;
+
+/// Run a worker: take jobs from NATS and run them on the configured backends.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  openshell worker                      # one pool on SANDBOX_BACKEND (default none)\n  SANDBOX_BACKEND=none LOG_LEVEL=debug openshell worker\n  openshell worker --config /etc/openshell/worker.toml --nats nats://10.0.0.5:4222"
+)]
+pub struct WorkerArgs {
+    /// TOML configuration file (env OPENSHELL_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// NATS server URL(s), comma-separated (env NATS_URL).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Serve a single pool on this backend, named after it (env SANDBOX_BACKEND).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Jobs run at once per pool (env OPENSHELL_SLOTS).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Worker id in results and audit events (env OPENSHELL_WORKER_ID).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The flags as configuration overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            nats_url: self.nats.clone(),
+            backend: self.backend.clone(),
+            slots: self.slots,
+            worker_id: self.worker_id.clone(),
+        }
+    }
+}
+
+/// Runs the worker until a signal, then drains.
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
+    let nats = crate::nats::connect(
+        &config.nats,
+        &format!("openshell-worker {}", config.worker.id),
+    )
+    .await?;
+    crate::nats::wait_connected(&nats, &config.nats.urls).await;
+    let running = RunningJobs::new();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let audit = AuditPublisher::new(nats.clone(), subjects.clone());
+    let mut intakes = Vec::new();
+    for (name, pool) in &config.pools {
+        let backend = registry::build(name, pool)
+            .await
+            .with_context(|| format!("pool `{name}`"))?;
+        if let Err(error) = backend.health().await {
+            tracing::warn!(pool = %name, %error, "backend is not healthy yet; jobs will fail until it is");
+        }
+        let runtime = Arc::new(PoolRuntime {
+            name: name.clone(),
+            policy: pool.policy(name),
+            capabilities: backend.capabilities(),
+            backend,
+            slots: Slots::new(pool.slots),
+            running: running.clone(),
+            audit: audit.clone(),
+            nats: nats.clone(),
+            subjects: subjects.clone(),
+            worker_id: config.worker.id.clone(),
+            max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
+            shutdown: stop.clone(),
+            config: pool.clone(),
+        });
+        intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
+    }
+    let cancel_listener =
+        intake::serve_cancel(nats.clone(), subjects.clone(), running.clone()).await?;
+    nats.flush()
+        .await
+        .context("flushing subscriptions to NATS")?;
+    tracing::info!(worker = %config.worker.id, pools = config.pools.len(), "OpenShell worker ready");
+
+    wait_for_signal().await;
+    tracing::info!(grace = %config.worker.shutdown_grace, running = running.len(), "shutting down: taking no new jobs");
+    stop.cancel();
+    for intake in intakes {
+        let _ = intake.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(config.worker.shutdown_grace.as_duration(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = running.len(),
+            "grace period over: cancelling running jobs"
+        );
+        running.cancel_all();
+        tracker.wait().await;
+    }
+    cancel_listener.abort();
+    nats.flush().await.ok();
+    tracing::info!("worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,186 @@
+//! Environment variables: the OpenClaw names plus NATS and OpenShell settings.
+//!
+//! | variable | sets |
+//! |---|---|
+//! | `SANDBOX_BACKEND` | backend of the default pool (named after it) when the file defines no pools |
+//! | `SANDBOX_DOCKER_MEMORY`, `SANDBOX_DOCKER_CPUS`, `SANDBOX_DOCKER_TIMEOUT` | default limits of every `docker` pool |
+//! | `SSH_TIMEOUT` | default wall timeout of every `ssh` pool (bare number = seconds) |
+//! | `LOG_LEVEL` | `worker.log_level` |
+//! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
+//! | `OPENSHELL_CONFIG` | the TOML file |
+//! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots of every pool, shutdown grace, largest request |
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use openshell_protocol::{ByteSize, DurationMs};
+
+use super::{Config, ConfigError, DEFAULT_BACKEND, PoolConfig, Secret};
+
+/// Path of the TOML configuration file.
+pub const CONFIG: &str = "OPENSHELL_CONFIG";
+/// Backend of the default pool.
+pub const SANDBOX_BACKEND: &str = "SANDBOX_BACKEND";
+/// Default memory of docker pools (`512m`).
+pub const SANDBOX_DOCKER_MEMORY: &str = "SANDBOX_DOCKER_MEMORY";
+/// Default CPU share of docker pools (`1.0`).
+pub const SANDBOX_DOCKER_CPUS: &str = "SANDBOX_DOCKER_CPUS";
+/// Default wall timeout of docker pools (`30s`; a bare number is seconds).
+pub const SANDBOX_DOCKER_TIMEOUT: &str = "SANDBOX_DOCKER_TIMEOUT";
+/// Default wall timeout of ssh pools (`30`; a bare number is seconds).
+pub const SSH_TIMEOUT: &str = "SSH_TIMEOUT";
+/// Log filter.
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+/// NATS server URLs, comma-separated.
+pub const NATS_URL: &str = "NATS_URL";
+/// Subject prefix.
+pub const SUBJECT_PREFIX: &str = "OPENSHELL_SUBJECT_PREFIX";
+/// Worker id.
+pub const WORKER_ID: &str = "OPENSHELL_WORKER_ID";
+/// Slots of every pool.
+pub const SLOTS: &str = "OPENSHELL_SLOTS";
+/// Shutdown grace period.
+pub const SHUTDOWN_GRACE: &str = "OPENSHELL_SHUTDOWN_GRACE";
+/// Largest request accepted.
+pub const MAX_REQUEST_BYTES: &str = "OPENSHELL_MAX_REQUEST_BYTES";
+
+/// Splits a comma-separated list, dropping empty entries.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse<T: FromStr>(var: &'static str, value: &str, expected: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|error: T::Err| ConfigError::Env {
+            var,
+            value: value.to_string(),
+            reason: format!("{error}; expected {expected}"),
+        })
+}
+
+fn duration(var: &'static str, value: &str) -> Result<DurationMs, ConfigError> {
+    DurationMs::parse_seconds_default(value).map_err(|error| ConfigError::Env {
+        var,
+        value: value.to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// Applies the environment to `config`, read through `env`.
+pub fn apply(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    apply_pools(config, env)?;
+    apply_nats(config, env)?;
+    if let Some(level) = env(LOG_LEVEL) {
+        config.worker.log_level = level;
+    }
+    if let Some(id) = env(WORKER_ID) {
+        config.worker.id = id;
+    }
+    if let Some(grace) = env(SHUTDOWN_GRACE) {
+        config.worker.shutdown_grace = duration(SHUTDOWN_GRACE, &grace)?;
+    }
+    if let Some(size) = env(MAX_REQUEST_BYTES) {
+        config.worker.max_request_bytes = parse(MAX_REQUEST_BYTES, &size, "a size such as 1m")?;
+    }
+    Ok(())
+}
+
+fn apply_pools(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match env(SANDBOX_BACKEND) {
+        Some(backend) if !config.pools.is_empty() => {
+            return Err(ConfigError::Env {
+                var: SANDBOX_BACKEND,
+                value: backend,
+                reason: "the config file defines pools, so it is ambiguous; unset it or remove [pools] from the file".into(),
+            });
+        }
+        Some(backend) => {
+            let backend = backend.trim().to_string();
+            config.pools = BTreeMap::from([(backend.clone(), PoolConfig::for_backend(&backend))]);
+        }
+        None if config.pools.is_empty() => {
+            config.pools = BTreeMap::from([(
+                DEFAULT_BACKEND.to_string(),
+                PoolConfig::for_backend(DEFAULT_BACKEND),
+            )]);
+        }
+        None => {}
+    }
+    let docker_memory = env(SANDBOX_DOCKER_MEMORY)
+        .map(|value| parse::<ByteSize>(SANDBOX_DOCKER_MEMORY, &value, "a size such as 512m"))
+        .transpose()?;
+    let docker_cpus = env(SANDBOX_DOCKER_CPUS)
+        .map(|value| parse::<f64>(SANDBOX_DOCKER_CPUS, &value, "a number of cores such as 1.0"))
+        .transpose()?;
+    let docker_timeout = env(SANDBOX_DOCKER_TIMEOUT)
+        .map(|value| duration(SANDBOX_DOCKER_TIMEOUT, &value))
+        .transpose()?;
+    let ssh_timeout = env(SSH_TIMEOUT)
+        .map(|value| duration(SSH_TIMEOUT, &value))
+        .transpose()?;
+    let slots = env(SLOTS)
+        .map(|value| parse::<usize>(SLOTS, &value, "a whole number of jobs, at least 1"))
+        .transpose()?;
+    for pool in config.pools.values_mut() {
+        match pool.backend.as_str() {
+            "docker" => {
+                pool.defaults.memory = docker_memory.or(pool.defaults.memory);
+                pool.defaults.cpus = docker_cpus.or(pool.defaults.cpus);
+                pool.defaults.timeout = docker_timeout.or(pool.defaults.timeout);
+            }
+            "ssh" => pool.defaults.timeout = ssh_timeout.or(pool.defaults.timeout),
+            _ => {}
+        }
+        pool.slots = slots.unwrap_or(pool.slots);
+    }
+    Ok(())
+}
+
+fn apply_nats(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let nats = &mut config.nats;
+    if let Some(urls) = env(NATS_URL) {
+        nats.urls = split_list(&urls);
+    }
+    if let Some(prefix) = env(SUBJECT_PREFIX) {
+        nats.subject_prefix = prefix;
+    }
+    nats.user = env("NATS_USER").or(nats.user.take());
+    nats.password = env("NATS_PASSWORD")
+        .map(Secret::new)
+        .or(nats.password.take());
+    nats.token = env("NATS_TOKEN").map(Secret::new).or(nats.token.take());
+    nats.nkey = env("NATS_NKEY").map(Secret::new).or(nats.nkey.take());
+    nats.creds_file = env("NATS_CREDS")
+        .map(PathBuf::from)
+        .or(nats.creds_file.take());
+    nats.tls_ca = env("NATS_TLS_CA").map(PathBuf::from).or(nats.tls_ca.take());
+    nats.tls_cert = env("NATS_TLS_CERT")
+        .map(PathBuf::from)
+        .or(nats.tls_cert.take());
+    nats.tls_key = env("NATS_TLS_KEY")
+        .map(PathBuf::from)
+        .or(nats.tls_key.take());
+    if let Some(required) = env("NATS_TLS_REQUIRED") {
+        nats.tls_required = parse("NATS_TLS_REQUIRED", &required, "true or false")?;
+    }
+    Ok(())
+}

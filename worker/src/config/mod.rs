@@ -1,0 +1,360 @@
+//! The worker's configuration: one validated struct.
+//!
+//! Sources, later ones winning: built-in defaults < TOML file (`--config` or
+//! `OPENSHELL_CONFIG`) < environment variables (the OpenClaw names keep working, see
+//! [`env`]) < command-line flags. Unknown keys in the file are errors. `openshell config`
+//! prints the result with secrets redacted.
+
+pub mod env;
+mod error;
+mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use openshell_protocol::subjects::{DEFAULT_PREFIX, check_token};
+use openshell_protocol::{ByteSize, DurationMs, Limits};
+use openshell_scheduler::{PoolPolicy, TenantFilter};
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use secret::Secret;
+
+use crate::backend::local::LocalSettings;
+use crate::languages::{self, LanguageSpec};
+
+/// Backend of the pool created when no file defines pools.
+pub const DEFAULT_BACKEND: &str = "none";
+/// Backend kinds this build can run.
+pub const BACKENDS: &[&str] = &["none"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// This worker process.
+    pub worker: WorkerConfig,
+    /// Pools served, by name; each is one queue group bound to one backend.
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs, tried in turn (`NATS_URL`, comma-separated).
+    pub urls: Vec<String>,
+    /// User name (`NATS_USER`).
+    pub user: Option<String>,
+    /// Password (`NATS_PASSWORD`).
+    pub password: Option<Secret>,
+    /// Token (`NATS_TOKEN`).
+    pub token: Option<Secret>,
+    /// NKey seed (`NATS_NKEY`).
+    pub nkey: Option<Secret>,
+    /// Credentials file (`NATS_CREDS`).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate for TLS (`NATS_TLS_CA`).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (`NATS_TLS_CERT`).
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS (`NATS_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS (`NATS_TLS_REQUIRED`).
+    pub tls_required: bool,
+    /// Subject prefix (`OPENSHELL_SUBJECT_PREFIX`).
+    pub subject_prefix: String,
+    /// Time allowed for each connection attempt.
+    pub connect_timeout: DurationMs,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".to_string()],
+            user: None,
+            password: None,
+            token: None,
+            nkey: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            subject_prefix: DEFAULT_PREFIX.to_string(),
+            connect_timeout: DurationMs::secs(5),
+        }
+    }
+}
+
+/// Settings of this worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Worker id in results and audit events (`OPENSHELL_WORKER_ID`; default host-pid).
+    pub id: String,
+    /// How long running jobs may finish after SIGTERM (`OPENSHELL_SHUTDOWN_GRACE`).
+    pub shutdown_grace: DurationMs,
+    /// Largest request accepted (at most 1m).
+    pub max_request_bytes: ByteSize,
+    /// Log filter (`LOG_LEVEL`, or `RUST_LOG` for full filter syntax).
+    pub log_level: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_else(|_| "worker".to_string());
+        Self {
+            id: format!("{host}-{}", std::process::id()),
+            shutdown_grace: DurationMs::secs(30),
+            max_request_bytes: ByteSize::mib(1),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// One pool: a queue group of workers bound to one backend with one policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Backend kind: `docker`, `ssh` or `none`.
+    pub backend: String,
+    /// Jobs this worker runs at once for the pool (`OPENSHELL_SLOTS`).
+    pub slots: usize,
+    /// Tenants allowed, `["*"]` for all.
+    pub tenants: TenantFilter,
+    /// Whether explicit `command` jobs are allowed.
+    pub allow_commands: bool,
+    /// Whether jobs may ask for network access.
+    pub allow_network: bool,
+    /// Accept limits the backend cannot enforce (reported as not enforced) instead of failing closed.
+    pub allow_unenforced_limits: bool,
+    /// Limits for requests that set none.
+    pub defaults: Limits,
+    /// Highest limits a request may ask for.
+    pub ceilings: Limits,
+    /// Languages and how to run them; replaces the built-in table when given.
+    pub languages: BTreeMap<String, LanguageSpec>,
+    /// Settings of the `none` (local process) backend.
+    pub local: LocalSettings,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self::for_backend(DEFAULT_BACKEND)
+    }
+}
+
+fn default_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from) * 4
+}
+
+impl PoolConfig {
+    /// A pool on `backend` with the built-in defaults.
+    pub fn for_backend(backend: &str) -> Self {
+        Self {
+            backend: backend.to_string(),
+            slots: default_slots(),
+            tenants: TenantFilter::Any,
+            allow_commands: true,
+            allow_network: false,
+            allow_unenforced_limits: false,
+            defaults: Limits {
+                timeout: Some(DurationMs::secs(30)),
+                memory: Some(ByteSize::mib(512)),
+                processes: Some(256),
+                open_files: Some(256),
+                output: Some(ByteSize::kib(256)),
+                disk: Some(ByteSize::mib(256)),
+                ..Limits::default()
+            },
+            ceilings: Limits {
+                timeout: Some(DurationMs::secs(600)),
+                cpu_time: Some(DurationMs::secs(600)),
+                memory: Some(ByteSize::gib(4)),
+                cpus: Some(4.0),
+                processes: Some(4096),
+                open_files: Some(4096),
+                output: Some(ByteSize::kib(512)),
+                disk: Some(ByteSize::gib(4)),
+            },
+            languages: languages::builtin(),
+            local: LocalSettings::default(),
+        }
+    }
+
+    /// The admission policy of pool `name`.
+    pub fn policy(&self, name: &str) -> PoolPolicy {
+        PoolPolicy {
+            pool: name.to_string(),
+            backend: self.backend.clone(),
+            defaults: self.defaults.clone(),
+            ceilings: self.ceilings.clone(),
+            tenants: self.tenants.clone(),
+            languages: self.languages.keys().cloned().collect::<BTreeSet<_>>(),
+            allow_commands: self.allow_commands,
+            allow_network: self.allow_network,
+            allow_unenforced_limits: self.allow_unenforced_limits,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats: NatsConfig::default(),
+            worker: WorkerConfig::default(),
+            pools: BTreeMap::new(),
+        }
+    }
+}
+
+/// Command-line overrides of `openshell worker`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--nats`.
+    pub nats_url: Option<String>,
+    /// `--backend`.
+    pub backend: Option<String>,
+    /// `--slots`.
+    pub slots: Option<usize>,
+    /// `--worker-id`.
+    pub worker_id: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration from `file` (if any), the process environment and `flags`.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with(file, flags, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`], reading variables through `env` (for tests).
+    pub fn load_with(
+        file: Option<&Path>,
+        flags: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env(env::CONFIG).map(PathBuf::from));
+        let mut config = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        env::apply(&mut config, &env)?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::File {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) {
+        if let Some(url) = &flags.nats_url {
+            self.nats.urls = env::split_list(url);
+        }
+        if let Some(backend) = &flags.backend {
+            self.pools = BTreeMap::from([(backend.clone(), PoolConfig::for_backend(backend))]);
+        }
+        if let Some(slots) = flags.slots {
+            self.pools.values_mut().for_each(|pool| pool.slots = slots);
+        }
+        if let Some(id) = &flags.worker_id {
+            self.worker.id = id.clone();
+        }
+    }
+
+    /// Checks every rule the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+        if self.nats.urls.is_empty() {
+            return Err(invalid(
+                "nats.urls".into(),
+                "give at least one NATS URL".into(),
+            ));
+        }
+        if self.worker.max_request_bytes > ByteSize::mib(1) {
+            return Err(invalid(
+                "worker.max_request_bytes".into(),
+                "at most 1m".into(),
+            ));
+        }
+        if self.pools.is_empty() {
+            return Err(invalid("pools".into(), "define at least one pool".into()));
+        }
+        for (name, pool) in &self.pools {
+            let key = |field: &str| format!("pools.{name}.{field}");
+            check_token("pool", name)
+                .map_err(|error| invalid(format!("pools.{name}"), error.to_string()))?;
+            if !BACKENDS.contains(&pool.backend.as_str()) {
+                return Err(invalid(
+                    key("backend"),
+                    format!(
+                        "`{}` is not a backend of this build; use one of: {}",
+                        pool.backend,
+                        BACKENDS.join(", ")
+                    ),
+                ));
+            }
+            if pool.slots == 0 {
+                return Err(invalid(key("slots"), "must be at least 1".into()));
+            }
+            if pool.defaults.timeout.is_none() {
+                return Err(invalid(
+                    key("defaults.timeout"),
+                    "every pool needs a default wall timeout".into(),
+                ));
+            }
+            if pool.defaults.output.is_none() {
+                return Err(invalid(
+                    key("defaults.output"),
+                    "every pool needs a default output limit".into(),
+                ));
+            }
+            for (limit, value) in pool.defaults.iter() {
+                if let Some(ceiling) = pool.ceilings.get(limit)
+                    && value > ceiling
+                {
+                    return Err(invalid(
+                        key(&format!("defaults.{limit}")),
+                        format!("default {value} is above the ceiling {ceiling}"),
+                    ));
+                }
+            }
+            if pool
+                .ceilings
+                .output
+                .is_some_and(|output| output > ByteSize::kib(768))
+            {
+                return Err(invalid(
+                    key("ceilings.output"),
+                    "at most 768k, so a result fits in one NATS message".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("# cannot print configuration: {error}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,478 @@
+//! The whole path through real processes: a nats-server, an `openshell worker` on the local
+//! backend, and clients (the typed client, raw NATS, the CLI).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use openshell_protocol::{
+    AuditEvent, AuditEventType, Client, ErrorKind, ExecRequest, ExecResult, Limits, Verdict,
+};
+use support::nats::NatsServer;
+use support::worker::WorkerProcess;
+
+/// A nats-server plus one worker on the `none` backend; None when nats-server is missing
+/// outside CI.
+async fn stack(extra: &[(&str, &str)]) -> Option<(NatsServer, WorkerProcess, Client)> {
+    let nats = NatsServer::start().await?;
+    let url = nats.url();
+    let mut envs = vec![
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "none"),
+        ("LOG_LEVEL", "info"),
+    ];
+    envs.extend_from_slice(extra);
+    let worker = WorkerProcess::start(&envs).await;
+    let client = Client::connect(&url).await.expect("client connects");
+    Some((nats, worker, client))
+}
+
+fn python(id: &str, code: &str) -> ExecRequest {
+    ExecRequest::code(id, "python", code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_exec_prints_42() {
+    let Some((nats, _worker, _client)) = stack(&[]).await else {
+        return;
+    };
+    let url = nats.url();
+    let output = support::cli(
+        ["exec", "--lang", "python", "-c", "print(6*7)"],
+        &[("NATS_URL", url.as_str())],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "42\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0));
+
+    let output = support::cli(
+        [
+            "exec",
+            "--command",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        &[("NATS_URL", url.as_str())],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
+    assert_eq!(output.status.code(), Some(3));
+
+    let output = support::cli(
+        ["exec", "--timeout", "300ms", "--command", "sleep", "5"],
+        &[("NATS_URL", url.as_str())],
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Sandbox timeout exceeded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_carry_the_enforcement_report_and_audit_comes_first() {
+    let Some((_nats, _worker, client)) = stack(&[]).await else {
+        return;
+    };
+    let mut audit = client.nats().subscribe("openshell.audit.>").await.unwrap();
+    client.nats().flush().await.unwrap();
+    let result = client
+        .exec("none", "acme", &python("audited-1", "print('hi')"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert_eq!(result.stdout.to_text_lossy(), "hi\n");
+    assert_eq!(
+        (
+            result.tenant.as_str(),
+            result.pool.as_str(),
+            result.backend.as_str()
+        ),
+        ("acme", "none", "none")
+    );
+    assert!(result.limits.timeout.is_some() && result.limits.memory.is_some());
+    for (name, _) in result.limits.iter() {
+        assert!(
+            result.enforcement.contains_key(&name),
+            "no enforcement entry for {name}: {result:?}"
+        );
+    }
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(5), audit.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: AuditEvent = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            message.subject.as_str(),
+            format!("openshell.audit.acme.none.{}", event.event)
+        );
+        events.push(event);
+    }
+    let types: Vec<_> = events.iter().map(|event| event.event).collect();
+    assert_eq!(
+        types,
+        [
+            AuditEventType::Received,
+            AuditEventType::Started,
+            AuditEventType::Finished
+        ]
+    );
+    assert_eq!(events[0].code.as_deref(), Some("print('hi')"));
+    assert_eq!(
+        events[0].sha256,
+        openshell_protocol::request::sha256_hex(b"print('hi')")
+    );
+    assert_eq!(events[2].verdict, Some(Verdict::Completed));
+    assert_eq!(events[2].usage.as_ref().unwrap().exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_typed_errors_and_audit_events() {
+    let Some((_nats, worker, client)) = stack(&[("OPENSHELL_MAX_REQUEST_BYTES", "64k")]).await
+    else {
+        return;
+    };
+    let nats = client.nats().clone();
+    let mut audit = nats
+        .subscribe("openshell.audit.*.none.rejected")
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let huge = format!(
+        r#"{{"id":"big","language":"python","code":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
+        ("not json", b"print(1)".to_vec(), ErrorKind::InvalidRequest),
+        ("empty", b"".to_vec(), ErrorKind::InvalidRequest),
+        (
+            "truncated",
+            br#"{"id":"t1","language":"py"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        ("array", b"[1,2]".to_vec(), ErrorKind::InvalidRequest),
+        (
+            "missing id",
+            br#"{"language":"python","code":"1"}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "id wrong type",
+            br#"{"id":5,"language":"python","code":"1"}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "id with dot",
+            br#"{"id":"a.b","language":"python","code":"1"}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "unknown field",
+            br#"{"id":"u1","language":"python","code":"1","sudo":true}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "unknown limit",
+            br#"{"id":"u2","language":"python","code":"1","limits":{"gpus":1}}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "bad size",
+            br#"{"id":"u3","language":"python","code":"1","limits":{"memory":"lots"}}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "code and command",
+            br#"{"id":"u4","language":"python","code":"1","command":["ls"]}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "path escape",
+            br#"{"id":"u5","command":["ls"],"files":[{"path":"../x","content":""}]}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "version 9",
+            br#"{"version":9,"id":"u6","command":["ls"]}"#.to_vec(),
+            ErrorKind::UnsupportedVersion,
+        ),
+        ("huge", huge.into_bytes(), ErrorKind::PayloadTooLarge),
+        (
+            "bad base64",
+            br#"{"id":"u7","command":["cat"],"stdin":{"base64":"%%"}}"#.to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "invalid utf-8",
+            b"{\"id\":\"u8\",\"command\":[\"\xff\"]}".to_vec(),
+            ErrorKind::InvalidRequest,
+        ),
+        (
+            "over ceiling",
+            br#"{"id":"u9","command":["true"],"limits":{"memory":"64g"}}"#.to_vec(),
+            ErrorKind::LimitExceedsPolicy,
+        ),
+        (
+            "unenforceable",
+            br#"{"id":"u10","command":["true"],"limits":{"cpus":0.5}}"#.to_vec(),
+            ErrorKind::LimitNotEnforceable,
+        ),
+        (
+            "unknown language",
+            br#"{"id":"u11","language":"cobol","code":"x"}"#.to_vec(),
+            ErrorKind::LanguageNotAllowed,
+        ),
+        (
+            "network",
+            br#"{"id":"u12","command":["true"],"network":true}"#.to_vec(),
+            ErrorKind::NetworkNotAllowed,
+        ),
+        (
+            "deep nesting",
+            format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)).into_bytes(),
+            ErrorKind::InvalidRequest,
+        ),
+    ];
+    for (name, payload, kind) in &cases {
+        let reply = nats
+            .request("openshell.exec.none.default", Bytes::from(payload.clone()))
+            .await
+            .unwrap_or_else(|error| panic!("{name}: no reply: {error}"));
+        let result: ExecResult = serde_json::from_slice(&reply.payload)
+            .unwrap_or_else(|error| panic!("{name}: reply is not a result: {error}"));
+        assert_eq!(result.status, Verdict::Rejected, "{name}: {result:?}");
+        let error = result.error.unwrap_or_else(|| panic!("{name}: no error"));
+        let expected = *kind;
+        assert_eq!(error.kind, expected, "{name}: {}", error.message);
+        assert!(!error.message.is_empty());
+        let event = tokio::time::timeout(Duration::from_secs(5), audit.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: AuditEvent = serde_json::from_slice(&event.payload).unwrap();
+        assert_eq!(event.event, AuditEventType::Rejected, "{name}");
+        assert_eq!(
+            event.error.map(|error| error.kind),
+            Some(expected),
+            "{name}"
+        );
+    }
+    let result = client
+        .exec(
+            "none",
+            "default",
+            &python("after-garbage", "print('still here')"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.stdout.to_text_lossy(), "still here\n");
+    assert!(!worker.logs().contains("panicked"), "{}", worker.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_jobs_get_exactly_one_result_each() {
+    let Some((_nats, _worker, client)) = stack(&[]).await else {
+        return;
+    };
+    let nats = client.nats().clone();
+    let mut inbox = nats.subscribe("test.replies.>").await.unwrap();
+    for index in 0..100 {
+        let request = ExecRequest::command(
+            format!("job-{index}"),
+            vec!["sh".into(), "-c".into(), format!("echo {index}")],
+        );
+        let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
+        nats.publish_with_reply(
+            "openshell.exec.none.default",
+            format!("test.replies.{index}"),
+            payload,
+        )
+        .await
+        .unwrap();
+    }
+    nats.flush().await.unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    loop {
+        let wait = if seen.len() < 100 {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        let Ok(Some(message)) = tokio::time::timeout(wait, inbox.next()).await else {
+            break;
+        };
+        let result: ExecResult = serde_json::from_slice(&message.payload).unwrap();
+        let index = message
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(result.id, format!("job-{index}"));
+        assert_eq!(result.status, Verdict::Completed, "{result:?}");
+        assert_eq!(result.stdout.to_text_lossy().trim(), index);
+        *seen.entry(result.id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 100, "missing results");
+    assert!(
+        seen.values().all(|&count| count == 1),
+        "duplicate results: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_jobs_end_with_the_right_verdict_and_the_worker_keeps_serving() {
+    let Some((_nats, worker, client)) = stack(&[]).await else {
+        return;
+    };
+    let limits = |timeout: &str, memory: &str, output: &str| Limits {
+        timeout: Some(timeout.parse().unwrap()),
+        memory: Some(memory.parse().unwrap()),
+        output: Some(output.parse().unwrap()),
+        processes: Some(64),
+        ..Limits::default()
+    };
+    let cases = [
+        (
+            "infinite-loop",
+            "python",
+            "while True: pass",
+            limits("1s", "256m", "64k"),
+            Verdict::Timeout,
+        ),
+        (
+            "memory-bomb",
+            "python",
+            "x = []\nwhile True: x.append(bytearray(10**7))",
+            limits("20s", "256m", "64k"),
+            Verdict::OutOfMemory,
+        ),
+        (
+            "output-flood",
+            "python",
+            "while True: print('y' * 1000)",
+            limits("20s", "256m", "64k"),
+            Verdict::OutputLimit,
+        ),
+    ];
+    for (id, language, code, limits, verdict) in cases {
+        let request = ExecRequest {
+            limits,
+            ..ExecRequest::code(id, language, code)
+        };
+        let result = client.exec("none", "default", &request).await.unwrap();
+        assert_eq!(
+            result.status,
+            verdict,
+            "{id}: {:?} {}",
+            result.error,
+            result.stderr.to_text_lossy()
+        );
+    }
+    let bomb = ExecRequest {
+        limits: limits("5s", "256m", "64k"),
+        ..ExecRequest::code("fork-bomb", "bash", ":(){ :|:& };:")
+    };
+    let result = client.exec("none", "default", &bomb).await.unwrap();
+    assert_ne!(result.status, Verdict::BackendError, "{result:?}");
+    let result = client
+        .exec("none", "default", &python("after-hostile", "print('ok')"))
+        .await
+        .unwrap();
+    assert_eq!(result.stdout.to_text_lossy(), "ok\n");
+    assert!(!worker.logs().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_cancel_running_jobs_by_id() {
+    let Some((_nats, _worker, client)) = stack(&[]).await else {
+        return;
+    };
+    let request = ExecRequest::command("to-cancel", vec!["sleep".into(), "30".into()]);
+    let canceller = client.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        canceller.cancel("default", "to-cancel").await.unwrap();
+    });
+    let result = client.exec("none", "default", &request).await.unwrap();
+    assert_eq!(result.status, Verdict::Cancelled, "{result:?}");
+    assert_eq!(result.error.unwrap().kind, ErrorKind::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_running_jobs_finish() {
+    let Some((_nats, mut worker, client)) = stack(&[("OPENSHELL_SHUTDOWN_GRACE", "10s")]).await
+    else {
+        return;
+    };
+    let request = ExecRequest::command(
+        "slow",
+        vec!["sh".into(), "-c".into(), "sleep 1; echo done".into()],
+    );
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.exec("none", "default", &request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = worker.terminate().await;
+    let result = pending.await.unwrap().unwrap();
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert_eq!(result.stdout.to_text_lossy(), "done\n");
+    assert!(status.success(), "{}", worker.logs());
+    let error = client
+        .exec_with_wait(
+            "none",
+            "default",
+            &python("late", "1"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, openshell_protocol::ClientError::NoWorkers { .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_command_redacts_secrets() {
+    let output = support::cli(
+        ["config"],
+        &[
+            ("NATS_PASSWORD", "hunter2"),
+            ("NATS_USER", "agent"),
+            ("LOG_LEVEL", "debug"),
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("<redacted>") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(text.contains("log_level = \"debug\""), "{text}");
+    let output = support::cli(["config"], &[("SANDBOX_DOCKER_MEMORY", "lots")]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SANDBOX_DOCKER_MEMORY"));
+}
