@@ -29,9 +29,11 @@
 //! Register it in [`registry`] and run the conformance suite (`worker/tests/conformance/`)
 //! against it.
 
+pub mod docker;
 pub mod local;
 pub mod output;
 pub mod registry;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -153,7 +155,12 @@ pub struct BackendError {
 
 impl BackendError {
     /// A new error.
-    pub fn new(kind: ErrorKind, backend: &'static str, where_: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: ErrorKind,
+        backend: &'static str,
+        where_: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             backend,

@@ -3,7 +3,9 @@
 //! | variable | sets |
 //! |---|---|
 //! | `SANDBOX_BACKEND` | backend of the default pool (named after it) when the file defines no pools |
+//! | `SANDBOX_DOCKER_IMAGE` | image of every `docker` pool |
 //! | `SANDBOX_DOCKER_MEMORY`, `SANDBOX_DOCKER_CPUS`, `SANDBOX_DOCKER_TIMEOUT` | default limits of every `docker` pool |
+//! | `SSH_HOST` (comma-separated), `SSH_USER`, `SSH_KEY_PATH`, `SSH_PORT`, `SSH_KNOWN_HOSTS` | connection of every `ssh` pool |
 //! | `SSH_TIMEOUT` | default wall timeout of every `ssh` pool (bare number = seconds) |
 //! | `LOG_LEVEL` | `worker.log_level` |
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
@@ -22,12 +24,24 @@ use super::{Config, ConfigError, DEFAULT_BACKEND, PoolConfig, Secret};
 pub const CONFIG: &str = "OPENSHELL_CONFIG";
 /// Backend of the default pool.
 pub const SANDBOX_BACKEND: &str = "SANDBOX_BACKEND";
+/// Image of docker pools.
+pub const SANDBOX_DOCKER_IMAGE: &str = "SANDBOX_DOCKER_IMAGE";
 /// Default memory of docker pools (`512m`).
 pub const SANDBOX_DOCKER_MEMORY: &str = "SANDBOX_DOCKER_MEMORY";
 /// Default CPU share of docker pools (`1.0`).
 pub const SANDBOX_DOCKER_CPUS: &str = "SANDBOX_DOCKER_CPUS";
 /// Default wall timeout of docker pools (`30s`; a bare number is seconds).
 pub const SANDBOX_DOCKER_TIMEOUT: &str = "SANDBOX_DOCKER_TIMEOUT";
+/// Hosts of ssh pools, comma-separated.
+pub const SSH_HOST: &str = "SSH_HOST";
+/// Remote user of ssh pools.
+pub const SSH_USER: &str = "SSH_USER";
+/// Private key of ssh pools.
+pub const SSH_KEY_PATH: &str = "SSH_KEY_PATH";
+/// Port of ssh pools.
+pub const SSH_PORT: &str = "SSH_PORT";
+/// known_hosts file of ssh pools.
+pub const SSH_KNOWN_HOSTS: &str = "SSH_KNOWN_HOSTS";
 /// Default wall timeout of ssh pools (`30`; a bare number is seconds).
 pub const SSH_TIMEOUT: &str = "SSH_TIMEOUT";
 /// Log filter.
@@ -134,17 +148,33 @@ fn apply_pools(
     let ssh_timeout = env(SSH_TIMEOUT)
         .map(|value| duration(SSH_TIMEOUT, &value))
         .transpose()?;
+    let ssh_port = env(SSH_PORT)
+        .map(|value| parse::<u16>(SSH_PORT, &value, "a TCP port such as 22"))
+        .transpose()?;
     let slots = env(SLOTS)
         .map(|value| parse::<usize>(SLOTS, &value, "a whole number of jobs, at least 1"))
         .transpose()?;
     for pool in config.pools.values_mut() {
         match pool.backend.as_str() {
             "docker" => {
+                pool.docker.image = env(SANDBOX_DOCKER_IMAGE).unwrap_or(pool.docker.image.clone());
                 pool.defaults.memory = docker_memory.or(pool.defaults.memory);
                 pool.defaults.cpus = docker_cpus.or(pool.defaults.cpus);
                 pool.defaults.timeout = docker_timeout.or(pool.defaults.timeout);
             }
-            "ssh" => pool.defaults.timeout = ssh_timeout.or(pool.defaults.timeout),
+            "ssh" => {
+                let ssh = &mut pool.ssh;
+                ssh.hosts = env(SSH_HOST)
+                    .map(|hosts| split_list(&hosts))
+                    .unwrap_or(ssh.hosts.clone());
+                ssh.user = env(SSH_USER).unwrap_or(ssh.user.clone());
+                ssh.key_path = env(SSH_KEY_PATH).map(PathBuf::from).or(ssh.key_path.take());
+                ssh.port = ssh_port.unwrap_or(ssh.port);
+                ssh.known_hosts = env(SSH_KNOWN_HOSTS)
+                    .map(PathBuf::from)
+                    .or(ssh.known_hosts.take());
+                pool.defaults.timeout = ssh_timeout.or(pool.defaults.timeout);
+            }
             _ => {}
         }
         pool.slots = slots.unwrap_or(pool.slots);

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 pub use error::ConfigError;
 pub use secret::Secret;
 
+use crate::backend::docker::DockerSettings;
 use crate::backend::local::LocalSettings;
+use crate::backend::ssh::SshSettings;
 use crate::languages::{self, LanguageSpec};
 
 /// Backend of the pool created when no file defines pools.
@@ -141,6 +143,10 @@ pub struct PoolConfig {
     pub languages: BTreeMap<String, LanguageSpec>,
     /// Settings of the `none` (local process) backend.
     pub local: LocalSettings,
+    /// Settings of the `docker` backend.
+    pub docker: DockerSettings,
+    /// Settings of the `ssh` backend.
+    pub ssh: SshSettings,
 }
 
 impl Default for PoolConfig {
@@ -184,6 +190,8 @@ impl PoolConfig {
             },
             languages: languages::builtin(),
             local: LocalSettings::default(),
+            docker: DockerSettings::default(),
+            ssh: SshSettings::default(),
         }
     }
 
