@@ -259,16 +259,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses a TOML file; unknown keys are errors.
+    /// Parses a TOML file; unknown keys are errors. A pool's `defaults` and `ceilings` tables
+    /// override the built-in ones limit by limit rather than replacing them whole.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|error| ConfigError::File {
+        let mut config: Config = toml::from_str(&text).map_err(|error| ConfigError::File {
             path: path.to_path_buf(),
             message: error.to_string(),
-        })
+        })?;
+        for pool in config.pools.values_mut() {
+            let builtin = PoolConfig::for_backend(&pool.backend);
+            pool.defaults = pool.defaults.or(&builtin.defaults);
+            pool.ceilings = pool.ceilings.or(&builtin.ceilings);
+        }
+        Ok(config)
     }
 
     fn apply_flags(&mut self, flags: &Overrides) {
