@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Installs and starts what OpenShell needs on this host, idempotently.
+# Debian/Ubuntu, as root or with sudo. Each service lives in deploy/lib/NAME.sh.
+#
+#   deploy/setup.sh                 install, then start services
+#   deploy/setup.sh --install-only  install only (tests start their own servers)
+#   deploy/setup.sh --no-nats       skip nats-server (use your own, via NATS_URL)
+#
+# OPENSHELL_STATE_DIR: where services keep state (default /var/lib/openshell as
+# root, ~/.local/state/openshell otherwise).
+set -euo pipefail
+
+deploy_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib/common.sh
+source "$deploy_dir/lib/common.sh"
+# shellcheck source=lib/nats.sh
+source "$deploy_dir/lib/nats.sh"
+
+usage() {
+    sed -n '3,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+install_only=no
+with_nats=yes
+for arg in "$@"; do
+    case $arg in
+    --install-only) install_only=yes ;;
+    --no-nats) with_nats=no ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        usage >&2
+        die "unknown option: $arg"
+        ;;
+    esac
+done
+
+state_dir=${OPENSHELL_STATE_DIR:-$(default_state_dir)}
+
+if [[ $with_nats == yes ]]; then
+    nats_install
+fi
+
+if [[ $install_only == yes ]]; then
+    say "install done (--install-only: nothing started)"
+    exit 0
+fi
+
+if [[ $with_nats == yes ]]; then
+    nats_start "$state_dir"
+fi
+say "setup done"

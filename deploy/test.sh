@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# The test command: installs the tools the tests need, then format, lint and
+# tests. Tests start their own nats-server on free ports. Stops at the first
+# failing step and names it.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib/common.sh
+source deploy/lib/common.sh
+
+# Under CI, tests fail instead of skipping when a service binary is missing.
+if [[ -n ${CI:-} ]]; then
+    export CI
+fi
+
+step() {
+    local name=$1
+    shift
+    say "$name: $*"
+    "$@" || die "step failed: $name (command: $*)"
+}
+
+have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
+
+step "setup" bash deploy/setup.sh --install-only
+step "format" cargo fmt --all -- --check
+step "lint" cargo clippy --workspace --all-targets -- -D warnings
+if have cargo-nextest; then
+    step "tests" cargo nextest run --workspace
+    step "doc tests" cargo test --workspace --doc
+else
+    note "cargo-nextest not installed: using cargo test"
+    step "tests" cargo test --workspace
+fi
+say "all steps passed"
