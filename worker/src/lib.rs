@@ -11,4 +11,5 @@ pub mod intake;
 pub mod job;
 pub mod languages;
 pub mod logging;
+pub mod metrics;
 pub mod nats;

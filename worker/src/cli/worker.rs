@@ -16,6 +16,7 @@ use crate::backend::registry;
 use crate::config::{Config, Overrides};
 use crate::intake;
 use crate::job::PoolRuntime;
+use crate::metrics::{Metrics, server};
 
 /// Run a worker: take jobs from NATS and run them on the configured backends.
 #[derive(Debug, Args)]
@@ -65,6 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let audit = AuditPublisher::new(nats.clone(), subjects.clone());
+    let (metrics, registry) = Metrics::new();
+    let metrics = Arc::new(metrics);
+    let ready_nats = nats.clone();
+    let ready: server::Readiness =
+        Arc::new(move || ready_nats.connection_state() == async_nats::connection::State::Connected);
+    let metrics_addr = server::serve(config.worker.metrics_addr, registry, ready).await?;
+    tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
     let mut intakes = Vec::new();
     for (name, pool) in &config.pools {
         let backend = registry::build(name, pool)
@@ -86,6 +94,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             worker_id: config.worker.id.clone(),
             max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
             shutdown: stop.clone(),
+            metrics: Arc::clone(&metrics),
             config: pool.clone(),
         });
         intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);

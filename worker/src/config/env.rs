@@ -11,6 +11,7 @@
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
 //! | `OPENSHELL_CONFIG` | the TOML file |
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots of every pool, shutdown grace, largest request |
+//! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub const WORKER_ID: &str = "OPENSHELL_WORKER_ID";
 pub const SLOTS: &str = "OPENSHELL_SLOTS";
 /// Shutdown grace period.
 pub const SHUTDOWN_GRACE: &str = "OPENSHELL_SHUTDOWN_GRACE";
+/// Metrics listen address.
+pub const METRICS_ADDR: &str = "METRICS_ADDR";
 /// Largest request accepted.
 pub const MAX_REQUEST_BYTES: &str = "OPENSHELL_MAX_REQUEST_BYTES";
 
@@ -105,6 +108,9 @@ pub fn apply(
     }
     if let Some(grace) = env(SHUTDOWN_GRACE) {
         config.worker.shutdown_grace = duration(SHUTDOWN_GRACE, &grace)?;
+    }
+    if let Some(addr) = env(METRICS_ADDR) {
+        config.worker.metrics_addr = parse(METRICS_ADDR, &addr, "an address such as 0.0.0.0:9464")?;
     }
     if let Some(size) = env(MAX_REQUEST_BYTES) {
         config.worker.max_request_bytes = parse(MAX_REQUEST_BYTES, &size, "a size such as 1m")?;

@@ -28,7 +28,7 @@ use crate::languages::{self, LanguageSpec};
 /// Backend of the pool created when no file defines pools.
 pub const DEFAULT_BACKEND: &str = "none";
 /// Backend kinds this build can run.
-pub const BACKENDS: &[&str] = &["none"];
+pub const BACKENDS: &[&str] = &["none", "ssh"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +103,8 @@ pub struct WorkerConfig {
     pub max_request_bytes: ByteSize,
     /// Log filter (`LOG_LEVEL`, or `RUST_LOG` for full filter syntax).
     pub log_level: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`METRICS_ADDR`); port 0 picks one.
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Default for WorkerConfig {
@@ -115,6 +117,7 @@ impl Default for WorkerConfig {
             shutdown_grace: DurationMs::secs(30),
             max_request_bytes: ByteSize::mib(1),
             log_level: "info".to_string(),
+            metrics_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
         }
     }
 }

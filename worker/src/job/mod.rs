@@ -2,9 +2,10 @@
 //! audit `started` → backend → reply → audit `finished`. Every request gets exactly one reply.
 
 mod outcome;
+mod prepare;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::Message;
 use bytes::Bytes;
@@ -16,13 +17,14 @@ use openshell_protocol::{
     AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects, Verdict,
 };
 use openshell_scheduler::deadline::check_deadline;
-use openshell_scheduler::{Admitted, PoolPolicy, RunningJobs, Slots, admit};
+use openshell_scheduler::{Admitted, PoolPolicy, RunningGuard, RunningJobs, Slots, admit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audit::AuditPublisher;
-use crate::backend::{Backend, Capabilities, Job, JobControl, JobFile, OutputSink};
+use crate::backend::{Backend, Capabilities, JobControl, OutputSink};
 use crate::config::PoolConfig;
+use crate::metrics::Metrics;
 
 pub use outcome::encode_within;
 
@@ -54,12 +56,33 @@ pub struct PoolRuntime {
     pub max_request_bytes: usize,
     /// Cancelled when the worker stops taking jobs.
     pub shutdown: CancellationToken,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A request that passed admission and was audited as `received`.
+struct Accepted {
+    request: ExecRequest,
+    admitted: Admitted,
+    guard: RunningGuard,
+    received_event: AuditEvent,
+}
+
+/// When a job reached each step, for the worker-overhead histograms.
+struct Timings {
+    received: Instant,
+    slot_wait: Duration,
+    backend: Option<(Instant, Instant)>,
 }
 
 impl PoolRuntime {
     /// Handles one request message to its single reply.
     pub async fn handle(self: Arc<Self>, message: Message) {
-        let received = Instant::now();
+        let mut timings = Timings {
+            received: Instant::now(),
+            slot_wait: Duration::ZERO,
+            backend: None,
+        };
         let tenant = self
             .subjects
             .parse_exec(&message.subject)
@@ -72,20 +95,19 @@ impl PoolRuntime {
             worker_id: self.worker_id.clone(),
         };
         let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name);
-        let result = self
-            .process(&message, &context, received)
-            .instrument(span)
-            .await;
-        self.reply(&message, result).await;
+        let result = async {
+            match self.accept(&message.payload, &context).await {
+                Ok(accepted) => self.run(accepted, &context, &mut timings).await,
+                Err(rejected) => rejected,
+            }
+        }
+        .instrument(span)
+        .await;
+        self.reply(&message, result, &timings).await;
     }
 
-    async fn process(
-        &self,
-        message: &Message,
-        context: &AuditContext,
-        received: Instant,
-    ) -> ExecResult {
-        let raw = &message.payload;
+    /// Decode, admit, register and audit `received`; or the rejection to reply with.
+    async fn accept(&self, raw: &Bytes, context: &AuditContext) -> Result<Accepted, ExecResult> {
         let request = match self.decode(raw, &context.tenant) {
             Ok(request) => request,
             Err(error) => {
@@ -94,30 +116,29 @@ impl PoolRuntime {
                 tracing::info!(kind = %error.kind, "request rejected: {}", error.message);
                 self.audit_quietly(&AuditEvent::rejected_raw(&id, raw, error.clone(), context))
                     .await;
-                return self.stamp(ExecResult::failed(id, error), context);
+                return Err(self.stamp(ExecResult::failed(id, error), context));
             }
         };
         tracing::Span::current().record("id", request.id.as_str());
-        let admitted = match admit(
+        let admission = admit(
             &request,
             &context.tenant,
             &self.policy,
             &self.capabilities,
             Utc::now(),
-        ) {
-            Ok(admitted) => admitted,
+        )
+        .and_then(|admitted| {
+            Ok((
+                admitted,
+                self.running.register(&context.tenant, &request.id)?,
+            ))
+        });
+        let (admitted, guard) = match admission {
+            Ok(pair) => pair,
             Err(rejection) => {
-                return self
+                return Err(self
                     .reject(&request, raw.len(), context, rejection.into())
-                    .await;
-            }
-        };
-        let guard = match self.running.register(&context.tenant, &request.id) {
-            Ok(guard) => guard,
-            Err(rejection) => {
-                return self
-                    .reject(&request, raw.len(), context, rejection.into())
-                    .await;
+                    .await);
             }
         };
         let received_event = AuditEvent::for_request(
@@ -127,22 +148,48 @@ impl PoolRuntime {
             &admitted.limits,
             context,
         );
-        if let Err(error) = self.audit.publish_flushed(&received_event).await {
+        let published = self.audit.publish_flushed(&received_event).await;
+        self.metrics.audit(published.is_ok());
+        if let Err(error) = published {
             tracing::error!(%error, "audit unavailable: job not run");
-            let info = ErrorInfo::new(
-                ErrorKind::Internal,
-                format!("{error}; the job was not run because it could not be audited first"),
-            );
-            return self.stamp(ExecResult::failed(&request.id, info), context);
+            let message =
+                format!("{error}; the job was not run because it could not be audited first");
+            let info = ErrorInfo::new(ErrorKind::Internal, message);
+            return Err(self.stamp(ExecResult::failed(&request.id, info), context));
         }
+        Ok(Accepted {
+            request,
+            admitted,
+            guard,
+            received_event,
+        })
+    }
+
+    /// Wait for a slot, run on the backend, audit `finished`.
+    async fn run(
+        &self,
+        accepted: Accepted,
+        context: &AuditContext,
+        timings: &mut Timings,
+    ) -> ExecResult {
+        let Accepted {
+            request,
+            admitted,
+            guard,
+            received_event,
+        } = accepted;
         let cancel = guard.token().clone();
         let mut result = self.base_result(&request, &admitted, context);
+        let queued = Instant::now();
         let _slot = tokio::select! {
             slot = self.slots.acquire() => slot,
-            () = cancel.cancelled() => return self.finish(received_event, self.ended_early(result, "cancelled while queued")).await,
-            () = self.shutdown.cancelled() => return self.finish(received_event, self.ended_early(result, "")).await,
+            () = cancel.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::Cancelled)).await,
+            () = self.shutdown.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::ShuttingDown)).await,
         };
-        result.queue_time_ms = received.elapsed().as_millis() as u64;
+        timings.slot_wait = queued.elapsed();
+        self.metrics.queued(&self.name, timings.slot_wait);
+        self.metrics
+            .slots(&self.name, self.slots.in_use(), self.slots.available());
         if let Err(rejection) = check_deadline(request.deadline, Utc::now()) {
             result = ExecResult {
                 status: Verdict::Expired,
@@ -158,22 +205,11 @@ impl PoolRuntime {
             ..received_event.clone()
         };
         self.audit_quietly(&started).await;
-        let Some(job) = self.job(&request, &admitted, &context.tenant) else {
-            let info = ErrorInfo::new(
-                ErrorKind::Internal,
-                "the pool's language table changed under the job",
-            );
-            return self
-                .finish(
-                    received_event,
-                    ExecResult {
-                        status: Verdict::BackendError,
-                        error: Some(info),
-                        ..result
-                    },
-                )
-                .await;
-        };
+        let language = request
+            .language
+            .as_ref()
+            .and_then(|language| self.config.languages.get(language));
+        let job = prepare::build_job(&request, &admitted, &context.tenant, language);
         let output = OutputSink::new(
             admitted
                 .limits
@@ -182,10 +218,13 @@ impl PoolRuntime {
         );
         tracing::debug!(argv = ?job.argv, files = job.files.len(), limits = ?job.limits, "sending job to backend");
         let control = JobControl {
-            cancel: cancel.clone(),
+            cancel,
             output: output.clone(),
         };
+        result.queue_time_ms = timings.received.elapsed().as_millis() as u64;
+        let backend_start = Instant::now();
         let outcome = self.backend.execute(job, control).await;
+        timings.backend = Some((backend_start, Instant::now()));
         outcome::apply_execution(
             &mut result,
             outcome,
@@ -194,6 +233,9 @@ impl PoolRuntime {
         );
         tracing::debug!(status = %result.status, exit_code = ?result.exit_code, stdout = %result.stdout.to_text_lossy(), stderr = %result.stderr.to_text_lossy(), "backend returned");
         tracing::info!(status = %result.status, exit_code = ?result.exit_code, wall_ms = result.wall_time_ms, "job finished");
+        drop(_slot);
+        self.metrics
+            .slots(&self.name, self.slots.in_use(), self.slots.available());
         self.finish(received_event, result).await
     }
 
@@ -201,20 +243,6 @@ impl PoolRuntime {
         check_token("tenant", tenant)
             .map_err(|error| ErrorInfo::new(ErrorKind::InvalidRequest, error.to_string()))?;
         decode_request(raw, self.max_request_bytes).map_err(|error| error.to_info())
-    }
-
-    fn ended_early(&self, mut result: ExecResult, why: &str) -> ExecResult {
-        let (kind, message) = if why.is_empty() {
-            (
-                ErrorKind::ShuttingDown,
-                "the worker is shutting down and did not start the job; resubmit it".to_string(),
-            )
-        } else {
-            (ErrorKind::Cancelled, format!("the job was {why}"))
-        };
-        result.status = Verdict::Cancelled;
-        result.error = Some(ErrorInfo::new(kind, message));
-        result
     }
 
     async fn reject(
@@ -244,7 +272,9 @@ impl PoolRuntime {
     }
 
     async fn audit_quietly(&self, event: &AuditEvent) {
-        if let Err(error) = self.audit.publish(event).await {
+        let published = self.audit.publish(event).await;
+        self.metrics.audit(published.is_ok());
+        if let Err(error) = published {
             tracing::error!(%error, "audit event lost");
         }
     }
@@ -269,50 +299,45 @@ impl PoolRuntime {
         result
     }
 
-    fn job(&self, request: &ExecRequest, admitted: &Admitted, tenant: &str) -> Option<Job> {
-        let mut files: Vec<JobFile> = request
-            .files
-            .iter()
-            .map(|file| JobFile {
-                path: file.path.clone(),
-                content: file.content.0.clone(),
-                mode: file.mode.unwrap_or(0o644),
-            })
-            .collect();
-        let argv = match (&request.language, &request.code, &request.command) {
-            (Some(language), Some(code), _) => {
-                // Admission checked the language is in this pool's table.
-                let spec = self.config.languages.get(language)?;
-                let (argv, code_file) = spec.resolve(code, &request.args);
-                files.retain(|file| file.path != code_file.path);
-                files.push(code_file);
-                argv
+    async fn reply(&self, message: &Message, mut result: ExecResult, timings: &Timings) {
+        if let Some(reply) = &message.reply {
+            let max = self.nats.server_info().max_payload.max(64 * 1024);
+            let payload = encode_within(&mut result, max);
+            if let Err(error) = self.nats.publish(reply.clone(), Bytes::from(payload)).await {
+                tracing::error!(%error, id = %result.id, "could not publish the result");
             }
-            (_, _, Some(command)) => command.iter().chain(&request.args).cloned().collect(),
-            _ => Vec::new(),
-        };
-        Some(Job {
-            id: request.id.clone(),
-            tenant: tenant.to_string(),
-            language: request.language.clone(),
-            argv,
-            stdin: request.stdin.clone().unwrap_or_default(),
-            env: request.env.clone(),
-            files,
-            limits: admitted.limits.clone(),
-            network: request.network,
-        })
+        } else {
+            tracing::warn!(id = %result.id, "request had no reply subject; result dropped (audit has it)");
+        }
+        self.record(&result, timings);
     }
 
-    async fn reply(&self, message: &Message, mut result: ExecResult) {
-        let Some(reply) = &message.reply else {
-            tracing::warn!(id = %result.id, "request had no reply subject; result dropped (audit has it)");
-            return;
-        };
-        let max = self.nats.server_info().max_payload.max(64 * 1024);
-        let payload = encode_within(&mut result, max);
-        if let Err(error) = self.nats.publish(reply.clone(), Bytes::from(payload)).await {
-            tracing::error!(%error, id = %result.id, "could not publish the result");
+    fn record(&self, result: &ExecResult, timings: &Timings) {
+        let wall = Duration::from_millis(result.wall_time_ms);
+        self.metrics
+            .job_ended(&self.name, &result.backend, result.status.as_str(), wall);
+        if let (Verdict::Rejected, Some(error)) = (result.status, &result.error) {
+            self.metrics.rejected(&self.name, error.kind.as_str());
+        }
+        if let Some((start, end)) = timings.backend {
+            let intake = start
+                .saturating_duration_since(timings.received)
+                .saturating_sub(timings.slot_wait);
+            self.metrics.overhead(&self.name, "intake", intake);
+            self.metrics.overhead(&self.name, "reply", end.elapsed());
         }
     }
+}
+
+/// `result` ended before running: cancelled by a client, or the worker is shutting down.
+fn ended_early(mut result: ExecResult, kind: ErrorKind) -> ExecResult {
+    let message = match kind {
+        ErrorKind::ShuttingDown => {
+            "the worker is shutting down and did not start the job; resubmit it"
+        }
+        _ => "the job was cancelled while it waited for a slot",
+    };
+    result.status = Verdict::Cancelled;
+    result.error = Some(ErrorInfo::new(kind, message));
+    result
 }

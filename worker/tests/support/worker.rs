@@ -27,7 +27,10 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Spawns `openshell worker` with `envs` and waits for [`READY_LINE`].
     pub async fn start(envs: &[(&str, &str)]) -> WorkerProcess {
-        let mut child = super::command(["worker"], envs)
+        // Several workers share this host in tests: let each pick a free metrics port.
+        let mut all_envs = vec![("METRICS_ADDR", "127.0.0.1:0")];
+        all_envs.extend_from_slice(envs);
+        let mut child = super::command(["worker"], &all_envs)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

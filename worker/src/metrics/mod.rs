@@ -1,0 +1,212 @@
+//! Prometheus metrics of a worker (prometheus-client), served by [`server`].
+//!
+//! Names follow Prometheus conventions: units in names, `_total` counters, bounded labels
+//! (pool, backend, verdict, error kind, phase: all from finite sets; no tenant label).
+
+pub mod server;
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-pool series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool name.
+    pub pool: String,
+}
+
+/// Labels of finished jobs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Backend kind.
+    pub backend: String,
+    /// Verdict.
+    pub verdict: String,
+}
+
+/// Labels of rejected requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Error kind.
+    pub kind: String,
+}
+
+/// Labels of the worker's own overhead.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `intake` (message received to backend start, less slot wait) or `reply` (backend end
+    /// to result published).
+    pub phase: &'static str,
+}
+
+/// Labels of audit publishing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// `published` or `failed`.
+    pub outcome: &'static str,
+}
+
+fn job_buckets() -> Histogram {
+    // 1 ms to about 4.4 minutes: sandbox work.
+    Histogram::new(exponential_buckets(0.001, 2.0, 19))
+}
+
+fn overhead_buckets() -> Histogram {
+    // 20 µs to about 0.65 s: the worker's own share.
+    Histogram::new(exponential_buckets(0.000_02, 2.0, 16))
+}
+
+/// Every metric a worker exports.
+pub struct Metrics {
+    /// Jobs ended, by pool, backend and verdict.
+    pub jobs: Family<JobLabels, Counter>,
+    /// Program wall time.
+    pub job_duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    /// Time a job waited for a slot.
+    pub queue_wait: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    /// The worker's own overhead per job.
+    pub overhead: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    /// Jobs running now.
+    pub in_flight: Family<PoolLabels, Gauge>,
+    /// Free slots now.
+    pub slots_free: Family<PoolLabels, Gauge>,
+    /// Requests refused before running, by error kind.
+    pub rejected: Family<RejectLabels, Counter>,
+    /// Audit events, by outcome.
+    pub audit_events: Family<AuditLabels, Counter>,
+}
+
+impl Metrics {
+    /// The metrics and the registry that exports them.
+    pub fn new() -> (Self, Registry) {
+        let metrics = Self {
+            jobs: Family::default(),
+            job_duration: Family::new_with_constructor(job_buckets),
+            queue_wait: Family::new_with_constructor(job_buckets),
+            overhead: Family::new_with_constructor(overhead_buckets),
+            in_flight: Family::default(),
+            slots_free: Family::default(),
+            rejected: Family::default(),
+            audit_events: Family::default(),
+        };
+        let mut registry = Registry::with_prefix("openshell");
+        registry.register(
+            "jobs",
+            "Jobs ended, by pool, backend and verdict",
+            metrics.jobs.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Program wall time",
+            metrics.job_duration.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time jobs waited for a free slot",
+            metrics.queue_wait.clone(),
+        );
+        registry.register(
+            "worker_overhead_seconds",
+            "Worker time per job outside the backend: intake (received to backend start, less slot wait) and reply",
+            metrics.overhead.clone(),
+        );
+        registry.register(
+            "jobs_in_flight",
+            "Jobs running now",
+            metrics.in_flight.clone(),
+        );
+        registry.register("slots_free", "Free job slots", metrics.slots_free.clone());
+        registry.register(
+            "requests_rejected",
+            "Requests refused before running, by error kind",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "audit_events",
+            "Audit events by outcome",
+            metrics.audit_events.clone(),
+        );
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        build
+            .get_or_create(&vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )])
+            .set(1);
+        registry.register("build_info", "Build information", build);
+        (metrics, registry)
+    }
+
+    /// Records a finished job.
+    pub fn job_ended(&self, pool: &str, backend: &str, verdict: &str, wall: Duration) {
+        let labels = JobLabels {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+            verdict: verdict.to_string(),
+        };
+        self.jobs.get_or_create(&labels).inc();
+        self.job_duration
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .observe(wall.as_secs_f64());
+    }
+
+    /// Records a rejected request.
+    pub fn rejected(&self, pool: &str, kind: &str) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                pool: pool.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records worker overhead of `phase`.
+    pub fn overhead(&self, pool: &str, phase: &'static str, duration: Duration) {
+        self.overhead
+            .get_or_create(&PhaseLabels {
+                pool: pool.to_string(),
+                phase,
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Records a slot wait.
+    pub fn queued(&self, pool: &str, wait: Duration) {
+        self.queue_wait
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .observe(wait.as_secs_f64());
+    }
+
+    /// Records an audit publish outcome.
+    pub fn audit(&self, published: bool) {
+        let outcome = if published { "published" } else { "failed" };
+        self.audit_events
+            .get_or_create(&AuditLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the slot gauges of `pool`.
+    pub fn slots(&self, pool: &str, in_use: usize, free: usize) {
+        let labels = PoolLabels {
+            pool: pool.to_string(),
+        };
+        self.in_flight.get_or_create(&labels).set(in_use as i64);
+        self.slots_free.get_or_create(&labels).set(free as i64);
+    }
+}
