@@ -1,1 +1,311 @@
-//! Local process backend (placeholder).
+//! The local process backend (`SANDBOX_BACKEND=none`): jobs run as plain child processes.
+//!
+//! **For development only: this is not a sandbox.** A job runs as an unprivileged user (when
+//! the worker is root), in its own session, under rlimits, in a private temporary directory,
+//! with a clean environment, and its whole process group is killed when it ends. But it shares
+//! the host's filesystem, network, kernel and other users' processes with the worker, and a
+//! descendant that calls `setsid` leaves the group and survives the job.
+//!
+//! Per job: `workdir` prepares the directory, `child` starts the process under its
+//! `rlimits` and reaps it, `supervise` moves stdin and output and enforces the timeout,
+//! cancellation and output limit, and `verdict` says how it ended and what was enforced.
+
+mod child;
+mod rlimits;
+mod supervise;
+mod user;
+mod verdict;
+mod workdir;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use openshell_protocol::ErrorKind;
+use serde::{Deserialize, Serialize};
+
+use self::child::{Setup, SpawnError};
+use self::supervise::Finished;
+use self::user::RunAs;
+use self::workdir::Workdir;
+use crate::backend::{
+    Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl, Stream,
+};
+
+/// The backend's kind, as in `SANDBOX_BACKEND`.
+const KIND: &str = "none";
+
+/// The `[pools.NAME.local]` section: how the local backend runs jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSettings {
+    /// Run jobs as this user; when unset, `nobody` if the worker is root, else the worker's user.
+    pub user: Option<String>,
+    /// Where per-job working directories go; the system temp directory when unset.
+    pub work_root: Option<PathBuf>,
+    /// PATH given to jobs.
+    pub path: String,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            user: None,
+            work_root: None,
+            path: "/usr/local/bin:/usr/bin:/bin".to_string(),
+        }
+    }
+}
+
+/// Runs jobs as local processes under rlimits. Not a sandbox: see the module docs.
+#[derive(Debug)]
+pub struct LocalBackend {
+    settings: LocalSettings,
+    run_as: RunAs,
+    work_root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for `settings`; fails when the run-as user cannot be used.
+    pub fn new(settings: LocalSettings) -> Result<Self, BackendError> {
+        let run_as = RunAs::resolve(settings.user.as_deref())?;
+        let work_root = settings
+            .work_root
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        tracing::warn!(
+            user = %run_as.name,
+            work_root = %work_root.display(),
+            "SANDBOX_BACKEND=none: the local backend is NOT a sandbox; jobs share this host's files, \
+             network and kernel. Never let it run untrusted code in production; use the docker or ssh backend"
+        );
+        Ok(Self {
+            settings,
+            run_as,
+            work_root,
+        })
+    }
+
+    fn error(&self, kind: ErrorKind, message: String) -> BackendError {
+        BackendError::new(kind, KIND, self.work_root.display().to_string(), message)
+    }
+
+    /// Runs `job` in `workdir`, which the caller removes.
+    async fn run(
+        &self,
+        job: &Job,
+        control: &JobControl,
+        workdir: &Workdir,
+    ) -> Result<Execution, BackendError> {
+        let env = workdir.env(&self.settings.path, &job.env);
+        let setup = Setup {
+            switch_to: self.run_as.switch_to(),
+            rlimits: rlimits::plan(&job.limits),
+        };
+        let spawned = match child::spawn(&job.argv, &env, workdir.path(), setup) {
+            Ok(spawned) => spawned,
+            Err(error) => return self.not_started(job, control, error),
+        };
+        let started = spawned.started;
+        let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
+        let Finished {
+            ending,
+            reaped,
+            escaped,
+        } = supervise::supervise(spawned, job.stdin.as_bytes().to_vec(), timeout, control).await;
+        if escaped {
+            note_escape(job, control);
+        }
+        let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
+        let (exit_code, signal) = verdict::exit_of(reaped.status);
+        let ending = refine(
+            ending,
+            job,
+            control,
+            (exit_code, signal),
+            reaped.peak_memory_bytes,
+        );
+        Ok(Execution {
+            ending,
+            exit_code,
+            signal,
+            wall_time: reaped.exited_at.saturating_duration_since(started),
+            cpu_time: Some(reaped.cpu_time),
+            peak_memory_bytes: Some(reaped.peak_memory_bytes),
+            enforcement: verdict::report(&job.limits, &self.run_as),
+        })
+    }
+
+    /// A job whose program could not start: 127 and 126 like a shell, else a backend error.
+    fn not_started(
+        &self,
+        job: &Job,
+        control: &JobControl,
+        error: SpawnError,
+    ) -> Result<Execution, BackendError> {
+        let program = job.argv.first().map_or("", String::as_str);
+        let (code, line) = match error {
+            SpawnError::NotFound if program.contains('/') => {
+                (127, format!("program `{program}` not found"))
+            }
+            SpawnError::NotFound => (127, format!("program `{program}` not found on PATH")),
+            SpawnError::NotExecutable(error) => (
+                126,
+                format!("program `{program}` cannot be executed: {error}"),
+            ),
+            SpawnError::Invalid(error) => {
+                return Err(self.error(
+                    ErrorKind::InvalidRequest,
+                    format!("the job's argv or env is unusable: {error}"),
+                ));
+            }
+            SpawnError::Failed(error) => {
+                return Err(self.error(
+                    ErrorKind::SandboxStartFailed,
+                    format!(
+                        "starting `{program}` as user `{}` failed: {error}; check that the worker may switch to \
+                         that user and set the job's rlimits",
+                        self.run_as.name
+                    ),
+                ));
+            }
+        };
+        control
+            .output
+            .write(Stream::Stderr, format!("openshell: {line}\n").as_bytes());
+        Ok(Execution {
+            enforcement: verdict::report(&job.limits, &self.run_as),
+            ..Execution::exited(code)
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        verdict::capabilities(&self.run_as)
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let root = self.work_root.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix(".openshell-health-")
+                .tempfile_in(&root)
+                .map(drop)
+        });
+        match probe.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(self.error(
+                ErrorKind::SandboxStartFailed,
+                format!("the work root is not writable: {error}; create it or set [pools.NAME.local] work_root"),
+            )),
+            Err(error) => Err(self.error(ErrorKind::Internal, format!("the health probe failed: {error}"))),
+        }
+    }
+
+    async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {
+        log_job(&job, &self.run_as);
+        if control.cancel.is_cancelled() {
+            return Ok(Execution {
+                ending: Ending::Cancelled,
+                exit_code: None,
+                enforcement: verdict::report(&job.limits, &self.run_as),
+                ..Execution::exited(0)
+            });
+        }
+        let (root, owner, files) = (
+            self.work_root.clone(),
+            self.run_as.switch_to(),
+            job.files.clone(),
+        );
+        let workdir = tokio::task::spawn_blocking(move || Workdir::create(&root, owner, &files))
+            .await
+            .map_err(|error| {
+                self.error(
+                    ErrorKind::Internal,
+                    format!("preparing the working directory failed: {error}"),
+                )
+            })??;
+        let outcome = self.run(&job, &control, &workdir).await;
+        // Off the async threads: a job may have written many files.
+        if let Err(error) = tokio::task::spawn_blocking(move || workdir.remove()).await {
+            tracing::warn!(job = %job.id, "removing the job's working directory failed: {error}");
+        }
+        if let Ok(execution) = &outcome {
+            log_ending(&job, execution, &control);
+        }
+        outcome
+    }
+}
+
+/// Tells the log and the job's stderr that a process escaped the group with the pipes open.
+fn note_escape(job: &Job, control: &JobControl) {
+    tracing::warn!(job = %job.id, "a process of the job left its process group and kept its output open");
+    control.output.write(
+        Stream::Stderr,
+        b"openshell: output was still open 1s after the job ended (a process escaped with setsid?); \
+          output may be incomplete\n",
+    );
+}
+
+/// A job that ended on its own may still have hit the output limit on its way out, or have
+/// run out of memory (which RLIMIT_AS reports as a failed allocation, not a kill).
+fn refine(
+    ending: Ending,
+    job: &Job,
+    control: &JobControl,
+    exit: (Option<i32>, Option<i32>),
+    peak_memory_bytes: u64,
+) -> Ending {
+    if ending != Ending::Exited {
+        return ending;
+    }
+    if control.output.is_limit_reached() {
+        return Ending::OutputLimit;
+    }
+    let memory_limit = job.limits.memory.map(|memory| memory.bytes());
+    if verdict::looks_out_of_memory(memory_limit, exit, peak_memory_bytes, || {
+        control.output.snapshot().stderr
+    }) {
+        return Ending::OutOfMemory;
+    }
+    Ending::Exited
+}
+
+fn log_job(job: &Job, run_as: &RunAs) {
+    tracing::debug!(
+        job = %job.id,
+        tenant = %job.tenant,
+        user = %run_as.name,
+        argv = ?job.argv,
+        env_keys = ?job.env.keys().collect::<Vec<_>>(),
+        files = ?job.files.iter().map(|file| (&file.path, file.content.len())).collect::<Vec<_>>(),
+        stdin_bytes = job.stdin.len(),
+        limits = ?job.limits,
+        "local backend: running job"
+    );
+}
+
+fn log_ending(job: &Job, execution: &Execution, control: &JobControl) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        // The snapshot below copies the whole captured output: only pay for it when logged.
+        return;
+    }
+    let output = control.output.snapshot();
+    tracing::debug!(
+        job = %job.id,
+        ending = ?execution.ending,
+        exit_code = ?execution.exit_code,
+        signal = ?execution.signal,
+        stdout_bytes = output.stdout.len(),
+        stderr_bytes = output.stderr.len(),
+        wall_ms = execution.wall_time.as_millis(),
+        cpu_ms = execution.cpu_time.map(|cpu| cpu.as_millis()),
+        peak_memory_bytes = execution.peak_memory_bytes,
+        "local backend: job ended"
+    );
+}

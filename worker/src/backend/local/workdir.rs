@@ -1,0 +1,268 @@
+//! A job's private working directory: created owned by the run-as user, filled with the
+//! request's files, and removed afterwards.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, chown};
+use std::path::{Component, Path, PathBuf};
+
+use nix::libc;
+use nix::unistd::{Gid, Uid};
+use openshell_protocol::ErrorKind;
+use tempfile::TempDir;
+
+use super::KIND;
+use crate::backend::{BackendError, JobFile};
+
+/// The job's temporary directory; dropping it removes it (best effort).
+#[derive(Debug)]
+pub(super) struct Workdir {
+    dir: TempDir,
+    owner: Option<(Uid, Gid)>,
+}
+
+impl Workdir {
+    /// Creates a mode-0700 directory under `root`, owned by `owner` when given (the worker is
+    /// root), with a `tmp` subdirectory for TMPDIR, and writes `files` into it.
+    pub fn create(
+        root: &Path,
+        owner: Option<(Uid, Gid)>,
+        files: &[JobFile],
+    ) -> Result<Self, BackendError> {
+        let dir = tempfile::Builder::new()
+            .prefix("openshell-job-")
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir_in(root)
+            .map_err(|error| {
+                io_error(
+                    root,
+                    "creating the job's working directory",
+                    error,
+                    "check that work_root exists and is writable",
+                )
+            })?;
+        let workdir = Self { dir, owner };
+        workdir.own(workdir.path())?;
+        workdir.make_dir(&workdir.tmp())?;
+        for file in files {
+            workdir.write(file)?;
+        }
+        Ok(workdir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.path().join("tmp")
+    }
+
+    /// The job's whole environment: a minimal base, with the request's variables on top.
+    pub fn env(&self, path: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, OsString> {
+        let mut env = BTreeMap::from([
+            ("PATH".to_string(), OsString::from(path)),
+            ("HOME".to_string(), self.path().as_os_str().to_owned()),
+            ("TMPDIR".to_string(), self.tmp().into_os_string()),
+            ("LANG".to_string(), OsString::from("C.UTF-8")),
+        ]);
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.clone(), OsString::from(value))),
+        );
+        env
+    }
+
+    /// Removes the directory, logging what could not be removed.
+    pub fn remove(self) {
+        let path = self.path().to_path_buf();
+        if self.dir.close().is_ok() {
+            return;
+        }
+        // A job running as the worker's own user may have made directories unwritable.
+        unlock(&path);
+        if let Err(error) = fs::remove_dir_all(&path) {
+            tracing::warn!(
+                path = %path.display(),
+                "could not remove a job's working directory: {error}; remove it by hand"
+            );
+        }
+    }
+
+    fn write(&self, file: &JobFile) -> Result<(), BackendError> {
+        let relative = confined(&file.path)?;
+        let mut dir = self.path().to_path_buf();
+        if let Some(parent) = relative.parent() {
+            for component in parent.components() {
+                dir.push(component);
+                self.ensure_dir(&dir, &file.path)?;
+            }
+        }
+        let target = self.path().join(&relative);
+        let fail = |error| {
+            io_error(
+                &target,
+                "writing a request file",
+                error,
+                "check disk space under work_root",
+            )
+        };
+        // O_NOFOLLOW: never write through a symlink, whatever ended up in the directory.
+        let mut handle = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
+            .map_err(fail)?;
+        handle.write_all(&file.content).map_err(fail)?;
+        drop(handle);
+        self.own(&target)?;
+        // No setuid, setgid or sticky bits from a request.
+        fs::set_permissions(&target, Permissions::from_mode(file.mode & 0o777)).map_err(fail)
+    }
+
+    fn ensure_dir(&self, dir: &Path, wanted_by: &str) -> Result<(), BackendError> {
+        match fs::symlink_metadata(dir) {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            Ok(_) => Err(BackendError::new(
+                ErrorKind::InvalidRequest,
+                KIND,
+                wanted_by,
+                format!(
+                    "file `{wanted_by}` needs `{}` to be a directory, but another file has that path",
+                    dir.strip_prefix(self.path()).unwrap_or(dir).display()
+                ),
+            )),
+            Err(_) => self.make_dir(dir),
+        }
+    }
+
+    fn make_dir(&self, dir: &Path) -> Result<(), BackendError> {
+        DirBuilder::new().mode(0o755).create(dir).map_err(|error| {
+            io_error(
+                dir,
+                "creating a directory",
+                error,
+                "check disk space under work_root",
+            )
+        })?;
+        self.own(dir)
+    }
+
+    fn own(&self, path: &Path) -> Result<(), BackendError> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(|error| {
+            io_error(
+                path,
+                "handing a file to the job's user",
+                error,
+                "the worker must run as root to switch users",
+            )
+        })
+    }
+}
+
+/// `path` as a relative path that stays inside the working directory.
+pub(super) fn confined(path: &str) -> Result<PathBuf, BackendError> {
+    let mut confined = PathBuf::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => confined.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(escape(path));
+            }
+        }
+    }
+    if confined.as_os_str().is_empty() {
+        return Err(escape(path));
+    }
+    Ok(confined)
+}
+
+fn escape(path: &str) -> BackendError {
+    BackendError::new(
+        ErrorKind::InvalidRequest,
+        KIND,
+        path,
+        format!(
+            "file path `{path}` is not a relative path inside the working directory; use e.g. `data/input.txt`"
+        ),
+    )
+}
+
+/// Makes every directory under `path` writable again so it can be removed.
+fn unlock(path: &Path) {
+    let Ok(metadata) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !metadata.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(path, Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            unlock(&entry.path());
+        }
+    }
+}
+
+fn io_error(path: &Path, doing: &str, error: io::Error, advice: &str) -> BackendError {
+    BackendError::new(
+        ErrorKind::SandboxStartFailed,
+        KIND,
+        path.display().to_string(),
+        format!("{doing} failed: {error}; {advice}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert_eq!(confined("a/b/c.txt").unwrap(), PathBuf::from("a/b/c.txt"));
+        assert_eq!(confined("./main.py").unwrap(), PathBuf::from("main.py"));
+        for bad in ["", ".", "/etc/passwd", "../x", "a/../../x", "a/.."] {
+            assert!(confined(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn files_land_with_their_content_and_mode_and_the_dir_goes_away() {
+        let root = tempfile::tempdir().unwrap();
+        let files = [
+            JobFile {
+                path: "a/b/data.bin".into(),
+                content: vec![0, 159, 255],
+                mode: 0o4755,
+            },
+            JobFile {
+                path: "a/b".into(),
+                content: vec![],
+                mode: 0o644,
+            },
+        ];
+        assert!(Workdir::create(root.path(), None, &files).is_err());
+        let workdir = Workdir::create(root.path(), None, &files[..1]).unwrap();
+        let written = workdir.path().join("a/b/data.bin");
+        assert_eq!(fs::read(&written).unwrap(), vec![0, 159, 255]);
+        assert_eq!(
+            fs::metadata(&written).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert!(workdir.path().join("tmp").is_dir());
+        let path = workdir.path().to_path_buf();
+        workdir.remove();
+        assert!(!path.exists());
+    }
+}
