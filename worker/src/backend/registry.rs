@@ -5,6 +5,7 @@ use std::sync::Arc;
 use openshell_protocol::ErrorKind;
 
 use super::local::LocalBackend;
+use super::ssh::SshBackend;
 use super::{Backend, BackendError};
 use crate::config::PoolConfig;
 
@@ -12,6 +13,7 @@ use crate::config::PoolConfig;
 pub async fn build(name: &str, pool: &PoolConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match pool.backend.as_str() {
         "none" => Ok(Arc::new(LocalBackend::new(pool.local.clone())?)),
+        "ssh" => Ok(Arc::new(SshBackend::start(pool.ssh.clone()).await?)),
         other => Err(BackendError::new(
             ErrorKind::Internal,
             "registry",

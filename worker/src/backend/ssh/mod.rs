@@ -1,5 +1,356 @@
 //! The SSH backend (`SANDBOX_BACKEND=ssh`): jobs run on dedicated remote hosts over pooled connections.
+//!
+//! Per job: `hosts` picks a host and leases a channel on one of its pooled connections
+//! (`pool`, opened by `connect` with the host key checked by `known_hosts` and the client key
+//! from `key`, probed once by `probe`); `plan` turns the job into the remote wrapper
+//! (`script`) and its stdin (`upload`); `exec` runs it on the channel, moving output into the
+//! sink and killing the job's process group from a second channel on timeout, cancel or
+//! output limit; `verdict` says how it ended and how each limit was enforced.
+//!
+//! Jobs run as the configured unprivileged user, each in its own session and process group
+//! (sshd makes one per channel), in a fresh `mktemp -d` directory that a keeper process
+//! removes afterwards. As on the local backend, a process that calls `setsid` leaves the
+//! group; with a delegated cgroup (`cgroup_parent`) the kill reaches it too.
 
+pub mod channel;
+pub mod connect;
+pub mod error;
+pub mod exec;
+pub mod hosts;
+pub mod key;
+pub mod known_hosts;
+pub mod plan;
+pub mod pool;
+pub mod probe;
+pub mod script;
 pub mod settings;
+pub mod upload;
+pub mod verdict;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use openshell_protocol::ErrorKind;
 
 pub use settings::SshSettings;
+
+use self::connect::Target;
+use self::error::SshError;
+use self::exec::{Finish, Ran};
+use self::hosts::{Host, Hosts};
+use self::pool::LeaseManager;
+use self::verdict::Mechanism;
+use crate::backend::{
+    Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl, Stream,
+};
+
+/// The backend's kind, as in `SANDBOX_BACKEND`.
+pub const KIND: &str = "ssh";
+
+/// Attempts for a job whose channel died before its wrapper started.
+const ATTEMPTS: usize = 2;
+
+/// Runs jobs on remote hosts over SSH.
+pub struct SshBackend {
+    settings: SshSettings,
+    hosts: Hosts,
+    cgroups_everywhere: AtomicBool,
+}
+
+/// One host's connections and leases, for monitoring and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// host:port.
+    pub addr: String,
+    /// Live connections.
+    pub connections: usize,
+    /// Leases in the pool (busy and idle).
+    pub leases: usize,
+    /// Idle leases.
+    pub idle: usize,
+}
+
+impl SshBackend {
+    /// A backend for `settings`; connects lazily. Fails on configuration errors only.
+    pub fn new(settings: SshSettings) -> Result<Self, BackendError> {
+        if let Some((key, reason)) = settings.problem() {
+            return Err(BackendError::new(
+                ErrorKind::SandboxStartFailed,
+                KIND,
+                format!("[pools.NAME.ssh] {key}"),
+                reason,
+            ));
+        }
+        let key_path = settings.key_path.clone().unwrap_or_default();
+        let key = key::load(&key_path)?;
+        let hosts = settings
+            .host_addrs()
+            .into_iter()
+            .map(|addr| {
+                let target = Target::new(&settings, addr, key.clone());
+                let cgroup = (settings.cgroup_parent.clone(), settings.require_cgroups);
+                let channels = settings.channels_per_connection;
+                Host::new(
+                    target.addr(),
+                    |on_connect| LeaseManager::new(target, channels, cgroup, on_connect),
+                    settings.max_connections,
+                )
+            })
+            .collect();
+        let max_backoff = settings.retry_down_host_after.as_duration();
+        Ok(Self {
+            settings,
+            hosts: Hosts::new(hosts, max_backoff),
+            cgroups_everywhere: AtomicBool::new(false),
+        })
+    }
+
+    /// [`SshBackend::new`], then one connection to every host; fails when no host accepts
+    /// one for a reason retrying will not fix (host key, authentication, unfit host).
+    pub async fn start(settings: SshSettings) -> Result<Self, BackendError> {
+        let backend = Self::new(settings)?;
+        let attempts = backend.hosts.hosts.iter().map(|host| async move {
+            host.lease(backend.settings.retry_down_host_after.as_duration())
+                .await
+                .map(drop)
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        let errors: Vec<SshError> = outcomes.into_iter().filter_map(Result::err).collect();
+        if errors.len() == backend.hosts.hosts.len()
+            && let Some(error) = errors.into_iter().find(|error| !error.is_transient())
+        {
+            return Err(error.into());
+        }
+        backend.learn_mechanism().await;
+        Ok(backend)
+    }
+
+    /// Connections and leases per host.
+    pub async fn status(&self) -> Vec<HostStatus> {
+        let mut statuses = Vec::new();
+        for host in &self.hosts.hosts {
+            let pool = host.pool.status();
+            statuses.push(HostStatus {
+                addr: host.addr.clone(),
+                connections: host.pool.manager().connections().await,
+                leases: pool.size,
+                idle: pool.available,
+            });
+        }
+        statuses
+    }
+
+    async fn learn_mechanism(&self) {
+        let mut everywhere = self.settings.cgroup_parent.is_some();
+        for host in &self.hosts.hosts {
+            let probe = host.pool.manager().probe().await;
+            everywhere &= probe.is_some_and(|probe| probe.cgroup);
+        }
+        self.cgroups_everywhere.store(everywhere, Ordering::Relaxed);
+    }
+
+    fn mechanism(&self) -> Mechanism {
+        if self.cgroups_everywhere.load(Ordering::Relaxed) || self.settings.require_cgroups {
+            Mechanism::Cgroup
+        } else {
+            Mechanism::Rlimits
+        }
+    }
+
+    /// Runs `job` once on a leased channel; `Ok(None)` asks for another attempt.
+    async fn attempt(
+        &self,
+        job: &Job,
+        control: &JobControl,
+    ) -> Result<Option<Execution>, BackendError> {
+        let (index, lease) = self.hosts.lease().await?;
+        let connection = lease.connection.clone();
+        let (upload, mechanism) = plan::prepare(job, &self.settings, &connection.probe)?;
+        let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
+        let cgroup = self
+            .settings
+            .cgroup_parent
+            .clone()
+            .filter(|_| mechanism == Mechanism::Cgroup);
+        let finish = exec::run(
+            &connection,
+            upload,
+            job.stdin.as_bytes().to_vec(),
+            timeout,
+            control,
+            cgroup.clone(),
+        )
+        .await;
+        drop(lease);
+        let addr = connection.addr.clone();
+        match finish {
+            Finish::Ran(ran) => Ok(Some(self.execution(job, control, ran, mechanism))),
+            Finish::NotStarted(cause) => {
+                tracing::warn!(job = %job.id, host = %addr, "job not started, retrying elsewhere: {cause}");
+                Ok(None)
+            }
+            Finish::SetupFailed { stderr, status } => {
+                Err(setup_error(addr, &stderr, status).into())
+            }
+            Finish::Lost { pgid, cause } => {
+                if let Some(pgid) = pgid {
+                    self.kill_later(index, pgid, cgroup);
+                }
+                Err(SshError::Lost {
+                    addr,
+                    cause: format!(
+                        "{cause} (job {}); its processes on the host are being killed; resubmit the job",
+                        job.id
+                    ),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Kills a job whose connection died, from a fresh connection to the same host.
+    fn kill_later(&self, index: usize, pgid: u32, cgroup: Option<String>) {
+        let Some(host) = self.hosts.hosts.get(index) else {
+            return;
+        };
+        let pool = host.pool.clone();
+        tokio::spawn(async move {
+            let command = script::kill_command(pgid, cgroup.as_deref());
+            let limit = std::time::Duration::from_secs(10);
+            match tokio::time::timeout(limit, pool.get()).await {
+                Ok(Ok(lease)) => {
+                    let _ = channel::run(&lease.connection.handle, &command, limit).await;
+                }
+                _ => tracing::warn!(
+                    pgid,
+                    "could not reach the host to kill a job whose connection dropped; its keeper kills it at the backstop"
+                ),
+            }
+        });
+    }
+
+    fn execution(
+        &self,
+        job: &Job,
+        control: &JobControl,
+        ran: Ran,
+        mechanism: Mechanism,
+    ) -> Execution {
+        let Ran {
+            ending,
+            exit_code,
+            signal,
+            wall_time,
+            killed,
+        } = ran;
+        let stderr = control.output.snapshot().stderr;
+        let ending = match ending {
+            Ending::Exited if control.output.is_limit_reached() => Ending::OutputLimit,
+            // The keeper's backstop killed it: the worker's own timer missed the deadline.
+            Ending::Exited if !killed && signal == Some(9) && past_timeout(job, wall_time) => {
+                Ending::Timeout
+            }
+            Ending::Exited
+                if verdict::looks_out_of_memory(
+                    job.limits.memory.is_some(),
+                    mechanism,
+                    (exit_code, signal),
+                    &stderr,
+                ) =>
+            {
+                Ending::OutOfMemory
+            }
+            other => other,
+        };
+        if ending == Ending::Exited && exit_code == Some(126) {
+            control.output.write(
+                Stream::Stderr,
+                b"openshell: Permission denied in sandbox: the program could not be executed (exit 126)\n",
+            );
+        }
+        Execution {
+            ending,
+            exit_code,
+            signal,
+            wall_time,
+            cpu_time: None,
+            peak_memory_bytes: None,
+            enforcement: verdict::report(&job.limits, mechanism, &self.settings.user),
+        }
+    }
+}
+
+fn past_timeout(job: &Job, wall_time: std::time::Duration) -> bool {
+    job.limits
+        .timeout
+        .is_some_and(|timeout| wall_time >= timeout.as_duration())
+}
+
+/// The error for a wrapper that failed before the program started.
+fn setup_error(addr: String, stderr: &str, status: Option<u32>) -> SshError {
+    let message = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix(script::SETUP_ERROR))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let cause = match (message.is_empty(), status) {
+        (false, _) => message,
+        (true, Some(status)) => format!(
+            "the job wrapper exited with status {status} before starting the program: {}",
+            stderr.trim()
+        ),
+        (true, None) => format!(
+            "sshd closed the channel before the job wrapper started: {}",
+            stderr.trim()
+        ),
+    };
+    if cause.contains("Permission denied") {
+        SshError::Denied { addr, cause }
+    } else {
+        SshError::Setup { addr, cause }
+    }
+}
+
+#[async_trait]
+impl Backend for SshBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        verdict::capabilities(self.mechanism(), &self.settings.user)
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        self.hosts
+            .lease()
+            .await
+            .map(drop)
+            .map_err(BackendError::from)
+    }
+
+    async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {
+        tracing::debug!(job = %job.id, tenant = %job.tenant, argv = ?job.argv, limits = ?job.limits, "ssh backend: running job");
+        for _ in 0..ATTEMPTS {
+            if control.cancel.is_cancelled() {
+                break;
+            }
+            if let Some(execution) = self.attempt(&job, &control).await? {
+                return Ok(execution);
+            }
+        }
+        if control.cancel.is_cancelled() {
+            return Ok(Execution {
+                ending: Ending::Cancelled,
+                exit_code: None,
+                enforcement: verdict::report(&job.limits, self.mechanism(), &self.settings.user),
+                ..Execution::exited(0)
+            });
+        }
+        Err(SshError::Lost {
+            addr: "every host tried".into(),
+            cause: format!("job {} could not be started: its channel closed before the wrapper ran, {ATTEMPTS} times", job.id),
+        }
+        .into())
+    }
+}
