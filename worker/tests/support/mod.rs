@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod sshd;
 pub mod worker;
 
 use std::ffi::OsStr;
