@@ -24,7 +24,7 @@ fi
 
 have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 say "building the release binary"
-cargo build --release --bin openshell
+cargo build --release --bin openshell || die "release build failed (errors above)"
 
 say "starting the worker on $NATS_URL (Ctrl-C stops it)"
 note "try it from another terminal:"
