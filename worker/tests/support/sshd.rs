@@ -32,25 +32,32 @@ pub struct Sshd {
 impl Sshd {
     /// Starts a server, or returns `None` with a skip message when sshd or root is missing
     /// outside CI. Under `CI=true` a missing sshd panics.
-    pub fn start() -> Option<Sshd> {
+    pub async fn start() -> Option<Sshd> {
         if !Path::new(SSHD).exists() {
             if super::in_ci() {
-                panic!("{SSHD} not found: run deploy/setup.sh --install-only (installs openssh-server)");
+                panic!(
+                    "{SSHD} not found: run deploy/setup.sh --install-only (installs openssh-server)"
+                );
             }
-            eprintln!("SKIP: {SSHD} not found (apt-get install openssh-server, or deploy/setup.sh)");
+            eprintln!(
+                "SKIP: {SSHD} not found (apt-get install openssh-server, or deploy/setup.sh)"
+            );
             return None;
         }
         if !Uid::effective().is_root() {
             if super::in_ci() {
                 panic!("the SSH tests start sshd and create user {TEST_USER}: run them as root");
             }
-            eprintln!("SKIP: the SSH tests need root (they start sshd and create user {TEST_USER})");
+            eprintln!(
+                "SKIP: the SSH tests need root (they start sshd and create user {TEST_USER})"
+            );
             return None;
         }
-        ensure_user();
+        ensure_user().await;
         let dir = tempfile::tempdir().expect("tempdir for sshd");
         // sshd reads authorized_keys as the user: the directory must be traversable.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let mut sshd = Sshd {
             port: super::free_port(),
             dir,
@@ -58,13 +65,15 @@ impl Sshd {
         };
         keygen(&sshd.host_key());
         keygen(&sshd.client_key());
-        let public = std::fs::read(sshd.client_key().with_extension("pub")).expect("client public key");
+        let public =
+            std::fs::read(sshd.client_key().with_extension("pub")).expect("client public key");
         let authorized = sshd.path("authorized_keys");
         std::fs::write(&authorized, public).expect("authorized_keys");
-        std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
         sshd.write_config();
         sshd.write_known_hosts();
-        sshd.spawn();
+        sshd.spawn().await;
         Some(sshd)
     }
 
@@ -102,13 +111,14 @@ impl Sshd {
         }
     }
 
-    /// Kills the listener and every connection it serves, as a crash or reboot would.
+    /// Kills the listener and every sshd process serving a connection, as a crash of the
+    /// host's sshd would: connections drop, the jobs' own processes are left running.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let listener = i32::try_from(child.id()).expect("pid fits i32");
-        for pid in children_of(listener) {
+        for pid in sshd_descendants(listener) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let _ = child.kill();
@@ -116,19 +126,28 @@ impl Sshd {
     }
 
     /// Stops and starts again on the same port with the same keys.
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn().await;
     }
 
     /// Gives the server a new host key (known_hosts keeps the old one) and restarts it.
-    pub fn change_host_key(&mut self) {
+    pub async fn change_host_key(&mut self) {
         self.stop();
         let key = self.host_key();
         let _ = std::fs::remove_file(&key);
         let _ = std::fs::remove_file(key.with_extension("pub"));
         keygen(&key);
-        self.spawn();
+        self.spawn().await;
+    }
+
+    /// Lets the holder of `key` (a private key with `key.pub` beside it) log in too.
+    pub fn authorize(&self, key: &Path) {
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        let path = self.path("authorized_keys");
+        let mut keys = std::fs::read_to_string(&path).unwrap_or_default();
+        keys.push_str(&public);
+        std::fs::write(path, keys).expect("authorized_keys");
     }
 
     /// TCP connections established to this server now, from /proc/net/tcp.
@@ -167,14 +186,15 @@ impl Sshd {
     }
 
     fn write_known_hosts(&self) {
-        let public = std::fs::read_to_string(self.host_key().with_extension("pub")).expect("host key");
+        let public =
+            std::fs::read_to_string(self.host_key().with_extension("pub")).expect("host key");
         let mut parts = public.split_whitespace();
         let (algorithm, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let line = format!("[127.0.0.1]:{} {algorithm} {key}\n", self.port);
         std::fs::write(self.known_hosts(), line).expect("known_hosts");
     }
 
-    fn spawn(&mut self) {
+    async fn spawn(&mut self) {
         std::fs::create_dir_all("/run/sshd").expect("sshd privilege separation directory");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -192,10 +212,10 @@ impl Sshd {
             .spawn()
             .expect("start sshd");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready().await;
     }
 
-    fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -207,8 +227,12 @@ impl Sshd {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("sshd exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "sshd did not greet within {READY_TIMEOUT:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not greet within {READY_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -237,26 +261,42 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
     found
 }
 
-fn children_of(parent: i32) -> Vec<i32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised command: state, ppid, ...
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<i32>().ok());
-        if ppid == Some(parent) {
-            children.push(pid);
-        }
+/// Every `sshd` process below `root` (per-connection monitors and their unprivileged children).
+fn sshd_descendants(root: i32) -> Vec<i32> {
+    let processes: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_string();
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, comm))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(
+            processes
+                .iter()
+                .filter(|(_, ppid, _)| *ppid == parent)
+                .map(|(pid, _, _)| *pid),
+        );
+        index += 1;
     }
-    children
+    processes
+        .iter()
+        .filter(|(pid, _, comm)| *pid != root && found.contains(pid) && comm.starts_with("sshd"))
+        .map(|(pid, _, _)| *pid)
+        .collect()
 }
 
-fn keygen(path: &Path) {
+/// Writes a new ed25519 key pair at `path` (mode 600) and `path.pub`.
+pub fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(path)
@@ -268,20 +308,31 @@ fn keygen(path: &Path) {
 
 /// Creates the test user once: a login shell, a home, and no password (not locked, so
 /// sshd without PAM accepts its keys). Concurrent test binaries may race: retry.
-fn ensure_user() {
+async fn ensure_user() {
     for _ in 0..50 {
-        if nix::unistd::User::from_name(TEST_USER).ok().flatten().is_some() {
+        if nix::unistd::User::from_name(TEST_USER)
+            .ok()
+            .flatten()
+            .is_some()
+        {
             return;
         }
         let created = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", "--password", "*", TEST_USER])
+            .args([
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--password",
+                "*",
+                TEST_USER,
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success());
         if created {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("could not create user {TEST_USER} with useradd");
 }
@@ -297,10 +348,15 @@ pub struct SshdBackend {
 impl SshdBackend {
     /// A fresh server and a started backend on it; `None` when the tests must skip.
     pub async fn start() -> Option<Self> {
-        let sshd = Sshd::start()?;
+        let sshd = Sshd::start().await?;
         let backend = openshell_worker::backend::ssh::SshBackend::start(sshd.settings())
             .await
-            .unwrap_or_else(|error| panic!("ssh backend did not start: {error}\nsshd log:\n{}", sshd.log()));
+            .unwrap_or_else(|error| {
+                panic!(
+                    "ssh backend did not start: {error}\nsshd log:\n{}",
+                    sshd.log()
+                )
+            });
         Some(Self { sshd, backend })
     }
 }

@@ -7,6 +7,11 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
 use super::connect::SshHandle;
 
+/// Tries to open a channel that sshd refuses (MaxSessions) before giving up.
+const OPEN_ATTEMPTS: u32 = 8;
+/// Pause after a refused channel, times the attempt number.
+const OPEN_RETRY: Duration = Duration::from_millis(10);
+
 /// An exec channel; dropping it sends CHANNEL_CLOSE, so sshd frees the session slot even
 /// when the job's future is dropped mid-run.
 pub struct ExecChannel {
@@ -16,9 +21,19 @@ pub struct ExecChannel {
 }
 
 impl ExecChannel {
-    /// Opens a session channel on `handle` and starts `command` on it.
+    /// Opens a session channel on `handle` and starts `command` on it. sshd frees a closed
+    /// session slightly after the close, so a refusal at MaxSessions is retried briefly.
     pub async fn start(handle: &SshHandle, command: &str) -> Result<Self, russh::Error> {
-        let channel = handle.channel_open_session().await?;
+        let mut attempt = 1;
+        let channel = loop {
+            match handle.channel_open_session().await {
+                Err(russh::Error::ChannelOpenFailure(_)) if attempt < OPEN_ATTEMPTS => {
+                    tokio::time::sleep(OPEN_RETRY * attempt).await;
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         let (read, write) = channel.split();
         let channel = Self {
             read,
@@ -116,4 +131,9 @@ pub fn signal_number(signal: &Sig) -> i32 {
             _ => 0,
         },
     }
+}
+
+/// True when `error` means the connection itself is unusable, not just one channel refused.
+pub fn connection_lost(error: &russh::Error) -> bool {
+    !matches!(error, russh::Error::ChannelOpenFailure(_))
 }

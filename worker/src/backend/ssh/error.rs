@@ -26,44 +26,26 @@ pub enum SshError {
     },
     /// The host presented a key that known_hosts does not list.
     #[error(
-        "{CONNECTION_FAILED}: host key mismatch: host {addr} is not in {known_hosts} (its {algorithm} key \
-         is {fingerprint}); after checking that fingerprint out of band, add it with \
-         `ssh-keyscan {keyscan} >> {known_hosts}`, or set accept_new_host_keys = true to trust on first use"
+        "{CONNECTION_FAILED}: host key mismatch: host {} is not in {} (its {} key is {}); after \
+         checking that fingerprint out of band, add it with `ssh-keyscan {} >> {}`, or set \
+         accept_new_host_keys = true to trust on first use",
+        .0.addr, .0.known_hosts, .0.algorithm, .0.fingerprint, .0.keyscan, .0.known_hosts
     )]
-    HostKeyUnknown {
-        /// host:port.
-        addr: String,
-        /// The known_hosts file.
-        known_hosts: String,
-        /// Algorithm of the presented key.
-        algorithm: String,
-        /// SHA256 fingerprint of the presented key.
-        fingerprint: String,
-        /// `-p PORT HOST` arguments for ssh-keyscan.
-        keyscan: String,
-    },
-    /// The host presented a key different from the one known_hosts records.
+    HostKeyUnknown(Box<HostKeyFacts>),
+    /// The host presented a key different from the one known_hosts records at `line`.
     #[error(
-        "{CONNECTION_FAILED}: host key mismatch: host {addr} presented {algorithm} key {fingerprint}, \
-         but {known_hosts} line {line} records another key for it. Someone may be intercepting the \
-         connection, or the host was reinstalled; if you know it was, remove the old key with \
-         `ssh-keygen -R '{pattern}' -f {known_hosts}` and add the new one with `ssh-keyscan {keyscan}`"
+        "{CONNECTION_FAILED}: host key mismatch: host {} presented {} key {}, but {} line {line} \
+         records another key for it. Someone may be intercepting the connection, or the host was \
+         reinstalled; if you know it was, remove the old key with `ssh-keygen -R '{}' -f {}` and \
+         add the new one with `ssh-keyscan {}`",
+        .facts.addr, .facts.algorithm, .facts.fingerprint, .facts.known_hosts, .facts.pattern,
+        .facts.known_hosts, .facts.keyscan
     )]
     HostKeyChanged {
-        /// host:port.
-        addr: String,
-        /// The known_hosts file.
-        known_hosts: String,
+        /// What was presented and where it was checked.
+        facts: Box<HostKeyFacts>,
         /// Line of the recorded key.
         line: usize,
-        /// Algorithm of the presented key.
-        algorithm: String,
-        /// SHA256 fingerprint of the presented key.
-        fingerprint: String,
-        /// The known_hosts host pattern (`host` or `[host]:port`).
-        pattern: String,
-        /// `-p PORT HOST` arguments for ssh-keyscan.
-        keyscan: String,
     },
     /// known_hosts could not be read or written.
     #[error("{CONNECTION_FAILED}: cannot use known_hosts file {path}: {cause}")]
@@ -134,12 +116,29 @@ pub enum SshError {
     Invalid(String),
 }
 
+/// What a host key refusal reports: the host, the file, the key, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeyFacts {
+    /// host:port.
+    pub addr: String,
+    /// The known_hosts file.
+    pub known_hosts: String,
+    /// Algorithm of the presented key.
+    pub algorithm: String,
+    /// SHA256 fingerprint of the presented key.
+    pub fingerprint: String,
+    /// The known_hosts host pattern (`host` or `[host]:port`).
+    pub pattern: String,
+    /// Arguments for ssh-keyscan (`-p PORT HOST`).
+    pub keyscan: String,
+}
+
 impl SshError {
     /// The machine-readable kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
             SshError::Unreachable { .. }
-            | SshError::HostKeyUnknown { .. }
+            | SshError::HostKeyUnknown(_)
             | SshError::HostKeyChanged { .. }
             | SshError::KnownHosts { .. }
             | SshError::AuthRefused { .. }
@@ -159,9 +158,10 @@ impl SshError {
     /// Where it happened.
     pub fn location(&self) -> String {
         match self {
+            SshError::HostKeyUnknown(facts) | SshError::HostKeyChanged { facts, .. } => {
+                facts.addr.clone()
+            }
             SshError::Unreachable { addr, .. }
-            | SshError::HostKeyUnknown { addr, .. }
-            | SshError::HostKeyChanged { addr, .. }
             | SshError::AuthRefused { addr, .. }
             | SshError::HostUnfit { addr, .. }
             | SshError::Lost { addr, .. }

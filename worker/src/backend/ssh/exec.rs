@@ -71,7 +71,9 @@ pub async fn run(
     let mut channel = match ExecChannel::start(&connection.handle, &upload.command).await {
         Ok(channel) => channel,
         Err(error) => {
-            connection.mark_broken();
+            if channel::connection_lost(&error) {
+                connection.mark_broken();
+            }
             return Finish::NotStarted(format!("opening a channel failed: {error}"));
         }
     };

@@ -6,7 +6,7 @@ use std::path::Path;
 use russh::keys::known_hosts::{known_host_keys_path, learn_known_hosts_path};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 
-use super::error::SshError;
+use super::error::{HostKeyFacts, SshError};
 
 /// One host as known_hosts names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,28 +71,21 @@ pub fn verify(
     if recorded.iter().any(|(_, key)| key == presented) {
         return Ok(());
     }
-    let fingerprint = presented.fingerprint(HashAlg::Sha256).to_string();
-    let algorithm = presented.algorithm().as_str().to_string();
+    let facts = Box::new(HostKeyFacts {
+        addr: id.addr(),
+        known_hosts: shown.clone(),
+        algorithm: presented.algorithm().as_str().to_string(),
+        fingerprint: presented.fingerprint(HashAlg::Sha256).to_string(),
+        pattern: id.pattern(),
+        keyscan: id.keyscan_args(),
+    });
     if let Some((line, _)) = recorded.first() {
-        return Err(SshError::HostKeyChanged {
-            addr: id.addr(),
-            known_hosts: shown,
-            line: *line,
-            algorithm,
-            fingerprint,
-            pattern: id.pattern(),
-            keyscan: id.keyscan_args(),
-        });
+        return Err(SshError::HostKeyChanged { facts, line: *line });
     }
     if !accept_new {
-        return Err(SshError::HostKeyUnknown {
-            addr: id.addr(),
-            known_hosts: shown,
-            algorithm,
-            fingerprint,
-            keyscan: id.keyscan_args(),
-        });
+        return Err(SshError::HostKeyUnknown(facts));
     }
+    let fingerprint = facts.fingerprint;
     learn_known_hosts_path(id.host, id.port, presented, path).map_err(|error| {
         SshError::KnownHosts {
             path: shown.clone(),

@@ -46,6 +46,10 @@ fn run(plan: &Plan, contents: &[&[u8]], stdin: &[u8]) -> (String, String, Option
 }
 
 #[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a synchronous test waiting for the keeper"
+)]
 fn files_env_and_stdin_arrive_exactly_and_the_directory_goes() {
     let blob: Vec<u8> = (0..=255u8).collect();
     let files = vec![

@@ -1,0 +1,94 @@
+//! Timeout, cancel and output limit kill the job's whole process group on the host, and the
+//! job's directory is removed: a /proc scan finds no process with the job's marker.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use openshell_protocol::{ByteSize, DurationMs};
+use openshell_worker::backend::Ending;
+use tokio_util::sync::CancellationToken;
+
+use support::jobs::{bash_job, marker, run};
+use support::sshd::{SshdBackend, processes_with};
+
+/// A job that prints its directory, leaves a background process named `marker`, and loops.
+fn lingering(marker: &str) -> openshell_worker::backend::Job {
+    bash_job(&format!(
+        "pwd\n(exec -a {marker} sleep 600) &\nwhile :; do sleep 1; done\n"
+    ))
+}
+
+/// Nothing of the job is left: no process with `marker`, no directory `dir`.
+async fn assert_gone(marker: &str, dir: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (left, exists) = (processes_with(marker), std::path::Path::new(dir).exists());
+        if left.is_empty() && !exists {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {left:?}, directory {dir} exists: {exists}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_kills_every_process_of_the_job_on_the_host() {
+    let Some(ssh) = SshdBackend::start().await else {
+        return;
+    };
+    let marker = marker("timeout");
+    let mut job = lingering(&marker);
+    job.limits.timeout = Some(DurationMs::secs(1));
+    let started = Instant::now();
+    let (result, output) = run(&ssh.backend, job, CancellationToken::new()).await;
+    let execution = result.expect("ran");
+    assert_eq!(execution.ending, Ending::Timeout, "{execution:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(dir.starts_with("/tmp/openshell-job."), "{dir}");
+    assert_gone(&marker, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_kills_every_process_of_the_job_on_the_host() {
+    let Some(ssh) = SshdBackend::start().await else {
+        return;
+    };
+    let marker = marker("cancel");
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let watched = marker.clone();
+    tokio::spawn(async move {
+        while processes_with(&watched).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    });
+    let (result, output) = run(&ssh.backend, lingering(&marker), cancel).await;
+    assert_eq!(result.expect("ran").ending, Ending::Cancelled);
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert_gone(&marker, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_output_limit_kills_the_job_and_keeps_exactly_the_limit() {
+    let Some(ssh) = SshdBackend::start().await else {
+        return;
+    };
+    let marker = marker("flood");
+    let mut job = bash_job(&format!("(exec -a {marker} sleep 600) &\nyes\n"));
+    job.limits.output = Some(ByteSize::kib(64));
+    let (result, output) = run(&ssh.backend, job, CancellationToken::new()).await;
+    assert_eq!(result.expect("ran").ending, Ending::OutputLimit);
+    assert_eq!(output.stdout.len() + output.stderr.len(), 64 * 1024);
+    assert!(output.stdout_truncated);
+    assert_gone(&marker, "/nonexistent").await;
+}

@@ -1,0 +1,168 @@
+//! The SSH backend refuses what OpenSSH would: unknown or changed host keys, keys the server
+//! does not accept, private keys others can read, and root.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use openshell_protocol::ErrorKind;
+use openshell_worker::backend::BackendError;
+use openshell_worker::backend::ssh::{SshBackend, SshSettings};
+
+use support::sshd::{Sshd, keygen};
+
+async fn start(settings: SshSettings) -> Result<SshBackend, BackendError> {
+    SshBackend::start(settings).await
+}
+
+fn assert_connection_failed(error: &BackendError, says: &[&str]) {
+    assert_eq!(error.kind, ErrorKind::ConnectionFailed, "{error}");
+    assert!(
+        error.message.starts_with("Sandbox connection failed"),
+        "{error}"
+    );
+    for words in says {
+        assert!(
+            error.to_string().contains(words),
+            "`{words}` missing from: {error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_server_does_not_accept_is_refused() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("stranger");
+    keygen(&stranger);
+    let settings = SshSettings {
+        key_path: Some(stranger.clone()),
+        ..sshd.settings()
+    };
+    let error = start(settings)
+        .await
+        .err()
+        .expect("a stranger's key was accepted");
+    let key = stranger.display().to_string();
+    assert_connection_failed(
+        &error,
+        &["auth refused", "openshell-test", &key, "authorized_keys"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_host_key_is_refused_even_with_accept_new() {
+    let Some(mut sshd) = Sshd::start().await else {
+        return;
+    };
+    let backend = start(sshd.settings()).await.expect("first contact");
+    drop(backend);
+    sshd.change_host_key().await;
+    let settings = SshSettings {
+        accept_new_host_keys: true,
+        ..sshd.settings()
+    };
+    let error = start(settings)
+        .await
+        .err()
+        .expect("a changed host key was accepted");
+    assert_connection_failed(
+        &error,
+        &[
+            "host key mismatch",
+            "line 1",
+            "ssh-keygen -R '[127.0.0.1]:",
+            "ssh-keyscan -p",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_host_is_refused_unless_accept_new_is_set() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("known_hosts");
+    let settings = SshSettings {
+        known_hosts: Some(empty.clone()),
+        ..sshd.settings()
+    };
+    let error = start(settings.clone())
+        .await
+        .err()
+        .expect("an unknown host was accepted");
+    assert_connection_failed(
+        &error,
+        &[
+            "host key mismatch",
+            "is not in",
+            "ssh-keyscan -p",
+            "SHA256:",
+        ],
+    );
+    let trusting = SshSettings {
+        accept_new_host_keys: true,
+        ..settings.clone()
+    };
+    start(trusting)
+        .await
+        .expect("accept_new_host_keys trusts a first contact");
+    let recorded = std::fs::read_to_string(&empty).unwrap();
+    assert!(
+        recorded
+            .trim_start()
+            .starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port())),
+        "{recorded}"
+    );
+    start(settings)
+        .await
+        .expect("the recorded key is now known");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loose_key_permissions_and_root_are_refused_before_connecting() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let key = sshd.client_key();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = SshBackend::new(sshd.settings())
+        .err()
+        .expect("a world-readable key was used");
+    assert_eq!(error.kind, ErrorKind::SandboxStartFailed);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("chmod 600 {}", key.display())),
+        "{error}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let root = SshSettings {
+        user: "root".into(),
+        ..sshd.settings()
+    };
+    let error = SshBackend::new(root).err().expect("root was accepted");
+    assert!(error.to_string().contains("never run as root"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_host_is_a_connection_failure_naming_it() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let port = support::free_port();
+    let settings = SshSettings {
+        hosts: vec![format!("127.0.0.1:{port}")],
+        ..sshd.settings()
+    };
+    let backend = start(settings)
+        .await
+        .expect("an unreachable host only warns at start");
+    let error = openshell_worker::backend::Backend::health(&backend)
+        .await
+        .unwrap_err();
+    assert_connection_failed(&error, &["host unreachable", &format!("127.0.0.1:{port}")]);
+}
