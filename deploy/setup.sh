@@ -16,6 +16,8 @@ deploy_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$deploy_dir/lib/common.sh"
 # shellcheck source=lib/nats.sh
 source "$deploy_dir/lib/nats.sh"
+# shellcheck source=lib/ssh.sh
+source "$deploy_dir/lib/ssh.sh"
 
 usage() {
     sed -n '3,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
@@ -43,6 +45,7 @@ state_dir=${OPENSHELL_STATE_DIR:-$(default_state_dir)}
 if [[ $with_nats == yes ]]; then
     nats_install
 fi
+ssh_install
 
 if [[ $install_only == yes ]]; then
     say "install done (--install-only: nothing started)"
