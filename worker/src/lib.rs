@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod intake;

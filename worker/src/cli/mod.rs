@@ -32,12 +32,14 @@ pub enum Command {
     /// Run a worker.
     Worker(worker::WorkerArgs),
     /// Run one job and print its output.
-    Exec(exec::ExecArgs),
+    Exec(Box<exec::ExecArgs>),
     /// Audit events.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Print the effective worker configuration, secrets redacted.
     Config(ConfigArgs),
+    /// Measure throughput and latency, next to the raw operation.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Options of `openshell config`.
@@ -99,8 +101,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(error) => Err(error.into()),
         },
-        Command::Exec(args) => exec::run(args).await,
+        Command::Exec(args) => exec::run(*args).await,
         Command::Audit(command) => audit::run(command).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
         Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
             .map(|config| {
                 print!("{}", config.to_redacted_toml());

@@ -28,10 +28,10 @@ use crate::languages::{self, LanguageSpec};
 /// Backend of the pool created when no file defines pools.
 pub const DEFAULT_BACKEND: &str = "none";
 /// Backend kinds this build can run.
-pub const BACKENDS: &[&str] = &["none", "ssh"];
+pub const BACKENDS: &[&str] = &["none", "docker", "ssh"];
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// NATS connection.
@@ -210,16 +210,6 @@ impl PoolConfig {
             allow_commands: self.allow_commands,
             allow_network: self.allow_network,
             allow_unenforced_limits: self.allow_unenforced_limits,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            nats: NatsConfig::default(),
-            worker: WorkerConfig::default(),
-            pools: BTreeMap::new(),
         }
     }
 }

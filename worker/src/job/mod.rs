@@ -313,7 +313,10 @@ impl PoolRuntime {
     }
 
     fn record(&self, result: &ExecResult, timings: &Timings) {
-        let wall = Duration::from_millis(result.wall_time_ms);
+        let wall = timings.backend.map_or(
+            Duration::from_millis(result.wall_time_ms),
+            |(start, end)| end - start,
+        );
         self.metrics
             .job_ended(&self.name, &result.backend, result.status.as_str(), wall);
         if let (Verdict::Rejected, Some(error)) = (result.status, &result.error) {

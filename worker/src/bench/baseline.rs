@@ -1,0 +1,192 @@
+//! The raw operations OpenShell is compared with, run the same way in the same run.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::workload::Workload;
+
+/// Which raw operation to compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineKind {
+    /// fork/exec of the same program on this host.
+    Exec,
+    /// `docker run --rm` of the same program with the same image and limits.
+    DockerRun,
+    /// A fresh `ssh host cmd` per job.
+    Ssh,
+    /// `ssh host cmd` over an OpenSSH ControlMaster socket.
+    SshMux,
+}
+
+/// Where the raw operations go.
+#[derive(Debug)]
+pub struct Baseline {
+    argv: Vec<String>,
+    stdin: Vec<u8>,
+    workdir: tempfile::TempDir,
+}
+
+/// Options of the docker-run and ssh baselines.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BaselineTargets {
+    /// Image for `--baseline docker-run` (env SANDBOX_DOCKER_IMAGE).
+    #[arg(long, env = "SANDBOX_DOCKER_IMAGE", default_value = crate::backend::docker::settings::DEFAULT_IMAGE)]
+    pub docker_image: String,
+    /// Memory limit given to `docker run` (as the pool's).
+    #[arg(long, default_value = "512m")]
+    pub docker_memory: String,
+    /// user@host for `--baseline ssh|ssh-mux` (default SSH_USER@SSH_HOST).
+    #[arg(long)]
+    pub ssh_target: Option<String>,
+    /// SSH port (env SSH_PORT).
+    #[arg(long, env = "SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+    /// SSH private key (env SSH_KEY_PATH).
+    #[arg(long, env = "SSH_KEY_PATH")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts for the ssh baselines (env SSH_KNOWN_HOSTS).
+    #[arg(long, env = "SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+}
+
+impl Baseline {
+    /// Prepares `kind` for `workload`.
+    pub fn new(
+        kind: BaselineKind,
+        workload: &Workload,
+        targets: &BaselineTargets,
+    ) -> anyhow::Result<Self> {
+        let workdir = tempfile::tempdir()?;
+        let (argv, stdin) = match kind {
+            BaselineKind::Exec => {
+                let (argv, file) = workload.file_form();
+                if let Some((path, content)) = file {
+                    std::fs::write(workdir.path().join(path), content)?;
+                }
+                (argv, Vec::new())
+            }
+            BaselineKind::DockerRun => {
+                let (program, stdin) = workload.stdin_form();
+                let mut argv: Vec<String> = [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "-i",
+                    "--network",
+                    "none",
+                    "--memory",
+                    &targets.docker_memory,
+                ]
+                .iter()
+                .map(|part| part.to_string())
+                .collect();
+                argv.push(targets.docker_image.clone());
+                argv.extend(program);
+                (argv, stdin)
+            }
+            BaselineKind::Ssh | BaselineKind::SshMux => {
+                let (program, stdin) = workload.stdin_form();
+                (
+                    ssh_argv(kind, targets, workdir.path())?
+                        .into_iter()
+                        .chain(program)
+                        .collect(),
+                    stdin,
+                )
+            }
+        };
+        Ok(Self {
+            argv,
+            stdin,
+            workdir,
+        })
+    }
+
+    /// Runs one raw operation; its latency and `completed` or `exit_N`.
+    pub async fn run_once(&self) -> anyhow::Result<(Duration, String)> {
+        let started = Instant::now();
+        let mut child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .current_dir(self.workdir.path())
+            .stdin(if self.stdin.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&self.stdin).await?;
+        }
+        let output = child.wait_with_output().await?;
+        let latency = started.elapsed();
+        let verdict = match output.status.code() {
+            Some(0) => "completed".to_string(),
+            Some(code) => format!("exit_{code}"),
+            None => "signalled".to_string(),
+        };
+        Ok((latency, verdict))
+    }
+}
+
+fn ssh_argv(
+    kind: BaselineKind,
+    targets: &BaselineTargets,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let target = match &targets.ssh_target {
+        Some(target) => target.clone(),
+        None => {
+            let host = std::env::var("SSH_HOST").map_err(|_| {
+                anyhow::anyhow!("--baseline ssh needs --ssh-target user@host or SSH_HOST")
+            })?;
+            let host = host.split(',').next().unwrap_or_default().to_string();
+            let user = std::env::var("SSH_USER").unwrap_or_else(|_| "openshell".to_string());
+            format!("{user}@{host}")
+        }
+    };
+    let mut argv: Vec<String> = vec![
+        "ssh".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-p".into(),
+        targets.ssh_port.to_string(),
+    ];
+    if let Some(key) = &targets.ssh_key {
+        argv.extend([
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
+    if let Some(known) = &targets.ssh_known_hosts {
+        argv.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known.display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+        ]);
+    }
+    if kind == BaselineKind::SshMux {
+        let socket = dir.join("mux-%C");
+        argv.extend([
+            "-o".into(),
+            "ControlMaster=auto".into(),
+            "-o".into(),
+            format!("ControlPath={}", socket.display()),
+            "-o".into(),
+            "ControlPersist=300".into(),
+        ]);
+    }
+    argv.push(target);
+    Ok(argv)
+}

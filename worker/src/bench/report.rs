@@ -1,0 +1,136 @@
+//! The bench report: one JSON line, or a table.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::stats::Summary;
+use super::workers::Overhead;
+
+/// OpenShell ÷ baseline for each figure.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ratio {
+    /// p50 ratio.
+    pub p50: f64,
+    /// p90 ratio.
+    pub p90: f64,
+    /// p99 ratio.
+    pub p99: f64,
+    /// Throughput ratio.
+    pub throughput: f64,
+}
+
+/// Memory of the driven workers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerMemory {
+    /// Resident size before load, summed over workers.
+    pub rss_idle_bytes: Option<u64>,
+    /// Peak resident size under load, summed over workers.
+    pub rss_peak_bytes: Option<u64>,
+}
+
+/// The whole report (stable: dashboards parse it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// OpenShell's figures.
+    pub openshell: Summary,
+    /// The baseline's figures, when one ran.
+    pub baseline: Option<Summary>,
+    /// OpenShell ÷ baseline.
+    pub ratio: Option<Ratio>,
+    /// Worker memory.
+    pub worker: WorkerMemory,
+    /// Split of OpenShell's mean latency, when the workers' metrics were read.
+    pub overhead: Option<Overhead>,
+    /// How the run was made.
+    pub config: Value,
+}
+
+impl Report {
+    /// Fills in the ratios.
+    pub fn new(
+        openshell: Summary,
+        baseline: Option<Summary>,
+        worker: WorkerMemory,
+        overhead: Option<Overhead>,
+        config: Value,
+    ) -> Self {
+        let ratio = baseline.as_ref().map(|raw| {
+            let divide = |ours: f64, theirs: f64| if theirs > 0.0 { ours / theirs } else { 0.0 };
+            Ratio {
+                p50: divide(openshell.p50_ms, raw.p50_ms),
+                p90: divide(openshell.p90_ms, raw.p90_ms),
+                p99: divide(openshell.p99_ms, raw.p99_ms),
+                throughput: divide(openshell.throughput_per_sec, raw.throughput_per_sec),
+            }
+        });
+        Self {
+            openshell,
+            baseline,
+            ratio,
+            worker,
+            overhead,
+            config,
+        }
+    }
+
+    /// A human table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let baseline_name = self
+            .config
+            .get("baseline")
+            .and_then(Value::as_str)
+            .unwrap_or("baseline");
+        out.push_str(&format!("{:<16}{:>14}", "", "openshell"));
+        if self.baseline.is_some() {
+            out.push_str(&format!("{baseline_name:>14}{:>10}", "ratio"));
+        }
+        out.push('\n');
+        type Row = (&'static str, fn(&Summary) -> f64, fn(&Ratio) -> f64);
+        let rows: [Row; 5] = [
+            ("throughput/s", |s| s.throughput_per_sec, |r| r.throughput),
+            ("p50 ms", |s| s.p50_ms, |r| r.p50),
+            ("p90 ms", |s| s.p90_ms, |r| r.p90),
+            ("p99 ms", |s| s.p99_ms, |r| r.p99),
+            ("max ms", |s| s.max_ms, |_| f64::NAN),
+        ];
+        for (label, figure, ratio) in rows {
+            out.push_str(&format!("{label:<16}{:>14.2}", figure(&self.openshell)));
+            if let (Some(raw), Some(ratios)) = (&self.baseline, &self.ratio) {
+                out.push_str(&format!("{:>14.2}{:>10.2}", figure(raw), ratio(ratios)));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "verdicts        {:?} errors {}\n",
+            self.openshell.verdicts, self.openshell.errors
+        ));
+        if let Some(raw) = &self.baseline {
+            out.push_str(&format!(
+                "baseline        {:?} errors {}\n",
+                raw.verdicts, raw.errors
+            ));
+        }
+        let mib = |bytes: Option<u64>| {
+            bytes.map_or("n/a".to_string(), |bytes| {
+                format!("{:.1} MiB", bytes as f64 / 1048576.0)
+            })
+        };
+        out.push_str(&format!(
+            "worker rss      idle {}  peak {}\n",
+            mib(self.worker.rss_idle_bytes),
+            mib(self.worker.rss_peak_bytes)
+        ));
+        if let Some(overhead) = &self.overhead {
+            let nats = self.openshell.mean_ms
+                - overhead.intake_mean_ms
+                - overhead.reply_mean_ms
+                - overhead.backend_mean_ms;
+            out.push_str(&format!(
+                "mean split ms   worker intake {:.3}  backend {:.3}  worker reply {:.3}  nats+client {:.3}\n",
+                overhead.intake_mean_ms, overhead.backend_mean_ms, overhead.reply_mean_ms, nats.max(0.0)
+            ));
+        }
+        out
+    }
+}
