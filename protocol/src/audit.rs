@@ -1,8 +1,9 @@
 //! Audit events, published on `<prefix>.audit.<tenant>.<pool>.<event>`.
 //!
-//! For every request a worker publishes `received` (or `rejected`), then `started` and
-//! `finished`. `received` is flushed to the server before any code runs and carries the code
-//! or command itself, every file's hash and the effective limits.
+//! For every request a worker publishes either a lone `rejected` (refused at admission), or
+//! `received`, then `started` (unless the job ends while queued) and `finished`. `received` is
+//! flushed to the server before any code runs and carries the code or command itself, every
+//! file's hash and the effective limits.
 
 use std::fmt;
 
@@ -208,7 +209,10 @@ impl AuditEvent {
                     sha256: sha256_hex(file.content.as_bytes()),
                 })
                 .collect(),
-            stdin_sha256: request.stdin.as_ref().map(|stdin| sha256_hex(stdin.as_bytes())),
+            stdin_sha256: request
+                .stdin
+                .as_ref()
+                .map(|stdin| sha256_hex(stdin.as_bytes())),
             env_keys: request.env.keys().cloned().collect(),
             limits: Some(limits.clone()),
             ..Self::base(event, &request.id, context)
@@ -216,7 +220,12 @@ impl AuditEvent {
     }
 
     /// A `rejected` event for raw bytes that did not make a valid request.
-    pub fn rejected_raw(job_id: &str, raw: &[u8], error: ErrorInfo, context: &AuditContext) -> Self {
+    pub fn rejected_raw(
+        job_id: &str,
+        raw: &[u8],
+        error: ErrorInfo,
+        context: &AuditContext,
+    ) -> Self {
         Self {
             sha256: sha256_hex(raw),
             request_bytes: raw.len() as u64,
@@ -226,13 +235,15 @@ impl AuditEvent {
         }
     }
 
-    /// This event turned into the `finished` (or `rejected`) record of `result`.
+    /// This event turned into the record of `result`: `rejected` when it was built as a
+    /// `rejected` event (the job was never admitted), otherwise `finished`. The event type follows
+    /// admission, not the verdict, so every `received` is closed by a `finished`, and a request
+    /// refused at admission with a verdict other than `rejected` (a passed deadline: `expired`)
+    /// is still a lone `rejected`.
     pub fn finish(mut self, result: &ExecResult) -> Self {
-        self.event = if result.status == Verdict::Rejected {
-            AuditEventType::Rejected
-        } else {
-            AuditEventType::Finished
-        };
+        if self.event != AuditEventType::Rejected {
+            self.event = AuditEventType::Finished;
+        }
         if self.event == AuditEventType::Finished {
             // The code itself is on the job's `received` event; `sha256` links the two.
             self.code = None;

@@ -28,7 +28,9 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not connect to NATS.
-    #[error("could not connect to NATS at {url}: {source}; is nats-server running (deploy/setup.sh starts one)?")]
+    #[error(
+        "could not connect to NATS at {url}: {source}; is nats-server running (deploy/setup.sh starts one)?"
+    )]
     Connect {
         /// Server URL.
         url: String,
@@ -39,7 +41,9 @@ pub enum ClientError {
     #[error("invalid request: {0}")]
     Invalid(String),
     /// No worker serves the pool.
-    #[error("no worker is serving pool `{pool}` on {subject}: start one with `openshell worker`, or check the pool name and subject prefix")]
+    #[error(
+        "no worker is serving pool `{pool}` on {subject}: start one with `openshell worker`, or check the pool name and subject prefix"
+    )]
     NoWorkers {
         /// Pool asked for.
         pool: String,
@@ -47,7 +51,9 @@ pub enum ClientError {
         subject: String,
     },
     /// No result came back in time.
-    #[error("no result for job `{id}` within {waited:?}: the worker may be overloaded or gone; retry with the same id, or raise the timeout")]
+    #[error(
+        "no result for job `{id}` within {waited:?}: the worker may be overloaded or gone, or the job still running; cancel it before resubmitting (the same id is refused while it runs), or wait longer"
+    )]
     TimedOut {
         /// Job id.
         id: String,
@@ -82,10 +88,12 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (comma-separated list allowed) with default options.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let nats = async_nats::connect(url).await.map_err(|source| ClientError::Connect {
-            url: url.to_string(),
-            source,
-        })?;
+        let nats = async_nats::connect(url)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
         Ok(Self::new(nats, Subjects::default()))
     }
 
@@ -128,29 +136,30 @@ impl Client {
     ) -> Result<ExecResult, ClientError> {
         check_token("pool", pool).map_err(|error| ClientError::Invalid(error.to_string()))?;
         check_token("tenant", tenant).map_err(|error| ClientError::Invalid(error.to_string()))?;
-        let payload = serde_json::to_vec(request).map_err(|error| ClientError::Invalid(error.to_string()))?;
+        let payload =
+            serde_json::to_vec(request).map_err(|error| ClientError::Invalid(error.to_string()))?;
         let subject = self.subjects.exec(pool, tenant);
         let raw = async_nats::Request::new()
             .payload(Bytes::from(payload))
             .timeout(Some(wait));
-        let reply = self
-            .nats
-            .send_request(subject.clone(), raw)
-            .await
-            .map_err(|error| match error.kind() {
-                RequestErrorKind::NoResponders => ClientError::NoWorkers {
-                    pool: pool.to_string(),
-                    subject: subject.clone(),
-                },
-                RequestErrorKind::TimedOut => ClientError::TimedOut {
-                    id: request.id.clone(),
-                    waited: wait,
-                },
-                _ => ClientError::Nats {
-                    subject: subject.clone(),
-                    message: error.to_string(),
-                },
-            })?;
+        let reply =
+            self.nats
+                .send_request(subject.clone(), raw)
+                .await
+                .map_err(|error| match error.kind() {
+                    RequestErrorKind::NoResponders => ClientError::NoWorkers {
+                        pool: pool.to_string(),
+                        subject: subject.clone(),
+                    },
+                    RequestErrorKind::TimedOut => ClientError::TimedOut {
+                        id: request.id.clone(),
+                        waited: wait,
+                    },
+                    _ => ClientError::Nats {
+                        subject: subject.clone(),
+                        message: error.to_string(),
+                    },
+                })?;
         serde_json::from_slice(&reply.payload).map_err(|error| ClientError::BadReply {
             id: request.id.clone(),
             message: error.to_string(),

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 
 use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorInfo, ErrorKind};
-use crate::limits::Limits;
-use crate::request::ExecRequest;
+use crate::json_path::error_path;
+use crate::limits::{LimitValue, Limits};
+use crate::request::{ExecRequest, object};
 use crate::subjects::check_token;
 
 /// Largest request accepted, in bytes (NATS' default max_payload is 1 MiB).
@@ -25,12 +26,21 @@ pub const MAX_PATH_BYTES: usize = 1024;
 pub const MAX_LANGUAGE_LEN: usize = 32;
 /// Lowest and highest priority.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+/// Most cores `limits.cpus` may ask for (pools cap it further).
+pub const MAX_CPUS: f64 = 1024.0;
+/// Longest error message a [`DecodeError`] carries. Messages quote the offending input, and a
+/// hostile request can make that a megabyte: the reply must still fit in a NATS message.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Longest field path a [`DecodeError`] names (a key can be as long as the request).
+const MAX_FIELD_BYTES: usize = 160;
 
 /// Why bytes are not a valid request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     /// Larger than [`MAX_REQUEST_BYTES`] or the worker's configured maximum.
-    #[error("request is {size} bytes, over the {max}-byte limit: send large inputs as files in several jobs or raise the worker's max_request_bytes")]
+    #[error(
+        "request is {size} bytes, over the {max}-byte limit: send large inputs as files in several jobs or raise the worker's max_request_bytes"
+    )]
     TooLarge {
         /// Request size.
         size: usize,
@@ -40,11 +50,14 @@ pub enum DecodeError {
     /// Not JSON, or JSON of the wrong shape (types, unknown or missing fields).
     #[error("request is not a valid ExecRequest: {message} (see protocol/README.md)")]
     Malformed {
-        /// serde's account, with line and column.
+        /// serde's account, with line and column, prefixed by the field (`at `limits.memory`: `)
+        /// when the error is inside one.
         message: String,
     },
     /// A `version` this crate does not speak.
-    #[error("request version {version} is not supported: this worker speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "request version {version} is not supported: this worker speaks version {PROTOCOL_VERSION}"
+    )]
     UnsupportedVersion {
         /// The version sent.
         version: u32,
@@ -65,7 +78,9 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             DecodeError::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
-            DecodeError::Malformed { .. } | DecodeError::Invalid { .. } => ErrorKind::InvalidRequest,
+            DecodeError::Malformed { .. } | DecodeError::Invalid { .. } => {
+                ErrorKind::InvalidRequest
+            }
         }
     }
 
@@ -77,9 +92,27 @@ impl DecodeError {
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DecodeError {
     DecodeError::Invalid {
-        field: field.into(),
-        message: message.into(),
+        field: shorten(field.into(), MAX_FIELD_BYTES),
+        message: shorten(message.into(), MAX_ERROR_MESSAGE_BYTES),
     }
+}
+
+/// `text` cut to at most `max` bytes by dropping its middle (on character boundaries), so that
+/// both the quoted input at the start and the advice at the end survive.
+fn shorten(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let half = max.saturating_sub('…'.len_utf8()) / 2;
+    let mut head = half;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - half;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…{}", &text[..head], &text[tail..])
 }
 
 /// Decodes and validates a request of at most `max_bytes` (capped at [`MAX_REQUEST_BYTES`]).
@@ -91,12 +124,36 @@ pub fn decode_request(bytes: &[u8], max_bytes: usize) -> Result<ExecRequest, Dec
             max,
         });
     }
-    let request: ExecRequest =
-        serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed {
-            message: error.to_string(),
-        })?;
+    let request = parse(bytes)?;
     validate(&request)?;
     Ok(request)
+}
+
+/// The request in `bytes`, checked for shape and types but not yet for the rules of [`validate`].
+fn parse(bytes: &[u8]) -> Result<ExecRequest, DecodeError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let parsed =
+        object::<_, ExecRequest>(&mut json).and_then(|request| json.end().map(|()| request));
+    parsed.map_err(|error| {
+        // A newer version may add fields this crate rejects as unknown: name the version instead.
+        if let Some(version) = salvage_version(bytes).filter(|&version| version != PROTOCOL_VERSION)
+        {
+            return DecodeError::UnsupportedVersion { version };
+        }
+        let message = match error_path(bytes, &error) {
+            Some(path) => format!("at `{}`: {error}", shorten(path, MAX_FIELD_BYTES)),
+            None => error.to_string(),
+        };
+        DecodeError::Malformed {
+            message: shorten(message, MAX_ERROR_MESSAGE_BYTES),
+        }
+    })
+}
+
+/// The integer `version` of a JSON object, when it has one.
+fn salvage_version(bytes: &[u8]) -> Option<u32> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    u32::try_from(value.get("version")?.as_u64()?).ok()
 }
 
 /// The `id` of a request that failed to decode, when one can be read, so the reply names it.
@@ -138,17 +195,25 @@ fn validate_program(request: &ExecRequest) -> Result<(), DecodeError> {
             if !valid {
                 return Err(invalid(
                     "language",
-                    format!("`{language}` is not a language name: 1 to {MAX_LANGUAGE_LEN} of a-z 0-9 _ + - ."),
+                    format!(
+                        "`{language}` is not a language name: 1 to {MAX_LANGUAGE_LEN} of a-z 0-9 _ + - ."
+                    ),
                 ));
             }
         }
         (None, None, Some(argv)) => {
             if argv.first().is_none_or(String::is_empty) {
-                return Err(invalid("command", "must name a program as its first element"));
+                return Err(invalid(
+                    "command",
+                    "must name a program as its first element",
+                ));
             }
         }
         (_, _, Some(_)) => {
-            return Err(invalid("command", "give either `command` or `language` + `code`, not both"));
+            return Err(invalid(
+                "command",
+                "give either `command` or `language` + `code`, not both",
+            ));
         }
         (Some(_), None, None) => return Err(invalid("code", "`language` needs `code`")),
         (None, Some(_), None) => return Err(invalid("language", "`code` needs `language`")),
@@ -156,13 +221,16 @@ fn validate_program(request: &ExecRequest) -> Result<(), DecodeError> {
             return Err(invalid("code", "give `language` + `code`, or `command`"));
         }
     }
-    let argv = request.command.iter().flatten().chain(&request.args);
-    if argv.clone().count() > MAX_ARGV {
-        return Err(invalid("args", format!("at most {MAX_ARGV} arguments")));
+    let command = request.command.as_deref().unwrap_or_default();
+    if command.len() + request.args.len() > MAX_ARGV {
+        return Err(invalid(
+            "args",
+            format!("`command` plus `args` may have at most {MAX_ARGV} entries"),
+        ));
     }
-    for (index, arg) in argv.enumerate() {
-        if arg.contains('\0') {
-            return Err(invalid(format!("argv[{index}]"), "contains a NUL byte"));
+    for (list, values) in [("command", command), ("args", request.args.as_slice())] {
+        if let Some(index) = values.iter().position(|arg| arg.contains('\0')) {
+            return Err(invalid(format!("{list}[{index}]"), "contains a NUL byte"));
         }
     }
     Ok(())
@@ -200,19 +268,34 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
         let field = format!("files[{index}].path");
         let path = &file.path;
         if path.is_empty() || path.len() > MAX_PATH_BYTES {
-            return Err(invalid(field, format!("must be 1 to {MAX_PATH_BYTES} bytes")));
+            return Err(invalid(
+                field,
+                format!("must be 1 to {MAX_PATH_BYTES} bytes"),
+            ));
         }
         if path.starts_with('/') || path.contains('\0') || path.contains('\\') {
-            return Err(invalid(field, format!("`{path}` must be a relative path without NUL or backslash")));
+            return Err(invalid(
+                field,
+                format!("`{path}` must be a relative path without NUL or backslash"),
+            ));
         }
-        if path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(invalid(field, format!("`{path}` must not contain empty, `.` or `..` parts")));
+        if path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(invalid(
+                field,
+                format!("`{path}` must not contain empty, `.` or `..` parts"),
+            ));
         }
         if !seen.insert(path.as_str()) {
             return Err(invalid(field, format!("`{path}` is given twice")));
         }
         if file.mode.is_some_and(|mode| mode > 0o777) {
-            return Err(invalid(format!("files[{index}].mode"), "must be permission bits, at most 0o777 (511)"));
+            return Err(invalid(
+                format!("files[{index}].mode"),
+                "must be permission bits, at most 0o777 (511)",
+            ));
         }
     }
     Ok(())
@@ -220,18 +303,24 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
 
 fn validate_limits(limits: &Limits) -> Result<(), DecodeError> {
     if let Some(cpus) = limits.cpus
-        && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
+        && !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS)
     {
-        return Err(invalid("limits.cpus", "must be a number of cores above 0, e.g. 0.5"));
+        return Err(invalid(
+            "limits.cpus",
+            format!("must be a number of cores above 0 and at most {MAX_CPUS}, e.g. 0.5"),
+        ));
     }
-    let zero = limits.timeout.is_some_and(|value| value.0 == 0)
-        || limits.cpu_time.is_some_and(|value| value.0 == 0)
-        || limits.memory.is_some_and(|value| value.0 == 0)
-        || limits.processes == Some(0)
-        || limits.open_files == Some(0)
-        || limits.disk.is_some_and(|value| value.0 == 0);
-    if zero {
-        return Err(invalid("limits", "limits must be above zero; omit a limit to take the pool's default"));
+    let zero = limits.iter().find(|(_, value)| match value {
+        LimitValue::Duration(duration) => duration.millis() == 0,
+        LimitValue::Size(size) => size.bytes() == 0,
+        LimitValue::Count(count) => *count == 0,
+        LimitValue::Cores(_) => false,
+    });
+    match zero {
+        Some((name, _)) => Err(invalid(
+            format!("limits.{name}"),
+            "must be above zero; omit a limit to take the pool's default",
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod decode;
 pub mod error;
+mod json_path;
 pub mod limits;
 pub mod payload;
 pub mod request;

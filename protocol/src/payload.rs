@@ -139,7 +139,10 @@ mod tests {
     fn text_round_trips_as_a_string() {
         let json = serde_json::to_string(&Payload::from("héllo")).unwrap();
         assert_eq!(json, "\"héllo\"");
-        assert_eq!(serde_json::from_str::<Payload>(&json).unwrap(), Payload::from("héllo"));
+        assert_eq!(
+            serde_json::from_str::<Payload>(&json).unwrap(),
+            Payload::from("héllo")
+        );
     }
 
     #[test]

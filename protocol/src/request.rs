@@ -1,10 +1,14 @@
 //! The execution request an agent publishes on `<prefix>.exec.<pool>.<tenant>`.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::PROTOCOL_VERSION;
@@ -31,11 +35,14 @@ fn is_zero(value: &i32) -> bool {
 pub struct ExecRequest {
     /// Protocol version; must be 1.
     #[serde(default = "protocol_version")]
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// Client-chosen job id and idempotency key: 1 to 128 of `A-Z a-z 0-9 _ -`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub id: String,
     /// Language of `code`, e.g. `python`, `node`, `bash`; the pool maps it to a command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9_+.-]{1,32}$"))]
     pub language: Option<String>,
     /// Source code to run with `language`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,10 +60,14 @@ pub struct ExecRequest {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Files placed in the working directory before the program starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "objects"
+    )]
     pub files: Vec<FileSpec>,
     /// Resource limits; the pool's defaults fill the rest, its ceilings bound them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub limits: Limits,
     /// Ask for network access; refused unless the pool allows it.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -66,6 +77,7 @@ pub struct ExecRequest {
     pub deadline: Option<DateTime<Utc>>,
     /// Higher runs first among queued jobs, from -100 to 100.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = -100, max = 100))]
     pub priority: i32,
 }
 
@@ -79,12 +91,17 @@ pub struct FileSpec {
     pub content: Payload,
     /// Unix permission bits, e.g. 493 (0o755); default 0o644.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 0o777))]
     pub mode: Option<u32>,
 }
 
 impl ExecRequest {
     /// A request that runs `code` in `language`.
-    pub fn code(id: impl Into<String>, language: impl Into<String>, code: impl Into<String>) -> Self {
+    pub fn code(
+        id: impl Into<String>,
+        language: impl Into<String>,
+        code: impl Into<String>,
+    ) -> Self {
         Self {
             version: PROTOCOL_VERSION,
             id: id.into(),
@@ -117,4 +134,44 @@ impl ExecRequest {
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Reads a `T` from a JSON object only. serde's derive also reads a struct from an array of its
+/// fields in order (`"limits": ["30s"]`), a form the wire does not have.
+pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_map(ObjectVisitor(PhantomData))
+}
+
+/// Reads a list of `T`, each from a JSON object only (see [`object`]).
+fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            object(deserializer).map(Object)
+        }
+    }
+
+    let items = Vec::<Object<T>>::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|Object(item)| item).collect())
 }

@@ -113,7 +113,9 @@ impl Subjects {
 
     /// The `(tenant, job_id)` of a cancel subject, if it is one.
     pub fn parse_cancel<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".cancel.")?;
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".cancel.")?;
         let (tenant, job_id) = rest.split_once('.')?;
         (!job_id.contains('.')).then_some((tenant, job_id))
     }
@@ -126,15 +128,24 @@ mod tests {
     #[test]
     fn builds_and_parses() {
         let subjects = Subjects::default();
-        assert_eq!(subjects.exec("docker", "acme"), "openshell.exec.docker.acme");
-        assert_eq!(subjects.parse_exec("openshell.exec.docker.acme"), Some(("docker", "acme")));
+        assert_eq!(
+            subjects.exec("docker", "acme"),
+            "openshell.exec.docker.acme"
+        );
+        assert_eq!(
+            subjects.parse_exec("openshell.exec.docker.acme"),
+            Some(("docker", "acme"))
+        );
         assert_eq!(subjects.parse_exec("openshell.exec.docker.a.b"), None);
         assert_eq!(subjects.parse_exec("other.exec.docker.acme"), None);
         assert_eq!(
             subjects.audit("acme", "docker", AuditEventType::Finished),
             "openshell.audit.acme.docker.finished"
         );
-        assert_eq!(subjects.parse_cancel("openshell.cancel.acme.job-1"), Some(("acme", "job-1")));
+        assert_eq!(
+            subjects.parse_cancel("openshell.cancel.acme.job-1"),
+            Some(("acme", "job-1"))
+        );
         assert_eq!(Subjects::new("x.y").exec("p", "t"), "x.y.exec.p.t");
     }
 

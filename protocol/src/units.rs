@@ -86,7 +86,12 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "t"), (1 << 30, "g"), (1 << 20, "m"), (1 << 10, "k")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "t"),
+            (1 << 30, "g"),
+            (1 << 20, "m"),
+            (1 << 10, "k"),
+        ];
         for (size, unit) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
@@ -273,7 +278,10 @@ mod tests {
         assert_eq!("500ms".parse(), Ok(DurationMs(500)));
         assert_eq!("1m30s".parse(), Ok(DurationMs(90_000)));
         assert_eq!("250".parse(), Ok(DurationMs(250)));
-        assert_eq!(DurationMs::parse_seconds_default("30"), Ok(DurationMs::secs(30)));
+        assert_eq!(
+            DurationMs::parse_seconds_default("30"),
+            Ok(DurationMs::secs(30))
+        );
         assert!("soon".parse::<DurationMs>().is_err());
         assert_eq!(DurationMs(90_000).to_string(), "90s");
     }
