@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use openshell_protocol::ErrorKind;
 
+use super::docker::DockerBackend;
 use super::local::LocalBackend;
 use super::ssh::SshBackend;
 use super::{Backend, BackendError};
@@ -13,6 +14,7 @@ use crate::config::PoolConfig;
 pub async fn build(name: &str, pool: &PoolConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match pool.backend.as_str() {
         "none" => Ok(Arc::new(LocalBackend::new(pool.local.clone())?)),
+        "docker" => Ok(Arc::new(DockerBackend::new(name, pool)?)),
         "ssh" => Ok(Arc::new(SshBackend::start(pool.ssh.clone()).await?)),
         other => Err(BackendError::new(
             ErrorKind::Internal,

@@ -1,0 +1,199 @@
+//! One job in one container: take a warm sandbox (or start a cold one), exec the job into it,
+//! stop it by killing the container, read what it used and how it ended, then destroy it.
+
+use std::sync::Arc;
+
+use bollard::errors::Error as ApiError;
+use openshell_protocol::ErrorKind;
+
+use super::command::Command;
+use super::connect::Engine;
+use super::error::{self, Failure};
+use super::exec::{self, Stop, Supervised};
+use super::measure::{self, Usage};
+use super::pool::WarmPools;
+use super::sandbox::{Factory, Sandbox, short};
+use super::spec::{self, Fit, Resources, Shape};
+use super::verdict;
+use crate::backend::{BackendError, Ending, Execution, Job, JobControl};
+
+/// A sandbox for `job` with its exec created: warm when one fits, else cold.
+pub(super) async fn prepare(
+    factory: &Arc<Factory>,
+    pools: &WarmPools,
+    job: &Job,
+    (shape, resources): (&Shape, &Resources),
+    command: &Command,
+) -> Result<(Sandbox, String), BackendError> {
+    let settings = &factory.settings;
+    let docker = factory.conn.docker();
+    if let Some(sandbox) = warm(factory, pools, shape, resources).await {
+        let (created, ()) = tokio::join!(
+            exec::create(
+                docker,
+                &sandbox.id,
+                command,
+                &settings.user,
+                &settings.workdir
+            ),
+            factory.name_after(&sandbox, &job.id),
+        );
+        match created {
+            Ok(exec) => return Ok((sandbox, exec)),
+            Err(failure) if error::failure(&failure) == Failure::Unreachable => {
+                return Err(factory.conn.fail(
+                    "creating the job's exec",
+                    &container(&sandbox.id),
+                    &failure,
+                ));
+            }
+            Err(failure) => {
+                tracing::info!(container = %sandbox.id, "a warm sandbox is gone ({failure}); draining its pool and starting a fresh one");
+                pools.drain(Some(shape));
+            }
+        }
+    }
+    let sandbox = factory
+        .create(shape, resources, Some((&job.id, &job.tenant)))
+        .await?;
+    match exec::create(
+        docker,
+        &sandbox.id,
+        command,
+        &settings.user,
+        &settings.workdir,
+    )
+    .await
+    {
+        Ok(exec) => Ok((sandbox, exec)),
+        Err(failure) => {
+            Err(factory
+                .conn
+                .fail("creating the job's exec", &container(&sandbox.id), &failure))
+        }
+    }
+}
+
+/// A warm sandbox of `shape` set to `resources`, if one is ready and can be.
+async fn warm(
+    factory: &Factory,
+    pools: &WarmPools,
+    shape: &Shape,
+    resources: &Resources,
+) -> Option<Sandbox> {
+    let mut sandbox = pools.take(shape)?;
+    match spec::fit(&sandbox.resources, resources) {
+        Fit::Same => Some(sandbox),
+        Fit::Mismatch => {
+            // Unused: back to the pool, or (pool full) dropped, which removes it.
+            let _ = pools.put_back(sandbox);
+            None
+        }
+        Fit::Update(update) => match factory
+            .conn
+            .docker()
+            .update_container(&sandbox.id, *update)
+            .await
+        {
+            Ok(()) => {
+                sandbox.resources = *resources;
+                Some(sandbox)
+            }
+            Err(failure) => {
+                tracing::debug!(container = %sandbox.id, "cannot update a warm sandbox's limits ({failure}); starting a fresh one");
+                None
+            }
+        },
+    }
+}
+
+/// How the supervised exec ended, with what it used; the container is stopped when the job
+/// was, or when it failed (to read the engine's out-of-memory verdict).
+pub(super) async fn conclude(
+    factory: &Arc<Factory>,
+    job: &Job,
+    (sandbox, exec): (&Sandbox, &str),
+    supervised: Supervised,
+    engine: &Engine,
+    control: &JobControl,
+) -> Result<Execution, BackendError> {
+    let docker = factory.conn.docker();
+    let id = sandbox.id.as_str();
+    let Supervised { stop, wall_time } = supervised;
+    let meter = &sandbox.meter;
+    let (ending, exit_code, usage) = match stop {
+        Stop::Timeout | Stop::Cancelled | Stop::OutputLimit => {
+            // Only an instant read comes before the kill; stopping must not wait for stats.
+            let usage = if meter.is_local() {
+                measure::usage(docker, id, meter).await
+            } else {
+                Usage::default()
+            };
+            factory.kill(id).await?;
+            (stopped(&stop), None, usage)
+        }
+        Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
+        Stop::Ended => {
+            let (code, usage) = tokio::join!(
+                exec::exit_code(docker, exec),
+                measure::usage(docker, id, meter)
+            );
+            let code = code.map_err(|failure| lost(factory, job, id, &failure))?;
+            let oom_killed = match (code, usage.oom_since(&sandbox.baseline)) {
+                (Some(0), _) => false,
+                (_, Some(counted)) => counted,
+                // The engine records an OOM kill in the container's state once it stops.
+                (_, None) => factory.kill(id).await.unwrap_or(false),
+            };
+            (verdict::ending(code, oom_killed), code, usage)
+        }
+    };
+    let stderr = control.output.snapshot().stderr;
+    if ending == Ending::Exited && verdict::prologue_failed(exit_code, &stderr) {
+        return Err(error::error(
+            ErrorKind::SandboxStartFailed,
+            container(id),
+            format!(
+                "Docker sandbox failed to start: the job could not be prepared in its container: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ),
+        ));
+    }
+    let (exit_code, signal) = verdict::exit_and_signal(ending, exit_code);
+    Ok(Execution {
+        ending,
+        exit_code,
+        signal,
+        wall_time,
+        cpu_time: usage.cpu_since(&sandbox.baseline),
+        peak_memory_bytes: usage.peak_bytes,
+        enforcement: verdict::report(&job.limits, engine),
+    })
+}
+
+fn stopped(stop: &Stop) -> Ending {
+    match stop {
+        Stop::Timeout => Ending::Timeout,
+        Stop::Cancelled => Ending::Cancelled,
+        _ => Ending::OutputLimit,
+    }
+}
+
+/// The daemon went away (or restarted) while the job ran.
+fn lost(factory: &Factory, job: &Job, id: &str, failure: &ApiError) -> BackendError {
+    factory.conn.note(failure);
+    error::error(
+        ErrorKind::ConnectionFailed,
+        format!("{} {}", factory.conn.endpoint(), container(id)),
+        format!(
+            "lost the Docker daemon while job `{}` ran ({}); the job's processes died with its container: \
+             resubmit the job once the daemon is back",
+            job.id,
+            error::describe(failure)
+        ),
+    )
+}
+
+fn container(id: &str) -> String {
+    format!("container {}", short(id))
+}

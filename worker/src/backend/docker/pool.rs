@@ -1,0 +1,142 @@
+//! The warm pool: started sandboxes waiting for a job, per [`Shape`] (a deadpool of them
+//! each). A job takes one out for good; a background task per shape creates the replacement.
+//!
+//! Warm containers are created with the pool's default limits. What Docker fixes at creation
+//! (image, tmpfs size, network) is the pool's key; memory, CPU and pids limits are changed
+//! per job with the container update API when a job's differ (see [`super::spec::fit`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::unmanaged::Pool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::sandbox::{Factory, Sandbox};
+use super::spec::{Resources, Shape};
+
+/// Longest wait between two refill attempts while the daemon or image is missing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First wait after a failed refill.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Warm sandboxes of one shape.
+#[derive(Debug)]
+struct Warm {
+    shape: Shape,
+    resources: Resources,
+    target: usize,
+    idle: Pool<Sandbox>,
+    wake: Notify,
+}
+
+/// Every warm pool of one backend instance.
+#[derive(Debug, Default)]
+pub(super) struct WarmPools {
+    pools: HashMap<Shape, Arc<Warm>>,
+}
+
+impl WarmPools {
+    /// Pools of `target` sandboxes for each of `shapes`; empty when `target` is 0.
+    pub fn new(shapes: impl IntoIterator<Item = (Shape, Resources)>, target: usize) -> Self {
+        if target == 0 {
+            return Self::default();
+        }
+        let pools = shapes
+            .into_iter()
+            .map(|(shape, resources)| {
+                let warm = Warm {
+                    shape: shape.clone(),
+                    resources,
+                    target,
+                    idle: Pool::new(target),
+                    wake: Notify::new(),
+                };
+                (shape, Arc::new(warm))
+            })
+            .collect();
+        Self { pools }
+    }
+
+    /// A warm sandbox of `shape`, if one is ready; its replacement is started in the background.
+    pub fn take(&self, shape: &Shape) -> Option<Sandbox> {
+        let warm = self.pools.get(shape)?;
+        let sandbox = warm.idle.try_remove().ok();
+        warm.wake.notify_one();
+        sandbox
+    }
+
+    /// Puts back a sandbox no job has used; gives it back when the pool is full or closed.
+    pub fn put_back(&self, sandbox: Sandbox) -> Option<Sandbox> {
+        match self.pools.get(&sandbox.shape) {
+            Some(warm) => warm.idle.try_add(sandbox).err().map(|(sandbox, _)| sandbox),
+            None => Some(sandbox),
+        }
+    }
+
+    /// Destroys every idle sandbox of the pool of `shape` (of all pools when `None`), and
+    /// starts refilling: after a daemon restart they are dead.
+    pub fn drain(&self, shape: Option<&Shape>) {
+        for warm in self.pools.values() {
+            if shape.is_some_and(|shape| *shape != warm.shape) {
+                continue;
+            }
+            while let Ok(sandbox) = warm.idle.try_remove() {
+                drop(sandbox);
+            }
+            warm.wake.notify_one();
+        }
+    }
+
+    /// Starts one refill task per pool; they stop when `stop` is cancelled.
+    pub fn spawn_refills(&self, factory: &Arc<Factory>, stop: &CancellationToken) {
+        for warm in self.pools.values() {
+            let (warm, factory, stop) = (Arc::clone(warm), Arc::clone(factory), stop.clone());
+            tokio::spawn(async move { refill(&warm, &factory, &stop).await });
+        }
+    }
+
+    /// Closes every pool: nothing is added or taken any more, and the idle sandboxes go.
+    pub fn close(&self) {
+        for warm in self.pools.values() {
+            warm.idle.close();
+        }
+    }
+}
+
+/// Keeps `warm` at its target until `stop`, backing off while sandboxes cannot be created.
+async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken) {
+    let mut backoff = MIN_BACKOFF;
+    let mut failing = false;
+    loop {
+        while warm.idle.status().size < warm.target && !stop.is_cancelled() {
+            match factory.create(&warm.shape, &warm.resources, None).await {
+                Ok(sandbox) if stop.is_cancelled() => drop(sandbox),
+                Ok(sandbox) => {
+                    if failing {
+                        tracing::info!(image = %warm.shape.image, "warm pool refilling again");
+                    }
+                    (backoff, failing) = (MIN_BACKOFF, false);
+                    // A full or closed pool gives it back, and dropping it removes it.
+                    let _ = warm.idle.try_add(sandbox);
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(image = %warm.shape.image, "warm pool cannot start sandboxes: {error}; retrying");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tokio::select! {
+            () = warm.wake.notified() => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
