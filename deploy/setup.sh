@@ -6,6 +6,7 @@
 #   deploy/setup.sh                 install, then start services
 #   deploy/setup.sh --install-only  install only (tests start their own servers)
 #   deploy/setup.sh --no-nats       skip nats-server (use your own, via NATS_URL)
+#   deploy/setup.sh --no-docker     skip Docker (dockerd and the sandbox image)
 #
 # OPENSHELL_STATE_DIR: where services keep state (default /var/lib/openshell as
 # root, ~/.local/state/openshell otherwise).
@@ -18,17 +19,21 @@ source "$deploy_dir/lib/common.sh"
 source "$deploy_dir/lib/nats.sh"
 # shellcheck source=lib/ssh.sh
 source "$deploy_dir/lib/ssh.sh"
+# shellcheck source=lib/docker.sh
+source "$deploy_dir/lib/docker.sh"
 
 usage() {
-    sed -n '3,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '3,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 install_only=no
 with_nats=yes
+with_docker=yes
 for arg in "$@"; do
     case $arg in
     --install-only) install_only=yes ;;
     --no-nats) with_nats=no ;;
+    --no-docker) with_docker=no ;;
     -h | --help)
         usage
         exit 0
@@ -46,6 +51,9 @@ if [[ $with_nats == yes ]]; then
     nats_install
 fi
 ssh_install
+if [[ $with_docker == yes ]]; then
+    docker_install
+fi
 
 if [[ $install_only == yes ]]; then
     say "install done (--install-only: nothing started)"
@@ -54,5 +62,9 @@ fi
 
 if [[ $with_nats == yes ]]; then
     nats_start "$state_dir"
+fi
+if [[ $with_docker == yes ]]; then
+    docker_start "$state_dir"
+    docker_image_ensure
 fi
 say "setup done"
