@@ -4,6 +4,7 @@
 // Each test crate uses only part of this module.
 #![allow(dead_code)]
 
+pub mod dockerd;
 pub mod jobs;
 pub mod nats;
 pub mod sshd;
