@@ -57,7 +57,8 @@ impl Verdict {
             ErrorKind::TimeoutExceeded => Verdict::Timeout,
             ErrorKind::OutOfMemory => Verdict::OutOfMemory,
             ErrorKind::OutputLimitExceeded => Verdict::OutputLimit,
-            ErrorKind::Cancelled => Verdict::Cancelled,
+            // A job the worker dropped at shutdown was cancelled, not refused: resubmit it.
+            ErrorKind::Cancelled | ErrorKind::ShuttingDown => Verdict::Cancelled,
             ErrorKind::DeadlineExpired => Verdict::Expired,
             ErrorKind::ConnectionFailed
             | ErrorKind::PermissionDenied
@@ -71,8 +72,7 @@ impl Verdict {
             | ErrorKind::TenantNotAllowed
             | ErrorKind::LanguageNotAllowed
             | ErrorKind::NetworkNotAllowed
-            | ErrorKind::DuplicateJob
-            | ErrorKind::ShuttingDown => Verdict::Rejected,
+            | ErrorKind::DuplicateJob => Verdict::Rejected,
         }
     }
 }
