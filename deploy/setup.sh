@@ -19,6 +19,8 @@ source "$deploy_dir/lib/common.sh"
 source "$deploy_dir/lib/nats.sh"
 # shellcheck source=lib/ssh.sh
 source "$deploy_dir/lib/ssh.sh"
+# shellcheck source=lib/prometheus.sh
+source "$deploy_dir/lib/prometheus.sh"
 # shellcheck source=lib/docker.sh
 source "$deploy_dir/lib/docker.sh"
 
@@ -51,6 +53,7 @@ if [[ $with_nats == yes ]]; then
     nats_install
 fi
 ssh_install
+prometheus_install
 if [[ $with_docker == yes ]]; then
     docker_install
 fi

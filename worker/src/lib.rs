@@ -14,3 +14,4 @@ pub mod languages;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod service;

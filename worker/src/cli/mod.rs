@@ -1,8 +1,10 @@
 //! The `openshell` command line.
 
 pub mod audit;
+pub mod doctor;
 pub mod exec;
 pub mod worker;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +20,7 @@ use crate::config::{Config, Overrides};
     name = "openshell",
     version,
     about,
-    after_help = "Examples:\n  openshell worker\n  openshell exec --lang python -c 'print(6*7)'\n  openshell audit tail\n  openshell config"
+    after_help = "Examples:\n  openshell worker\n  openshell exec --lang python -c 'print(6*7)'\n  openshell audit tail\n  openshell workers\n  openshell doctor\n  openshell config"
 )]
 pub struct Cli {
     /// The command.
@@ -40,6 +42,10 @@ pub enum Command {
     Config(ConfigArgs),
     /// Measure throughput and latency, next to the raw operation.
     Bench(Box<crate::bench::BenchArgs>),
+    /// List live workers with their pools, load and health.
+    Workers(workers::WorkersArgs),
+    /// Check NATS, each pool's backend and the clock; print what to fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Options of `openshell config`.
@@ -104,6 +110,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Exec(args) => exec::run(*args).await,
         Command::Audit(command) => audit::run(command).await,
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Workers(args) => workers::run(args).await,
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
             .map(|config| {
                 print!("{}", config.to_redacted_toml());

@@ -16,7 +16,9 @@ use crate::backend::registry;
 use crate::config::{Config, Overrides};
 use crate::intake;
 use crate::job::PoolRuntime;
+use crate::metrics::health::Health;
 use crate::metrics::{Metrics, server};
+use crate::service::{PoolHandle, StatusSource};
 
 /// Run a worker: take jobs from NATS and run them on the configured backends.
 #[derive(Debug, Args)]
@@ -68,19 +70,25 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let audit = AuditPublisher::new(nats.clone(), subjects.clone());
     let (metrics, registry) = Metrics::new();
     let metrics = Arc::new(metrics);
-    let ready_nats = nats.clone();
-    let ready: server::Readiness =
-        Arc::new(move || ready_nats.connection_state() == async_nats::connection::State::Connected);
+    crate::metrics::install_global(&metrics);
+    let health = Health::new(nats.clone(), Arc::clone(&metrics));
+    let ready_health = health.clone();
+    let ready: server::Readiness = Arc::new(move || ready_health.ready());
     let metrics_addr = server::serve(config.worker.metrics_addr, registry, ready).await?;
     tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
     let mut intakes = Vec::new();
+    let mut pool_handles = Vec::new();
     for (name, pool) in &config.pools {
         let backend = registry::build(name, pool)
             .await
             .with_context(|| format!("pool `{name}`"))?;
-        if let Err(error) = backend.health().await {
-            tracing::warn!(pool = %name, %error, "backend is not healthy yet; jobs will fail until it is");
-        }
+        health.watch(name, Arc::clone(&backend)).await;
+        pool_handles.push(PoolHandle {
+            name: name.clone(),
+            backend: backend.kind().to_string(),
+            slots: Slots::new(0),
+            ceilings: pool.ceilings.clone(),
+        });
         let runtime = Arc::new(PoolRuntime {
             name: name.clone(),
             policy: pool.policy(name),
@@ -97,8 +105,18 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             metrics: Arc::clone(&metrics),
             config: pool.clone(),
         });
+        if let Some(handle) = pool_handles.last_mut() {
+            handle.slots = runtime.slots.clone();
+        }
         intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
     }
+    let _health_checks = health.spawn(stop.clone());
+    let status = StatusSource {
+        worker_id: config.worker.id.clone(),
+        pools: pool_handles,
+        health,
+    };
+    let _service = crate::service::register(nats.clone(), &subjects, status).await?;
     let cancel_listener =
         intake::serve_cancel(nats.clone(), subjects.clone(), running.clone()).await?;
     nats.flush()

@@ -1,10 +1,18 @@
 //! Prometheus metrics of a worker (prometheus-client), served by [`server`].
 //!
 //! Names follow Prometheus conventions: units in names, `_total` counters, bounded labels
-//! (pool, backend, verdict, error kind, phase: all from finite sets; no tenant label).
+//! (pool, backend, verdict, error kind, limit, phase: all from finite sets; no tenant label,
+//! so a hostile client cannot grow the series count).
+//!
+//! Backends that are built before a `Metrics` exists reach it through [`global`].
 
+pub mod backends;
+pub mod connection;
+pub mod health;
 pub mod server;
+pub mod text_format;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -51,6 +59,15 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// Labels of limits hit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `timeout`, `memory` or `output`.
+    pub limit: &'static str,
+}
+
 /// Labels of audit publishing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditLabels {
@@ -58,7 +75,7 @@ pub struct AuditLabels {
     pub outcome: &'static str,
 }
 
-fn job_buckets() -> Histogram {
+pub(crate) fn job_buckets() -> Histogram {
     // 1 ms to about 4.4 minutes: sandbox work.
     Histogram::new(exponential_buckets(0.001, 2.0, 19))
 }
@@ -86,6 +103,35 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Audit events, by outcome.
     pub audit_events: Family<AuditLabels, Counter>,
+    /// Jobs stopped by a limit, by limit.
+    pub limits_hit: Family<LimitLabels, Counter>,
+    /// The NATS connection.
+    pub nats: connection::NatsMetrics,
+    /// Backend health, start latency, warm pools and SSH connections.
+    pub backends: backends::BackendMetrics,
+}
+
+static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+
+/// The worker's metrics, once [`install_global`] ran (in `openshell worker`); `None` in tests
+/// and client commands, so callers skip recording.
+pub fn global() -> Option<&'static Arc<Metrics>> {
+    GLOBAL.get()
+}
+
+/// Makes `metrics` reachable through [`global`]; the first call wins.
+pub fn install_global(metrics: &Arc<Metrics>) {
+    let _ = GLOBAL.set(Arc::clone(metrics));
+}
+
+/// The limit a verdict says was hit, if any.
+pub fn limit_of(verdict: &str) -> Option<&'static str> {
+    match verdict {
+        "timeout" => Some("timeout"),
+        "out_of_memory" => Some("memory"),
+        "output_limit" => Some("output"),
+        _ => None,
+    }
 }
 
 impl Metrics {
@@ -100,6 +146,9 @@ impl Metrics {
             slots_free: Family::default(),
             rejected: Family::default(),
             audit_events: Family::default(),
+            limits_hit: Family::default(),
+            nats: connection::NatsMetrics::default(),
+            backends: backends::BackendMetrics::new(),
         };
         let mut registry = Registry::with_prefix("openshell");
         registry.register(
@@ -138,6 +187,13 @@ impl Metrics {
             "Audit events by outcome",
             metrics.audit_events.clone(),
         );
+        registry.register(
+            "limits_hit",
+            "Jobs stopped by a limit: timeout, memory or output",
+            metrics.limits_hit.clone(),
+        );
+        metrics.nats.register(&mut registry);
+        metrics.backends.register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![(
@@ -157,6 +213,14 @@ impl Metrics {
             verdict: verdict.to_string(),
         };
         self.jobs.get_or_create(&labels).inc();
+        if let Some(limit) = limit_of(verdict) {
+            self.limits_hit
+                .get_or_create(&LimitLabels {
+                    pool: pool.to_string(),
+                    limit,
+                })
+                .inc();
+        }
         self.job_duration
             .get_or_create(&PoolLabels {
                 pool: pool.to_string(),

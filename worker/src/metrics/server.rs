@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -59,16 +59,26 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format otherwise.
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &shared.registry) {
-        Ok(()) => (
+        Ok(()) if openmetrics => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        ),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, super::text_format::CONTENT_TYPE)],
+            super::text_format::from_openmetrics(&text),
         ),
         Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,175 @@
+//! Backend-side metrics: health, start latency, warm pools, SSH connections.
+//!
+//! The Docker and SSH backends call these through [`super::global`] (they are built before any
+//! `Metrics` is handed to them), e.g. `if let Some(m) = metrics::global() { m.backends.warm_pool(..) }`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::{PoolLabels, job_buckets};
+
+/// Labels of per-pool backend series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Backend kind (`none`, `docker`, `ssh`).
+    pub backend: String,
+}
+
+/// Metrics the backends report about themselves.
+pub struct BackendMetrics {
+    /// 1 when the last periodic health check of the pool's backend passed, else 0.
+    pub up: Family<BackendLabels, Gauge>,
+    /// Health checks that failed.
+    pub health_failures: Family<BackendLabels, Counter>,
+    /// Time from asking the backend to start a sandbox to the program running.
+    pub start_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    /// Warm sandboxes kept by the pool (Docker).
+    pub warm_size: Family<PoolLabels, Gauge>,
+    /// Warm sandboxes ready to take a job now.
+    pub warm_available: Family<PoolLabels, Gauge>,
+    /// Jobs waiting for a warm sandbox.
+    pub warm_waiting: Family<PoolLabels, Gauge>,
+    /// SSH connections open.
+    pub ssh_connections: Family<PoolLabels, Gauge>,
+    /// SSH channels in use.
+    pub ssh_channels: Family<PoolLabels, Gauge>,
+    /// SSH reconnects after a lost connection.
+    pub ssh_reconnects: Family<PoolLabels, Counter>,
+}
+
+impl Default for BackendMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BackendMetrics {
+    /// Empty metrics.
+    pub fn new() -> Self {
+        Self {
+            up: Family::default(),
+            health_failures: Family::default(),
+            start_latency: Family::new_with_constructor(job_buckets),
+            warm_size: Family::default(),
+            warm_available: Family::default(),
+            warm_waiting: Family::default(),
+            ssh_connections: Family::default(),
+            ssh_channels: Family::default(),
+            ssh_reconnects: Family::default(),
+        }
+    }
+
+    /// Registers every series on `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "backend_up",
+            "1 when the pool's backend passed its last health check",
+            self.up.clone(),
+        );
+        registry.register(
+            "backend_health_check_failures",
+            "Backend health checks that failed",
+            self.health_failures.clone(),
+        );
+        registry.register(
+            "backend_start_seconds",
+            "Time for the backend to start a sandbox",
+            self.start_latency.clone(),
+        );
+        registry.register(
+            "warm_pool_size",
+            "Warm sandboxes kept by the pool",
+            self.warm_size.clone(),
+        );
+        registry.register(
+            "warm_pool_available",
+            "Warm sandboxes ready for a job",
+            self.warm_available.clone(),
+        );
+        registry.register(
+            "warm_pool_waiting",
+            "Jobs waiting for a warm sandbox",
+            self.warm_waiting.clone(),
+        );
+        registry.register(
+            "ssh_connections_open",
+            "SSH connections open",
+            self.ssh_connections.clone(),
+        );
+        registry.register(
+            "ssh_channels_in_use",
+            "SSH channels in use",
+            self.ssh_channels.clone(),
+        );
+        registry.register(
+            "ssh_reconnects",
+            "SSH reconnects after a lost connection",
+            self.ssh_reconnects.clone(),
+        );
+    }
+
+    /// Records the outcome of a health check of `pool`'s `backend`.
+    pub fn health(&self, pool: &str, backend: &str, healthy: bool) {
+        let labels = BackendLabels {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+        };
+        self.up.get_or_create(&labels).set(i64::from(healthy));
+        if !healthy {
+            self.health_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Records how long a sandbox took to start.
+    pub fn sandbox_started(&self, pool: &str, latency: Duration) {
+        self.start_latency
+            .get_or_create(&pool_labels(pool))
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Sets the warm-pool gauges of `pool`.
+    pub fn warm_pool(&self, pool: &str, size: usize, available: usize, waiting: usize) {
+        let labels = pool_labels(pool);
+        self.warm_size.get_or_create(&labels).set(as_gauge(size));
+        self.warm_available
+            .get_or_create(&labels)
+            .set(as_gauge(available));
+        self.warm_waiting
+            .get_or_create(&labels)
+            .set(as_gauge(waiting));
+    }
+
+    /// Sets the SSH connection and channel gauges of `pool`.
+    pub fn ssh(&self, pool: &str, connections: usize, channels: usize) {
+        let labels = pool_labels(pool);
+        self.ssh_connections
+            .get_or_create(&labels)
+            .set(as_gauge(connections));
+        self.ssh_channels
+            .get_or_create(&labels)
+            .set(as_gauge(channels));
+    }
+
+    /// Counts one SSH reconnect of `pool`.
+    pub fn ssh_reconnected(&self, pool: &str) {
+        self.ssh_reconnects.get_or_create(&pool_labels(pool)).inc();
+    }
+}
+
+fn pool_labels(pool: &str) -> PoolLabels {
+    PoolLabels {
+        pool: pool.to_string(),
+    }
+}
+
+fn as_gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,148 @@
+//! Metrics against real processes: a nats-server, an `openshell worker`, `promtool check
+//! metrics` on a live scrape, and a real Prometheus server reading the worker back.
+
+mod ops;
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use ops::prometheus::PrometheusServer;
+use support::nats::NatsServer;
+use support::worker::WorkerProcess;
+use tokio::io::AsyncWriteExt;
+
+async fn worker(nats: &NatsServer) -> WorkerProcess {
+    let url = nats.url();
+    WorkerProcess::start(&[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_scrape_passes_promtool_and_names_follow_conventions() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let worker = worker(&nats).await;
+    let addr = ops::metrics_addr(&worker.logs());
+    // A job that hits its timeout feeds the job and limit series.
+    let url = nats.url();
+    let out = support::cli(
+        [
+            "exec",
+            "--lang",
+            "bash",
+            "--timeout",
+            "300ms",
+            "-c",
+            "sleep 5",
+        ],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+    )
+    .await;
+    assert!(!out.status.success(), "a timed-out job exits non-zero");
+
+    let (status, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    assert_eq!(status, 200);
+    for line in [
+        "openshell_jobs_total{pool=\"none\",backend=\"none\",verdict=\"timeout\"} 1",
+        "openshell_limits_hit_total{pool=\"none\",limit=\"timeout\"} 1",
+        "openshell_backend_up{pool=\"none\",backend=\"none\"} 1",
+        "openshell_nats_connected 1",
+        "# TYPE openshell_jobs_total counter",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("tenant="), "no tenant label by default");
+    let (_, open) = ops::http_get(&addr, "/metrics", "application/openmetrics-text").await;
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics when asked for");
+
+    let Some(promtool) = ops::tool("promtool", "run deploy/setup.sh --install-only") else {
+        return;
+    };
+    let mut check = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    let mut stdin = check.stdin.take().expect("promtool stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("feed promtool");
+    drop(stdin);
+    let checked = check.wait_with_output().await.expect("promtool runs");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_and_reconnects_follow_the_nats_connection() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let worker = worker(&nats).await;
+    let addr = ops::metrics_addr(&worker.logs());
+    assert_eq!(ops::http_get(&addr, "/healthz", "*/*").await.0, 200);
+    assert_eq!(ops::http_get(&addr, "/readyz", "*/*").await.0, 200);
+    nats.stop().await;
+    wait_for(&addr, "/readyz", |status, _| status == 503).await;
+    wait_for(&addr, "/metrics", |_, text| {
+        text.contains("openshell_nats_connected 0")
+    })
+    .await;
+    nats.restart().await;
+    wait_for(&addr, "/readyz", |status, _| status == 200).await;
+    wait_for(&addr, "/metrics", |_, text| {
+        text.contains("openshell_nats_reconnects_total 1")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_scrapes_the_worker_and_answers_a_query() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let worker = worker(&nats).await;
+    let addr = ops::metrics_addr(&worker.logs());
+    let Some(prometheus) = PrometheusServer::start(&[&addr]).await else {
+        return;
+    };
+    let up = prometheus
+        .query_value("up{job=\"openshell\"}", Duration::from_secs(30))
+        .await;
+    assert_eq!(up.as_deref(), Some("1"), "Prometheus scraped the worker");
+    let healthy = prometheus
+        .query_value(
+            "openshell_backend_up{pool=\"none\",backend=\"none\"}",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        healthy.as_deref(),
+        Some("1"),
+        "metric read back through the query API"
+    );
+}
+
+/// Polls `path` until `done(status, body)`, for up to 20 s.
+async fn wait_for(addr: &str, path: &str, done: impl Fn(u16, &str) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = ops::http_get(addr, path, "*/*").await;
+        if done(status, &body) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never matched; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
