@@ -1,0 +1,45 @@
+//! `openshell doctor` against a real nats-server: passes on a good setup, names what to fix
+//! and exits non-zero on a broken one.
+
+mod support;
+
+use support::nats::NatsServer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_with_nats_and_a_healthy_backend() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let out = support::cli(
+        ["doctor"],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ok    nats"), "{text}");
+    assert!(text.contains("ok    pool none"), "{text}");
+    assert!(text.contains("clock"), "{text}");
+    assert!(text.contains("all checks passed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_fails_and_says_what_to_fix_when_nats_is_down() {
+    let port = support::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = support::cli(
+        ["doctor"],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("FAIL  nats"), "{text}");
+    assert!(text.contains("deploy/setup.sh"), "names the fix: {text}");
+    assert!(text.contains("1 check(s) failed"), "{text}");
+}
