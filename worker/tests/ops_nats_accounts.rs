@@ -1,0 +1,178 @@
+//! `deploy/nats/accounts.conf` on a real nats-server with a real worker: an agent submits as its
+//! own tenant and reads its own replies, but cannot submit as another tenant, read another
+//! tenant's inbox, or read audit events; the auditor reads audit.
+
+mod ops;
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use openshell_protocol::{ExecRequest, ExecResult, Verdict};
+use support::worker::WorkerProcess;
+use tokio::sync::mpsc;
+
+const PASSWORDS: &[(&str, &str)] = &[
+    ("OPENSHELL_WORKER_PASSWORD", "worker-secret"),
+    ("OPENSHELL_AUDITOR_PASSWORD", "auditor-secret"),
+    ("OPENSHELL_SYS_PASSWORD", "sys-secret"),
+    ("OPENSHELL_AGENT_ACME_PASSWORD", "acme-secret"),
+    ("OPENSHELL_AGENT_GLOBEX_PASSWORD", "globex-secret"),
+];
+
+/// nats-server on `deploy/nats/accounts.conf`, on a free port; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server() -> Option<Server> {
+    let bin = ops::tool("nats-server", "run deploy/setup.sh --install-only")?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(ops::deploy_dir().join("nats/accounts.conf"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .env("OPENSHELL_NATS_STORE_DIR", dir.path())
+        .envs(PASSWORDS.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    let url = format!("nats://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Some(Server {
+                child,
+                url,
+                _dir: dir,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nats-server with accounts.conf did not start on port {port}");
+}
+
+/// Connects as `user`, with `_INBOX.<inbox>` as inbox prefix; server errors go to the receiver.
+async fn connect(
+    url: &str,
+    user: &str,
+    password: &str,
+    inbox: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (errors, receiver) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(format!("_INBOX.{inbox}"))
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = errors.send(error.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("{user} connects: {error}"));
+    (client, receiver)
+}
+
+/// Waits for a permissions violation naming `subject`.
+async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(error) = errors.recv().await {
+            if error.to_lowercase().contains("permissions violation") && error.contains(subject) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no permissions violation for {subject}");
+}
+
+fn request(id: &str) -> bytes::Bytes {
+    serde_json::to_vec(&ExecRequest::code(id, "bash", "echo hi"))
+        .expect("encode request")
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let _worker = WorkerProcess::start(&[
+        ("NATS_URL", server.url.as_str()),
+        ("NATS_USER", "worker"),
+        ("NATS_PASSWORD", "worker-secret"),
+        ("SANDBOX_BACKEND", "none"),
+    ])
+    .await;
+    let (auditor, _) = connect(&server.url, "auditor", "auditor-secret", "auditor").await;
+    let mut audit = auditor
+        .subscribe("openshell.audit.>")
+        .await
+        .expect("auditor subscribes to audit");
+    auditor.flush().await.expect("flush");
+    let (acme, mut acme_errors) = connect(&server.url, "agent-acme", "acme-secret", "acme").await;
+
+    // Its own tenant: the worker runs the job and the reply reaches acme's inbox.
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        acme.request("openshell.exec.none.acme", request("acme-1")),
+    )
+    .await
+    .expect("reply in time")
+    .expect("acme's own request is answered");
+    let result: ExecResult = serde_json::from_slice(&reply.payload).expect("result JSON");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert_eq!(result.tenant, "acme");
+
+    // The auditor saw acme's job.
+    let event = tokio::time::timeout(Duration::from_secs(5), audit.next())
+        .await
+        .expect("audit event in time")
+        .expect("audit subscription open");
+    assert!(
+        event.subject.starts_with("openshell.audit.acme."),
+        "{}",
+        event.subject
+    );
+
+    // Another tenant's subject: refused by the server, so no worker ever sees it.
+    acme.publish("openshell.exec.none.globex", request("acme-as-globex"))
+        .await
+        .expect("publish is sent; the server refuses it");
+    violation(&mut acme_errors, "openshell.exec.none.globex").await;
+
+    // Audit, and another tenant's inbox: refused.
+    let _audit = acme.subscribe("openshell.audit.>").await.expect("sent");
+    violation(&mut acme_errors, "openshell.audit.>").await;
+    let _inbox = acme.subscribe("_INBOX.globex.>").await.expect("sent");
+    violation(&mut acme_errors, "_INBOX.globex.>").await;
+
+    // Nothing of globex's reached the auditor either: the refused request was never audited.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), audit.next()).await
+    {
+        assert!(
+            !event.subject.starts_with("openshell.audit.globex."),
+            "a request as globex got through: {}",
+            event.subject
+        );
+    }
+}
