@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
 source deploy/lib/common.sh
+# shellcheck source=lib/docker.sh
+source deploy/lib/docker.sh
 
 # Under CI, tests fail instead of skipping when a service binary is missing.
 if [[ -n ${CI:-} ]]; then
@@ -24,6 +26,8 @@ step() {
 have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 
 step "setup" bash deploy/setup.sh --install-only
+# The docker backend's tests need the host's dockerd and the sandbox image.
+step "docker" bash deploy/setup.sh --no-nats
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
 if have cargo-nextest; then
@@ -33,4 +37,5 @@ else
     note "cargo-nextest not installed: using cargo test"
     step "tests" cargo test --workspace
 fi
+step "no sandbox left" docker_assert_no_sandboxes
 say "all steps passed"

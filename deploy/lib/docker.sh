@@ -85,3 +85,16 @@ docker_image_ensure() {
     say "sandbox image $SANDBOX_IMAGE missing: building it offline"
     bash "$SANDBOX_IMAGE_DIR/build-offline.sh" "$SANDBOX_IMAGE"
 }
+
+# Fails when OpenShell containers are left on the engine (waits 15 s for removals in flight).
+docker_assert_no_sandboxes() {
+    local left tries
+    for ((tries = 0; tries < 75; tries++)); do
+        left=$(docker ps -aq --filter label=openshell.managed=true)
+        [[ -z $left ]] && return 0
+        sleep 0.2
+    done
+    docker ps -a --filter label=openshell.managed=true \
+        --format '{{.ID}} {{.Status}} pool={{.Label "openshell.pool"}} worker={{.Label "openshell.worker"}}' >&2
+    die "OpenShell containers were left behind (above); remove them with: docker rm -f \$(docker ps -aq --filter label=openshell.managed=true)"
+}

@@ -106,3 +106,36 @@ async fn dropping_the_backend_removes_its_warm_containers() {
     drop(backend);
     dockerd::assert_none_left(None, &label, Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_dead_worker_are_swept_at_start_up() {
+    if !dockerd::available() {
+        return;
+    }
+    let name = dockerd::pool_name("orphans");
+    let mut exited = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead_pid = exited.id().to_string();
+    exited.wait().expect("wait for true");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let labels = [
+        "openshell.managed=true".to_string(),
+        "openshell.instance=dead-worker".to_string(),
+        format!("openshell.host={}", host.trim()),
+        format!("openshell.pid={dead_pid}"),
+        dockerd::pool_label(&name),
+    ];
+    let mut args = vec!["create".to_string()];
+    for label in &labels {
+        args.extend(["--label".to_string(), label.clone()]);
+    }
+    args.extend([dockerd::image(), "sleep".into(), "infinity".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    dockerd::docker(None, &args).expect("create an orphan");
+    let label = dockerd::pool_label(&name);
+    assert_eq!(dockerd::containers_with(None, &label).len(), 1);
+    let backend = dockerd::backend(&format!("{name}-sweeper"), 0).expect("backend");
+    dockerd::assert_none_left(None, &label, Duration::from_secs(15)).await;
+    drop(backend);
+}
