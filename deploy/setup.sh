@@ -21,6 +21,8 @@ source "$deploy_dir/lib/nats.sh"
 source "$deploy_dir/lib/ssh.sh"
 # shellcheck source=lib/prometheus.sh
 source "$deploy_dir/lib/prometheus.sh"
+# shellcheck source=lib/compose.sh
+source "$deploy_dir/lib/compose.sh"
 # shellcheck source=lib/docker.sh
 source "$deploy_dir/lib/docker.sh"
 
@@ -54,6 +56,7 @@ if [[ $with_nats == yes ]]; then
 fi
 ssh_install
 prometheus_install
+compose_install
 if [[ $with_docker == yes ]]; then
     docker_install
 fi
