@@ -1,4 +1,8 @@
 //! Publishing audit events on `<prefix>.audit.<tenant>.<pool>.<event>`.
+//!
+//! In durable mode the publisher also holds a JetStream context: then
+//! [`AuditPublisher::publish_flushed`] waits for the `OPENSHELL_AUDIT` stream's ack, so an
+//! event that must precede the code is on disk before the code starts.
 
 use bytes::Bytes;
 use openshell_protocol::{AuditEvent, Subjects};
@@ -22,12 +26,23 @@ pub struct AuditError {
 pub struct AuditPublisher {
     nats: async_nats::Client,
     subjects: Subjects,
+    jetstream: Option<async_nats::jetstream::Context>,
 }
 
 impl AuditPublisher {
     /// A publisher over `nats`.
     pub fn new(nats: async_nats::Client, subjects: Subjects) -> Self {
-        Self { nats, subjects }
+        Self {
+            nats,
+            subjects,
+            jetstream: None,
+        }
+    }
+
+    /// This publisher, with [`Self::publish_flushed`] waiting for a JetStream ack.
+    pub fn with_jetstream(mut self, jetstream: async_nats::jetstream::Context) -> Self {
+        self.jetstream = Some(jetstream);
+        self
     }
 
     /// Publishes `event` without waiting for the server.
@@ -46,8 +61,12 @@ impl AuditPublisher {
             .map_err(|e| error(e.to_string()))
     }
 
-    /// Publishes `event` and waits until the server has it (a flush round trip).
+    /// Publishes `event` and waits until the server has it: a flush round trip, or with
+    /// JetStream the audit stream's ack (no stream, or a full one, is an error).
     pub async fn publish_flushed(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if let Some(jetstream) = &self.jetstream {
+            return self.publish_acked(jetstream, event).await;
+        }
         self.publish(event).await?;
         self.nats.flush().await.map_err(|e| AuditError {
             event: event.event.to_string(),
@@ -55,5 +74,31 @@ impl AuditPublisher {
             subject: self.subjects.audit(&event.tenant, &event.pool, event.event),
             message: e.to_string(),
         })
+    }
+}
+
+impl AuditPublisher {
+    async fn publish_acked(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+        event: &AuditEvent,
+    ) -> Result<(), AuditError> {
+        let subject = self.subjects.audit(&event.tenant, &event.pool, event.event);
+        let error = |message: String| AuditError {
+            event: event.event.to_string(),
+            job_id: event.job_id.clone(),
+            subject: subject.clone(),
+            message: format!(
+                "{message}; is the OPENSHELL_AUDIT stream there and below its limits (nats stream info OPENSHELL_AUDIT)?"
+            ),
+        };
+        let payload = serde_json::to_vec(event).map_err(|e| error(e.to_string()))?;
+        jetstream
+            .publish(subject.clone(), Bytes::from(payload))
+            .await
+            .map_err(|e| error(e.to_string()))?
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod intake;
 pub mod job;
 pub mod languages;

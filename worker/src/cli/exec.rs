@@ -42,74 +42,75 @@ pub mod exit {
 )]
 pub struct ExecArgs {
     #[command(flatten)]
-    nats: NatsArgs,
+    pub(crate) nats: NatsArgs,
     /// Pool to run on (env OPENSHELL_POOL; default: SANDBOX_BACKEND or none).
     #[arg(long, env = "OPENSHELL_POOL")]
-    pool: Option<String>,
+    pub(crate) pool: Option<String>,
     /// Tenant to run as (env OPENSHELL_TENANT).
     #[arg(long, env = "OPENSHELL_TENANT", default_value = "default")]
-    tenant: String,
+    pub(crate) tenant: String,
     /// Language of the code (python, node, bash, sh, ...).
     #[arg(long = "lang", short = 'l')]
-    language: Option<String>,
+    pub(crate) language: Option<String>,
     /// The code to run.
     #[arg(short = 'c', long = "code", conflicts_with = "command")]
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     /// A file with the code to run (with --lang).
     #[arg(conflicts_with_all = ["code", "command"])]
-    script: Option<PathBuf>,
+    pub(crate) script: Option<PathBuf>,
     /// Run this argv instead of code: everything after --command.
     #[arg(long, num_args = 1.., allow_hyphen_values = true, conflicts_with = "language")]
-    command: Option<Vec<String>>,
+    pub(crate) command: Option<Vec<String>>,
     /// Arguments for the program (after --).
     #[arg(last = true)]
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Job id (default: generated).
     #[arg(long)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     /// Read standard input for the job from this file (`-` for this process's stdin).
     #[arg(long)]
-    stdin: Option<PathBuf>,
+    pub(crate) stdin: Option<PathBuf>,
     /// Environment variable for the job, KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// File for the job's working directory, PATH=LOCAL_FILE (repeatable).
     #[arg(long = "file", value_name = "PATH=LOCAL_FILE")]
-    files: Vec<String>,
+    pub(crate) files: Vec<String>,
     /// Wall timeout, e.g. 30s, 500ms.
     #[arg(long)]
-    timeout: Option<DurationMs>,
+    pub(crate) timeout: Option<DurationMs>,
     /// CPU time limit, e.g. 10s.
     #[arg(long)]
-    cpu_time: Option<DurationMs>,
+    pub(crate) cpu_time: Option<DurationMs>,
     /// Memory limit, e.g. 512m, 1g.
     #[arg(long)]
-    memory: Option<ByteSize>,
+    pub(crate) memory: Option<ByteSize>,
     /// CPU share in cores, e.g. 0.5.
     #[arg(long)]
-    cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// Process limit.
     #[arg(long)]
-    processes: Option<u64>,
+    pub(crate) processes: Option<u64>,
     /// Open file limit.
     #[arg(long)]
-    open_files: Option<u64>,
+    pub(crate) open_files: Option<u64>,
     /// Output limit (stdout + stderr), e.g. 64k.
     #[arg(long)]
-    output: Option<ByteSize>,
+    pub(crate) output: Option<ByteSize>,
     /// Disk limit, e.g. 100m.
     #[arg(long)]
-    disk: Option<ByteSize>,
+    pub(crate) disk: Option<ByteSize>,
     /// Ask for network access (the pool must allow it).
     #[arg(long)]
-    network: bool,
+    pub(crate) network: bool,
     /// Print the whole result as JSON instead of the output.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl ExecArgs {
-    fn request(&self) -> anyhow::Result<ExecRequest> {
+    /// The request these flags describe (shared by `exec` and `submit`).
+    pub(crate) fn request(&self) -> anyhow::Result<ExecRequest> {
         let id = self.id.clone().unwrap_or_else(generated_id);
         let mut request = match (&self.language, &self.code, &self.script, &self.command) {
             (Some(language), Some(code), None, None) => ExecRequest::code(id, language, code),
@@ -223,8 +224,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::CLIENT_ERROR));
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+    print_result(&result, args.json)
+}
+
+/// Prints `result` as `exec` does (its output, or JSON) and gives the matching exit code.
+pub(crate) fn print_result(result: &ExecResult, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
     } else {
         std::io::stdout().write_all(result.stdout.as_bytes())?;
         std::io::stdout().flush()?;
@@ -238,5 +244,5 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             eprintln!("openshell: job {} output was truncated", result.id);
         }
     }
-    Ok(ExitCode::from(exit_code(&result)))
+    Ok(ExitCode::from(exit_code(result)))
 }

@@ -1,8 +1,11 @@
 //! The `openshell` command line.
 
 pub mod audit;
+pub mod cancel;
 pub mod doctor;
 pub mod exec;
+pub mod result;
+pub mod submit;
 pub mod worker;
 pub mod workers;
 
@@ -35,6 +38,12 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Run one job and print its output.
     Exec(Box<exec::ExecArgs>),
+    /// Queue a job in durable mode (same flags as exec); prints its id.
+    Submit(Box<submit::SubmitArgs>),
+    /// Print the stored result of a submitted job.
+    Result(result::ResultArgs),
+    /// Cancel a queued or running job by id.
+    Cancel(cancel::CancelArgs),
     /// Audit events.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -108,6 +117,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(error) => Err(error.into()),
         },
         Command::Exec(args) => exec::run(*args).await,
+        Command::Submit(args) => submit::run(*args).await,
+        Command::Result(args) => result::run(args).await,
+        Command::Cancel(args) => cancel::run(args).await,
         Command::Audit(command) => audit::run(command).await,
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Workers(args) => workers::run(args).await,

@@ -77,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics_addr = server::serve(config.worker.metrics_addr, registry, ready).await?;
     tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
     let mut intakes = Vec::new();
+    let mut runtimes = Vec::new();
     let mut pool_handles = Vec::new();
     for (name, pool) in &config.pools {
         let backend = registry::build(name, pool)
@@ -108,7 +109,18 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         if let Some(handle) = pool_handles.last_mut() {
             handle.slots = runtime.slots.clone();
         }
+        runtimes.push(Arc::clone(&runtime));
         intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
+    }
+    if config.durable.enabled {
+        let durable = crate::durable::serve(
+            &nats,
+            &runtimes,
+            &config.durable,
+            tracker.clone(),
+            stop.clone(),
+        );
+        intakes.extend(durable.await?);
     }
     let _health_checks = health.spawn(stop.clone());
     let status = StatusSource {

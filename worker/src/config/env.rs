@@ -11,6 +11,7 @@
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
 //! | `OPENSHELL_CONFIG` | the TOML file |
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots of every pool, shutdown grace, largest request |
+//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_DUPLICATE_WINDOW`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE`, `OPENSHELL_DURABLE_TENANT_QUOTA` | `durable.*` (see `config::DurableConfig`) |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -62,6 +63,19 @@ pub const METRICS_ADDR: &str = "METRICS_ADDR";
 /// Largest request accepted.
 pub const MAX_REQUEST_BYTES: &str = "OPENSHELL_MAX_REQUEST_BYTES";
 
+/// Durable mode on or off.
+pub const DURABLE: &str = "OPENSHELL_DURABLE";
+/// Durable consumer ack wait.
+pub const DURABLE_ACK_WAIT: &str = "OPENSHELL_DURABLE_ACK_WAIT";
+/// Deliveries of a durable job that may run it.
+pub const DURABLE_MAX_DELIVER: &str = "OPENSHELL_DURABLE_MAX_DELIVER";
+/// Jobs-stream duplicate window.
+pub const DURABLE_DUPLICATE_WINDOW: &str = "OPENSHELL_DURABLE_DUPLICATE_WINDOW";
+/// Results-stream max age.
+pub const DURABLE_RESULTS_MAX_AGE: &str = "OPENSHELL_DURABLE_RESULTS_MAX_AGE";
+/// Per-tenant concurrency quota of durable jobs.
+pub const DURABLE_TENANT_QUOTA: &str = "OPENSHELL_DURABLE_TENANT_QUOTA";
+
 /// Splits a comma-separated list, dropping empty entries.
 pub fn split_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -100,6 +114,7 @@ pub fn apply(
 ) -> Result<(), ConfigError> {
     apply_pools(config, env)?;
     apply_nats(config, env)?;
+    apply_durable(config, env)?;
     if let Some(level) = env(LOG_LEVEL) {
         config.worker.log_level = level;
     }
@@ -217,6 +232,32 @@ fn apply_nats(
         .or(nats.tls_key.take());
     if let Some(required) = env("NATS_TLS_REQUIRED") {
         nats.tls_required = parse("NATS_TLS_REQUIRED", &required, "true or false")?;
+    }
+    Ok(())
+}
+
+fn apply_durable(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let durable = &mut config.durable;
+    if let Some(value) = env(DURABLE) {
+        durable.enabled = parse(DURABLE, &value, "true or false")?;
+    }
+    if let Some(value) = env(DURABLE_ACK_WAIT) {
+        durable.ack_wait = duration(DURABLE_ACK_WAIT, &value)?;
+    }
+    if let Some(value) = env(DURABLE_MAX_DELIVER) {
+        durable.max_deliver = parse(DURABLE_MAX_DELIVER, &value, "a whole number, at least 1")?;
+    }
+    if let Some(value) = env(DURABLE_DUPLICATE_WINDOW) {
+        durable.duplicate_window = duration(DURABLE_DUPLICATE_WINDOW, &value)?;
+    }
+    if let Some(value) = env(DURABLE_RESULTS_MAX_AGE) {
+        durable.results_max_age = duration(DURABLE_RESULTS_MAX_AGE, &value)?;
+    }
+    if let Some(value) = env(DURABLE_TENANT_QUOTA) {
+        durable.tenant_quota = parse(DURABLE_TENANT_QUOTA, &value, "a whole number, 0 for none")?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! [`env`]) < command-line flags. Unknown keys in the file are errors. `openshell config`
 //! prints the result with secrets redacted.
 
+mod durable;
 pub mod env;
 mod error;
 mod secret;
@@ -17,6 +18,7 @@ use openshell_protocol::{ByteSize, DurationMs, Limits};
 use openshell_scheduler::{PoolPolicy, TenantFilter};
 use serde::{Deserialize, Serialize};
 
+pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use secret::Secret;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Pools served, by name; each is one queue group bound to one backend.
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Durable mode (JetStream); off unless enabled.
+    pub durable: DurableConfig,
 }
 
 /// How to reach NATS.
@@ -299,6 +303,18 @@ impl Config {
             return Err(invalid(
                 "worker.max_request_bytes".into(),
                 "at most 1m".into(),
+            ));
+        }
+        if self.durable.max_deliver == 0 {
+            return Err(invalid(
+                "durable.max_deliver".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.durable.ack_wait.millis() < 300 {
+            return Err(invalid(
+                "durable.ack_wait".into(),
+                "at least 300ms, so in-progress acks can keep up".into(),
             ));
         }
         if self.pools.is_empty() {

@@ -1,5 +1,8 @@
 //! One job's path through a worker: decode → admit → audit `received` → wait for a slot →
 //! audit `started` → backend → reply → audit `finished`. Every request gets exactly one reply.
+//!
+//! [`PoolRuntime::process`] is the part both paths share: core request/reply
+//! ([`PoolRuntime::handle`]) replies with its result, durable mode (`crate::durable`) stores it.
 
 mod outcome;
 mod prepare;
@@ -28,7 +31,9 @@ use crate::metrics::Metrics;
 
 pub use outcome::encode_within;
 
-/// Everything a pool needs to run jobs; shared by all its in-flight jobs.
+/// Everything a pool needs to run jobs; shared by all its in-flight jobs. A clone shares the
+/// backend, slots and running jobs (durable mode clones it with a JetStream audit publisher).
+#[derive(Clone)]
 pub struct PoolRuntime {
     /// Pool name.
     pub name: String,
@@ -68,6 +73,30 @@ struct Accepted {
     received_event: AuditEvent,
 }
 
+/// What [`PoolRuntime::process`] made of one request.
+pub struct Processed {
+    /// The job's one result.
+    pub result: ExecResult,
+    /// False when the `received` audit event could not be recorded: the code did not run.
+    pub audited: bool,
+    timings: Timings,
+}
+
+/// A request that was not accepted: the result to give, and whether it was audited.
+struct Refused {
+    result: ExecResult,
+    audited: bool,
+}
+
+impl From<ExecResult> for Refused {
+    fn from(result: ExecResult) -> Self {
+        Self {
+            result,
+            audited: true,
+        }
+    }
+}
+
 /// When a job reached each step, for the worker-overhead histograms.
 struct Timings {
     received: Instant,
@@ -78,36 +107,47 @@ struct Timings {
 impl PoolRuntime {
     /// Handles one request message to its single reply.
     pub async fn handle(self: Arc<Self>, message: Message) {
-        let mut timings = Timings {
-            received: Instant::now(),
-            slot_wait: Duration::ZERO,
-            backend: None,
-        };
         let tenant = self
             .subjects
             .parse_exec(&message.subject)
             .map(|(_, tenant)| tenant.to_string())
             .unwrap_or_default();
+        let processed = self.process(&tenant, &message.payload).await;
+        self.reply(&message, processed).await;
+    }
+
+    /// Takes one raw request of `tenant` through admission, audit and the backend to its
+    /// result; where the result goes is the caller's business.
+    pub async fn process(&self, tenant: &str, raw: &Bytes) -> Processed {
+        let mut timings = Timings {
+            received: Instant::now(),
+            slot_wait: Duration::ZERO,
+            backend: None,
+        };
         let context = AuditContext {
-            tenant: tenant.clone(),
+            tenant: tenant.to_string(),
             pool: self.name.clone(),
             backend: self.backend.kind().to_string(),
             worker_id: self.worker_id.clone(),
         };
         let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name);
-        let result = async {
-            match self.accept(&message.payload, &context).await {
-                Ok(accepted) => self.run(accepted, &context, &mut timings).await,
-                Err(rejected) => rejected,
+        let (result, audited) = async {
+            match self.accept(raw, &context).await {
+                Ok(accepted) => (self.run(accepted, &context, &mut timings).await, true),
+                Err(refused) => (refused.result, refused.audited),
             }
         }
         .instrument(span)
         .await;
-        self.reply(&message, result, &timings).await;
+        Processed {
+            result,
+            audited,
+            timings,
+        }
     }
 
     /// Decode, admit, register and audit `received`; or the rejection to reply with.
-    async fn accept(&self, raw: &Bytes, context: &AuditContext) -> Result<Accepted, ExecResult> {
+    async fn accept(&self, raw: &Bytes, context: &AuditContext) -> Result<Accepted, Refused> {
         let request = match self.decode(raw, &context.tenant) {
             Ok(request) => request,
             Err(error) => {
@@ -116,7 +156,7 @@ impl PoolRuntime {
                 tracing::info!(kind = %error.kind, "request rejected: {}", error.message);
                 self.audit_quietly(&AuditEvent::rejected_raw(&id, raw, error.clone(), context))
                     .await;
-                return Err(self.stamp(ExecResult::failed(id, error), context));
+                return Err(self.stamp(ExecResult::failed(id, error), context).into());
             }
         };
         tracing::Span::current().record("id", request.id.as_str());
@@ -138,7 +178,8 @@ impl PoolRuntime {
             Err(rejection) => {
                 return Err(self
                     .reject(&request, raw.len(), context, rejection.into())
-                    .await);
+                    .await
+                    .into());
             }
         };
         let received_event = AuditEvent::for_request(
@@ -155,7 +196,10 @@ impl PoolRuntime {
             let message =
                 format!("{error}; the job was not run because it could not be audited first");
             let info = ErrorInfo::new(ErrorKind::Internal, message);
-            return Err(self.stamp(ExecResult::failed(&request.id, info), context));
+            return Err(Refused {
+                result: self.stamp(ExecResult::failed(&request.id, info), context),
+                audited: false,
+            });
         }
         Ok(Accepted {
             request,
@@ -299,7 +343,12 @@ impl PoolRuntime {
         result
     }
 
-    async fn reply(&self, message: &Message, mut result: ExecResult, timings: &Timings) {
+    async fn reply(&self, message: &Message, processed: Processed) {
+        let Processed {
+            mut result,
+            timings,
+            ..
+        } = processed;
         if let Some(reply) = &message.reply {
             let max = self.nats.server_info().max_payload.max(64 * 1024);
             let payload = encode_within(&mut result, max);
@@ -309,7 +358,12 @@ impl PoolRuntime {
         } else {
             tracing::warn!(id = %result.id, "request had no reply subject; result dropped (audit has it)");
         }
-        self.record(&result, timings);
+        self.record(&result, &timings);
+    }
+
+    /// Records a processed job's metrics once its result went out.
+    pub fn record_processed(&self, processed: &Processed) {
+        self.record(&processed.result, &processed.timings);
     }
 
     fn record(&self, result: &ExecResult, timings: &Timings) {

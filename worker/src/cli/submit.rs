@@ -1,0 +1,63 @@
+//! `openshell submit`: queue a job in durable mode and print its id (last line).
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::exec::{ExecArgs, exit};
+use crate::durable::client::DurableClient;
+
+/// Queue a job on a durable pool; fetch its result later with `openshell result <id>`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Takes the same flags as `exec`. Resubmitting the same --id within the duplicate window is a no-op.\n\nExamples:\n  openshell submit --lang python -c 'print(6*7)'\n  id=$(openshell submit --id job-1 --command sleep 1 | tail -n1); openshell result \"$id\" --wait"
+)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    job: ExecArgs,
+    /// Also publish the result to this NATS subject once it is stored.
+    #[arg(long)]
+    reply_to: Option<String>,
+}
+
+/// Queues the job and prints its id.
+pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let job = &args.job;
+    let request = match job.request() {
+        Ok(request) => request,
+        Err(error) => {
+            eprintln!("openshell submit: {error:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let pool = job.pool.clone().unwrap_or_else(super::default_pool);
+    let nats = match job.nats.connect().await {
+        Ok(nats) => nats,
+        Err(error) => {
+            eprintln!("openshell submit: {error:#}");
+            return Ok(ExitCode::from(exit::CLIENT_ERROR));
+        }
+    };
+    let client = DurableClient::new(nats, &job.nats.subject_prefix);
+    match client
+        .submit(&pool, &job.tenant, &request, args.reply_to.as_deref())
+        .await
+    {
+        Ok(submitted) => {
+            if job.json {
+                println!("{}", serde_json::to_string(&submitted)?);
+            } else if submitted.duplicate {
+                eprintln!(
+                    "openshell submit: job {} was already queued; not added again",
+                    submitted.id
+                );
+            }
+            println!("{}", submitted.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("openshell submit: {error}");
+            Ok(ExitCode::from(exit::CLIENT_ERROR))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Settings of durable mode (JetStream work queue, stored results, persisted audit).
+//!
+//! | key (`[durable]`) | env | default | meaning |
+//! |---|---|---|---|
+//! | `enabled` | `OPENSHELL_DURABLE` | `false` | also serve the JetStream work queue |
+//! | `duplicate_window` | `OPENSHELL_DURABLE_DUPLICATE_WINDOW` | `2m` | resubmitting a job id within it is a no-op |
+//! | `jobs_max_age` | — | `7d` | a queued job no worker took within it is dropped |
+//! | `results_max_age` | `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `24h` | how long results can be fetched by id |
+//! | `audit_max_age` | — | `90d` | audit events older than this are removed |
+//! | `audit_max_bytes` | — | `1g` | the audit stream's size bound (oldest removed first) |
+//! | `ack_wait` | `OPENSHELL_DURABLE_ACK_WAIT` | `30s` | a job not acked or progressed within it is redelivered |
+//! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | deliveries that may run the job; the next one stores `worker_lost` |
+//! | `tenant_quota` | `OPENSHELL_DURABLE_TENANT_QUOTA` | `0` (off) | jobs one tenant may run at once per worker |
+
+use openshell_protocol::{ByteSize, DurationMs};
+use serde::{Deserialize, Serialize};
+
+/// Durable-mode settings; see the module table for defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurableConfig {
+    /// Serve the JetStream work queue beside core request/reply.
+    pub enabled: bool,
+    /// Jobs-stream duplicate window: a job id resubmitted within it is dropped.
+    pub duplicate_window: DurationMs,
+    /// Jobs-stream `max_age`.
+    pub jobs_max_age: DurationMs,
+    /// Results-stream `max_age`.
+    pub results_max_age: DurationMs,
+    /// Audit-stream `max_age`.
+    pub audit_max_age: DurationMs,
+    /// Audit-stream `max_bytes`.
+    pub audit_max_bytes: ByteSize,
+    /// Consumer `ack_wait`; in-progress acks are sent every third of it while a job runs.
+    pub ack_wait: DurationMs,
+    /// Deliveries of one job that may run it; the delivery after stores verdict `worker_lost`.
+    pub max_deliver: u32,
+    /// Jobs one tenant may run at once on this worker (0: no quota).
+    pub tenant_quota: usize,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            duplicate_window: DurationMs::secs(120),
+            jobs_max_age: DurationMs::secs(7 * 24 * 3600),
+            results_max_age: DurationMs::secs(24 * 3600),
+            audit_max_age: DurationMs::secs(90 * 24 * 3600),
+            audit_max_bytes: ByteSize::gib(1),
+            ack_wait: DurationMs::secs(30),
+            max_deliver: 3,
+            tenant_quota: 0,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Durable-mode errors: each names the stream, consumer or subject and what to do.
+
+/// Why a durable-mode operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    /// A stream could not be created or read.
+    #[error(
+        "cannot create or read stream {stream}: {message}; is JetStream enabled on the server (`jetstream {{}}` in its config) and may this user use $JS.API.>?"
+    )]
+    Stream {
+        /// Stream name.
+        stream: String,
+        /// The cause.
+        message: String,
+    },
+    /// A stream exists with settings OpenShell cannot work with; it was left as is.
+    #[error(
+        "stream {stream} exists with settings OpenShell cannot use ({differences}); it was not changed: fix it with `nats stream edit {stream}`, or remove it (losing its messages) so the worker creates it"
+    )]
+    IncompatibleStream {
+        /// Stream name.
+        stream: String,
+        /// Each setting that differs, as `setting: found X, need Y`.
+        differences: String,
+    },
+    /// A consumer could not be created or read.
+    #[error(
+        "cannot create or read consumer {consumer} on stream {stream}: {message}; check the stream exists and the user may use $JS.API.CONSUMER.>"
+    )]
+    Consumer {
+        /// Stream name.
+        stream: String,
+        /// Consumer name.
+        consumer: String,
+        /// The cause.
+        message: String,
+    },
+    /// A consumer exists with settings OpenShell cannot work with; it was left as is.
+    #[error(
+        "consumer {consumer} on stream {stream} exists with settings OpenShell cannot use ({differences}); remove it with `nats consumer rm {stream} {consumer}` so the worker creates it"
+    )]
+    IncompatibleConsumer {
+        /// Stream name.
+        stream: String,
+        /// Consumer name.
+        consumer: String,
+        /// Each setting that differs.
+        differences: String,
+    },
+    /// A message could not be published to JetStream.
+    #[error(
+        "publishing to {subject} failed: {message}; check that its stream exists (nats stream ls) and NATS is reachable"
+    )]
+    Publish {
+        /// Subject.
+        subject: String,
+        /// The cause.
+        message: String,
+    },
+    /// A stored message could not be read.
+    #[error("reading {subject} from stream {stream} failed: {message}")]
+    Read {
+        /// Stream name.
+        stream: String,
+        /// Subject.
+        subject: String,
+        /// The cause.
+        message: String,
+    },
+    /// A pull from a consumer failed.
+    #[error("pulling jobs from consumer {consumer} failed: {message}; retrying")]
+    Pull {
+        /// Consumer name.
+        consumer: String,
+        /// The cause.
+        message: String,
+    },
+}

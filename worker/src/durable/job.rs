@@ -1,0 +1,159 @@
+//! One delivered job: look for a stored result, give up after `max_deliver`, or run it
+//! through the shared job path with in-progress acks; store the result, then ack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use openshell_protocol::decode::salvage_id;
+use openshell_protocol::subjects::check_token;
+use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Verdict};
+use openshell_scheduler::SlotPermit;
+
+use super::DurablePool;
+use super::results::{self, Stored};
+use super::subjects::REPLY_TO_HEADER;
+use crate::job::Processed;
+
+/// Delay before a job that could not be audited or stored is offered again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Attempts at storing a result before the job is left to redelivery.
+const STORE_ATTEMPTS: u32 = 10;
+
+impl DurablePool {
+    /// Handles one delivered job while holding one of the pool's intake slots.
+    pub async fn handle(self: Arc<Self>, message: Message, _permit: SlotPermit) {
+        let pool = &self.runtime.name;
+        let tenant = self
+            .subjects
+            .parse_job(pool, &message.subject)
+            .map(str::to_string);
+        let id = salvage_id(&message.payload);
+        let (Some(tenant), Some(id)) = (tenant, id) else {
+            return self.unstorable(&message, "no tenant or job id").await;
+        };
+        if check_token("tenant", &tenant).is_err() || check_token("job id", &id).is_err() {
+            return self
+                .unstorable(&message, "tenant or job id is not a subject token")
+                .await;
+        }
+        let subject = self.subjects.result(&tenant, &id);
+        match results::fetch(&self.results, &subject).await {
+            Ok(Some(_)) => {
+                tracing::info!(%id, %tenant, "job already has a stored result; not run again");
+                return ack(&message, AckKind::Ack).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        if delivered > i64::from(self.settings.max_deliver) {
+            let result = self.worker_lost(&tenant, &id, delivered);
+            return self.finish(&message, &subject, result).await;
+        }
+        let processed = self.process_with_progress(&message, &tenant).await;
+        if !processed.audited {
+            tracing::error!(%id, %tenant, "audit stream unavailable: job not run, offered again in {RETRY_DELAY:?}");
+            return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+        }
+        if processed.result.error.as_ref().map(|e| e.kind) == Some(ErrorKind::DuplicateJob) {
+            // Still running here (a redelivery raced the in-progress ack): leave it to that run.
+            return ack(
+                &message,
+                AckKind::Nak(Some(self.settings.ack_wait.as_duration())),
+            )
+            .await;
+        }
+        self.runtime.record_processed(&processed);
+        self.finish(&message, &subject, processed.result).await;
+    }
+
+    /// Runs the job, sending an in-progress ack every third of `ack_wait`.
+    async fn process_with_progress(&self, message: &Message, tenant: &str) -> Processed {
+        let work = self.runtime.process(tenant, &message.payload);
+        tokio::pin!(work);
+        let mut ticker = tokio::time::interval(self.settings.ack_wait.as_duration() / 3);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                processed = &mut work => return processed,
+                _ = ticker.tick() => {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(%error, "in-progress ack failed; the job may be redelivered");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores `result` (retrying while NATS recovers), sends it to the job's reply subject,
+    /// then acks. Left unacked when it cannot be stored, so it is redelivered.
+    async fn finish(&self, message: &Message, subject: &str, mut result: ExecResult) {
+        let max_payload = self.runtime.nats.server_info().max_payload.max(64 * 1024);
+        let mut attempt = 0;
+        let stored = loop {
+            attempt += 1;
+            match results::store(&self.jetstream, subject, &mut result, max_payload).await {
+                Ok(stored) => break stored,
+                Err(error) if attempt < STORE_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "storing the result failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, id = %result.id, "result not stored; the job will be redelivered");
+                    return;
+                }
+            }
+        };
+        if stored == Stored::AlreadyThere {
+            tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
+        } else if let Some(reply) = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(REPLY_TO_HEADER))
+        {
+            let payload = serde_json::to_vec(&result).unwrap_or_default();
+            if let Err(error) = self
+                .runtime
+                .nats
+                .publish(reply.to_string(), Bytes::from(payload))
+                .await
+            {
+                tracing::warn!(%error, id = %result.id, "result stored but not sent to the reply subject");
+            }
+        }
+        ack(message, AckKind::Ack).await;
+    }
+
+    fn worker_lost(&self, tenant: &str, id: &str, delivered: i64) -> ExecResult {
+        tracing::error!(%id, %tenant, delivered, "job delivered past max_deliver: storing worker_lost");
+        let message = format!(
+            "the job was delivered {} times and its worker was lost each time (max_deliver {}); it was not run again",
+            delivered - 1,
+            self.settings.max_deliver
+        );
+        let mut result = ExecResult::failed(id, ErrorInfo::new(ErrorKind::Internal, message));
+        result.status = Verdict::WorkerLost;
+        result.tenant = tenant.to_string();
+        result.pool = self.runtime.name.clone();
+        result.backend = self.runtime.backend.kind().to_string();
+        result.worker_id = self.runtime.worker_id.clone();
+        result
+    }
+
+    /// A job whose result has nowhere to go: logged and removed from the queue.
+    async fn unstorable(&self, message: &Message, why: &str) {
+        tracing::warn!(subject = %message.subject, "dropping a queued job: {why}; submit jobs with `openshell submit`");
+        ack(message, AckKind::Term).await;
+    }
+}
+
+async fn ack(message: &Message, kind: AckKind) {
+    if let Err(error) = message.double_ack_with(kind).await {
+        tracing::warn!(%error, subject = %message.subject, "ack to JetStream failed; the job may be redelivered");
+    }
+}

@@ -1,0 +1,94 @@
+//! Durable mode: jobs queued in JetStream, results stored by id, audit persisted first.
+//!
+//! Beside core request/reply, not instead of it. The flow, one file each:
+//! [`streams`] (created or checked at start-up) → [`consumer`] (one pull consumer per pool,
+//! pulling only free slots) → [`job`] (result already stored? too many deliveries? run through
+//! the shared [`crate::job::PoolRuntime`] with in-progress acks) → [`results`] (store, then
+//! ack). [`subjects`] names everything.
+//!
+//! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
+//! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
+//! finished is not run again; the delivery after `max_deliver` stores `worker_lost`. Code that
+//! was running when its worker died may have had side effects and runs again on redelivery:
+//! execution is at least once, the stored result exactly once.
+
+pub mod client;
+pub mod consumer;
+mod error;
+pub mod job;
+pub mod results;
+pub mod streams;
+pub mod subjects;
+
+use std::sync::Arc;
+
+use openshell_scheduler::Slots;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::DurableError;
+pub use subjects::DurableSubjects;
+
+use crate::config::DurableConfig;
+use crate::job::PoolRuntime;
+
+/// One pool served from the jobs stream.
+pub struct DurablePool {
+    /// The pool's runtime, its audit publisher waiting for JetStream acks.
+    pub runtime: Arc<PoolRuntime>,
+    /// JetStream context.
+    pub jetstream: async_nats::jetstream::Context,
+    /// The results stream.
+    pub results: async_nats::jetstream::stream::Stream,
+    /// Durable subjects.
+    pub subjects: DurableSubjects,
+    /// Durable settings.
+    pub settings: DurableConfig,
+}
+
+/// Creates or checks the streams and the pool consumers, then serves every pool in `runtimes`
+/// from the jobs stream until `stop` fires. Returns the intake tasks.
+pub async fn serve(
+    nats: &async_nats::Client,
+    runtimes: &[Arc<PoolRuntime>],
+    settings: &DurableConfig,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DurableError> {
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let Some(first) = runtimes.first() else {
+        return Ok(Vec::new());
+    };
+    let subjects = DurableSubjects::new(first.subjects.prefix());
+    let streams = streams::ensure(&jetstream, &subjects, settings).await?;
+    let mut intakes = Vec::new();
+    for runtime in runtimes {
+        let wanted = consumer::config(
+            &runtime.name,
+            subjects.pool_jobs(&runtime.name),
+            settings.ack_wait.as_duration(),
+        );
+        let pool_consumer = consumer::ensure(&streams.jobs, wanted).await?;
+        let durable_runtime = PoolRuntime {
+            audit: runtime.audit.clone().with_jetstream(jetstream.clone()),
+            ..PoolRuntime::clone(runtime)
+        };
+        let pool = Arc::new(DurablePool {
+            runtime: Arc::new(durable_runtime),
+            jetstream: jetstream.clone(),
+            results: streams.results.clone(),
+            subjects: subjects.clone(),
+            settings: settings.clone(),
+        });
+        tracing::info!(pool = %runtime.name, consumer = %consumer::name(&runtime.name), subject = %subjects.pool_jobs(&runtime.name), "serving pool from JetStream");
+        let gate = Slots::new(runtime.slots.total());
+        intakes.push(consumer::serve(
+            pool,
+            pool_consumer,
+            gate,
+            tracker.clone(),
+            stop.clone(),
+        ));
+    }
+    Ok(intakes)
+}

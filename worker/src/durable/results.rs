@@ -1,0 +1,112 @@
+//! Stored results: at most one per job, kept in `OPENSHELL_RESULTS`.
+//!
+//! A result is published with `Nats-Expected-Last-Subject-Sequence: 0`, so the stream takes
+//! it only when the job has none yet: the first result stored (a run, `worker_lost`, or a
+//! client's cancel) is the job's one result, and later ones are refused.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use openshell_protocol::ExecResult;
+
+use super::DurableError;
+use super::streams::RESULTS;
+
+/// What became of a result handed to [`store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// This result is the job's stored result.
+    New,
+    /// The job already had one; this one was dropped.
+    AlreadyThere,
+}
+
+/// Stores `result` on `subject` unless the job already has a result.
+pub async fn store(
+    jetstream: &Context,
+    subject: &str,
+    result: &mut ExecResult,
+    max_payload: usize,
+) -> Result<Stored, DurableError> {
+    let payload = crate::job::encode_within(result, max_payload);
+    let error = |message: String| DurableError::Publish {
+        subject: subject.to_string(),
+        message,
+    };
+    let publish = PublishMessage::build()
+        .payload(Bytes::from(payload))
+        .message_id(&result.id)
+        .expected_last_subject_sequence(0);
+    let acked = match jetstream.send_publish(subject.to_string(), publish).await {
+        Ok(future) => future.await,
+        Err(error) => Err(error),
+    };
+    match acked {
+        Ok(ack) if ack.duplicate => Ok(Stored::AlreadyThere),
+        Ok(_) => Ok(Stored::New),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Stored::AlreadyThere),
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+/// The stored result on `subject`, if there is one.
+pub async fn fetch(results: &Stream, subject: &str) -> Result<Option<ExecResult>, DurableError> {
+    let error = |message: String| DurableError::Read {
+        stream: RESULTS.to_string(),
+        subject: subject.to_string(),
+        message,
+    };
+    match results.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => serde_json::from_slice(&message.payload)
+            .map(Some)
+            .map_err(|e| error(format!("not an ExecResult: {e}"))),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+/// Waits up to `wait` for the result on `subject`: subscribes first, then looks in the stream,
+/// so a result stored in between is not missed.
+pub async fn wait(
+    nats: &async_nats::Client,
+    results: &Stream,
+    subject: &str,
+    wait: Duration,
+) -> Result<Option<ExecResult>, DurableError> {
+    let mut live = nats
+        .subscribe(subject.to_string())
+        .await
+        .map_err(|e| DurableError::Read {
+            stream: RESULTS.to_string(),
+            subject: subject.to_string(),
+            message: e.to_string(),
+        })?;
+    if let Some(result) = fetch(results, subject).await? {
+        return Ok(Some(result));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Poll the stream too, in case the live message was missed (e.g. a reconnect).
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        match tokio::time::timeout_at(tick.min(deadline), live.next()).await {
+            Ok(Some(message)) => {
+                if let Ok(result) = serde_json::from_slice(&message.payload) {
+                    return Ok(Some(result));
+                }
+            }
+            Ok(None) | Err(_) => {
+                if let Some(result) = fetch(results, subject).await? {
+                    return Ok(Some(result));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}

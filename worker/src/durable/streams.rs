@@ -1,0 +1,186 @@
+//! The three durable streams, created at start-up or checked when they exist.
+//!
+//! | stream | subjects | retention | storage | limits |
+//! |---|---|---|---|---|
+//! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
+//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m |
+//! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g) |
+//!
+//! An existing stream whose subjects, retention or storage differ is an error (the worker
+//! does not start and does not change it); differing limits are logged and left as they are.
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType, Stream};
+
+use super::DurableError;
+use super::subjects::DurableSubjects;
+use crate::config::DurableConfig;
+
+/// Name of the jobs stream.
+pub const JOBS: &str = "OPENSHELL_JOBS";
+/// Name of the results stream.
+pub const RESULTS: &str = "OPENSHELL_RESULTS";
+/// Name of the audit stream.
+pub const AUDIT: &str = "OPENSHELL_AUDIT";
+
+/// The streams a durable worker uses.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    /// `OPENSHELL_JOBS`.
+    pub jobs: Stream,
+    /// `OPENSHELL_RESULTS`.
+    pub results: Stream,
+}
+
+/// The documented settings of the three streams.
+pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config; 3] {
+    [
+        Config {
+            name: JOBS.into(),
+            description: Some("OpenShell queued jobs (work queue)".into()),
+            subjects: vec![subjects.all_jobs()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            max_age: settings.jobs_max_age.as_duration(),
+            duplicate_window: settings.duplicate_window.as_duration(),
+            ..Config::default()
+        },
+        Config {
+            name: RESULTS.into(),
+            description: Some("OpenShell job results, by tenant and job id".into()),
+            subjects: vec![subjects.all_results()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: settings.results_max_age.as_duration(),
+            duplicate_window: settings
+                .duplicate_window
+                .as_duration()
+                .min(settings.results_max_age.as_duration()),
+            ..Config::default()
+        },
+        Config {
+            name: AUDIT.into(),
+            description: Some("OpenShell audit events".into()),
+            subjects: vec![subjects.all_audit()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            discard: DiscardPolicy::Old,
+            max_age: settings.audit_max_age.as_duration(),
+            max_bytes: i64::try_from(settings.audit_max_bytes.bytes()).unwrap_or(i64::MAX),
+            ..Config::default()
+        },
+    ]
+}
+
+/// Creates the three streams, or checks the ones that exist.
+pub async fn ensure(
+    jetstream: &Context,
+    subjects: &DurableSubjects,
+    settings: &DurableConfig,
+) -> Result<Streams, DurableError> {
+    let [jobs, results, audit] = configs(subjects, settings);
+    let jobs = ensure_one(jetstream, jobs).await?;
+    let results = ensure_one(jetstream, results).await?;
+    ensure_one(jetstream, audit).await?;
+    Ok(Streams { jobs, results })
+}
+
+async fn ensure_one(jetstream: &Context, wanted: Config) -> Result<Stream, DurableError> {
+    let mut stream = jetstream
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|error| DurableError::Stream {
+            stream: wanted.name.clone(),
+            message: error.to_string(),
+        })?;
+    let found = &stream
+        .info()
+        .await
+        .map_err(|error| DurableError::Stream {
+            stream: wanted.name.clone(),
+            message: error.to_string(),
+        })?
+        .config;
+    let (incompatible, drifted) = compare(found, &wanted);
+    if !incompatible.is_empty() {
+        return Err(DurableError::IncompatibleStream {
+            stream: wanted.name,
+            differences: incompatible.join("; "),
+        });
+    }
+    if !drifted.is_empty() {
+        tracing::warn!(stream = %wanted.name, differences = %drifted.join("; "), "stream limits differ from the configuration; left as they are (edit the stream to apply them)");
+    }
+    Ok(stream)
+}
+
+/// The settings of `found` that break OpenShell, and those that only differ in limits.
+pub fn compare(found: &Config, wanted: &Config) -> (Vec<String>, Vec<String>) {
+    let mut incompatible = Vec::new();
+    let mut drifted = Vec::new();
+    let differ =
+        |name: &str, found: String, wanted: String| format!("{name}: found {found}, need {wanted}");
+    if found.subjects != wanted.subjects {
+        incompatible.push(differ(
+            "subjects",
+            format!("{:?}", found.subjects),
+            format!("{:?}", wanted.subjects),
+        ));
+    }
+    if found.retention != wanted.retention {
+        incompatible.push(differ(
+            "retention",
+            format!("{:?}", found.retention),
+            format!("{:?}", wanted.retention),
+        ));
+    }
+    if found.storage != wanted.storage {
+        incompatible.push(differ(
+            "storage",
+            format!("{:?}", found.storage),
+            format!("{:?}", wanted.storage),
+        ));
+    }
+    if wanted.retention == RetentionPolicy::WorkQueue && found.duplicate_window.is_zero() {
+        incompatible.push("duplicate_window: found 0, need > 0 (job-id dedup)".into());
+    }
+    for (name, found, wanted) in [
+        ("max_age", found.max_age, wanted.max_age),
+        (
+            "duplicate_window",
+            found.duplicate_window,
+            wanted.duplicate_window,
+        ),
+    ] {
+        if found != wanted {
+            drifted.push(differ(name, format!("{found:?}"), format!("{wanted:?}")));
+        }
+    }
+    if found.max_bytes != wanted.max_bytes {
+        drifted.push(differ(
+            "max_bytes",
+            found.max_bytes.to_string(),
+            wanted.max_bytes.to_string(),
+        ));
+    }
+    (incompatible, drifted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_retention_is_incompatible_other_limits_drift() {
+        let subjects = DurableSubjects::new("openshell");
+        let [jobs, ..] = configs(&subjects, &DurableConfig::default());
+        assert_eq!(compare(&jobs, &jobs), (vec![], vec![]));
+        let mut found = jobs.clone();
+        found.retention = RetentionPolicy::Limits;
+        found.max_age = std::time::Duration::from_secs(1);
+        let (incompatible, drifted) = compare(&found, &jobs);
+        assert_eq!(incompatible.len(), 1, "{incompatible:?}");
+        assert!(incompatible[0].starts_with("retention"));
+        assert_eq!(drifted.len(), 1, "{drifted:?}");
+    }
+}

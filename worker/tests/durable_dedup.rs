@@ -1,0 +1,80 @@
+//! Durable mode through the CLI: `submit` prints the id, `result --wait` prints the output,
+//! and the same job id submitted twice runs once.
+
+mod durable;
+mod support;
+
+use std::time::Duration;
+
+use openshell_protocol::{AuditEventType, ExecRequest};
+use support::nats::NatsServer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_job_id_twice_runs_once() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let _worker = durable::worker(&nats, "w1", &[]).await;
+    let url = nats.url();
+    let env = [("NATS_URL", url.as_str())];
+    let submit = [
+        "submit",
+        "--id",
+        "twice",
+        "--command",
+        "sh",
+        "-c",
+        "echo ran",
+    ];
+    let first = support::cli(submit, &env).await;
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(stdout.lines().last(), Some("twice"));
+    let second = support::cli(submit, &env).await;
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already queued"),
+        "{second:?}"
+    );
+
+    let waited = support::cli(["result", "twice", "--wait", "20s"], &env).await;
+    assert_eq!(
+        String::from_utf8_lossy(&waited.stdout),
+        "ran\n",
+        "{waited:?}"
+    );
+    assert_eq!(waited.status.code(), Some(0));
+
+    // After it finished, the same id again (here past dedup, through a new message id path):
+    // the worker finds the stored result and does not run it again.
+    let (connection, client) = durable::client(&nats).await;
+    let jetstream = async_nats::jetstream::new(connection.clone());
+    let request = ExecRequest::command("twice", vec!["sh".into(), "-c".into(), "echo ran".into()]);
+    jetstream
+        .send_publish(
+            "openshell.jobs.none.default",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&request).expect("encode").into())
+                .message_id("twice-again"),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while durable::stream_messages(&connection, "OPENSHELL_JOBS").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "job never acked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = durable::audit_events(&connection)
+        .await
+        .into_iter()
+        .filter(|event| event.job_id == "twice" && event.event == AuditEventType::Started)
+        .count();
+    assert_eq!(started, 1, "the job ran once");
+    let per_subject = durable::results_per_subject(&connection).await;
+    assert_eq!(per_subject.get("openshell.results.default.twice"), Some(&1));
+    let missing = support::cli(["result", "nope"], &env).await;
+    assert_eq!(missing.status.code(), Some(3));
+    drop(client);
+}
