@@ -351,3 +351,39 @@ async fn killing_pid_1_only_ends_the_jobs_own_sandbox() {
     assert!(run.elapsed < Duration::from_secs(5), "{run:?}");
     still_serving(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_ends_with_its_program_not_with_its_output() {
+    let Some(backend) = dockerd::backend(&dockerd::pool_name("escape"), 1) else {
+        return;
+    };
+    // A background process keeps the output open: the job still ends with its program.
+    let run_escaped = run(
+        &backend,
+        script("bash", "sleep 600 &\necho done\n", limits()),
+    )
+    .await;
+    assert_eq!(
+        run_escaped.execution.ending,
+        Ending::Exited,
+        "{run_escaped:?}"
+    );
+    assert_eq!(run_escaped.execution.exit_code, Some(0), "{run_escaped:?}");
+    assert_eq!(run_escaped.stdout(), "done\n");
+    assert!(
+        run_escaped.stderr().contains("output was still open"),
+        "{run_escaped:?}"
+    );
+    assert!(
+        run_escaped.elapsed < Duration::from_secs(6),
+        "{run_escaped:?}"
+    );
+    // A program that closes its output keeps running until it exits.
+    let code = "exec >&- 2>&-\nsleep 2\nexit 4\n";
+    let run_closed = run(&backend, script("bash", code, limits())).await;
+    assert_eq!(run_closed.execution.exit_code, Some(4), "{run_closed:?}");
+    assert!(
+        run_closed.execution.wall_time >= Duration::from_secs(2),
+        "{run_closed:?}"
+    );
+}

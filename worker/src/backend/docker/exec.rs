@@ -2,6 +2,9 @@
 //! stderr out through the output sink, and the wall timeout, cancellation and output limit
 //! watched. Stopping is the caller's: it kills the whole container, since killing the exec's
 //! client side would leave the job's processes running.
+//!
+//! The program has ended when the engine says its exec is no longer running: the output can
+//! end earlier (the program closed it) or later (a background process still holds it).
 
 use std::future::pending;
 use std::pin::{Pin, pin};
@@ -20,16 +23,28 @@ use crate::backend::{JobControl, OutputSink, Stream as OutputStream};
 
 /// Largest frame read from the exec's output at once.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
-/// How long the engine may take to record an exec's exit code after its output ended.
-const EXIT_CODE_WAIT: Duration = Duration::from_secs(5);
-/// Between two looks at the exit code.
-const EXIT_CODE_POLL: Duration = Duration::from_millis(5);
+/// While output flows, the engine is first asked whether the program ended after this...
+const SLOW_POLL_AFTER: Duration = Duration::from_secs(1);
+/// ...and then this often.
+const SLOW_POLL: Duration = Duration::from_millis(500);
+/// Once output has ended, the first look comes at once, the next ones after this, doubling...
+const FAST_POLL: Duration = Duration::from_millis(5);
+/// ...up to this.
+const FAST_POLL_MAX: Duration = Duration::from_millis(200);
+/// How long output may keep flowing after the program ended: only a background process that
+/// kept it open can still write, and it must not hold the job.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Why supervision stopped.
 #[derive(Debug)]
 pub(super) enum Stop {
-    /// The exec's output ended: the program exited (or its container died).
-    Ended,
+    /// The program ended, with this exit code (`None`: its container died under it).
+    Ended {
+        /// The exec's exit code.
+        exit_code: Option<i64>,
+        /// Output was still open [`DRAIN_GRACE`] after the program ended.
+        escaped: bool,
+    },
     /// The wall timeout passed.
     Timeout,
     /// The job was cancelled.
@@ -104,14 +119,32 @@ pub(super) async fn supervise(
     let mut deadline = pin!(deadline);
     let mut feed = pin!(feed(stdin, input));
     let mut pump = pin!(pump(&mut output, &control.output));
-    let mut fed = false;
+    let mut exit_watch = pin!(wait_exit(
+        docker,
+        exec,
+        SLOW_POLL_AFTER,
+        SLOW_POLL,
+        SLOW_POLL
+    ));
+    let (mut fed, mut output_open) = (false, true);
     let stop = loop {
         tokio::select! {
             () = &mut feed, if !fed => fed = true,
-            ended = &mut pump => break match ended {
-                Ok(()) if control.output.is_limit_reached() => Stop::OutputLimit,
-                Ok(()) => Stop::Ended,
-                Err(error) => Stop::Broken(error),
+            ended = &mut pump, if output_open => match ended {
+                Ok(()) if control.output.is_limit_reached() => break Stop::OutputLimit,
+                Ok(()) => {
+                    output_open = false;
+                    exit_watch.set(wait_exit(docker, exec, Duration::ZERO, FAST_POLL, FAST_POLL_MAX));
+                }
+                Err(error) => break Stop::Broken(error),
+            },
+            exit = &mut exit_watch => match exit {
+                Ok(exit_code) => {
+                    let escaped = output_open
+                        && tokio::time::timeout(DRAIN_GRACE, &mut pump).await.is_err();
+                    break Stop::Ended { exit_code, escaped };
+                }
+                Err(error) => break Stop::Broken(error),
             },
             () = &mut deadline => break Stop::Timeout,
             () = control.cancel.cancelled() => break Stop::Cancelled,
@@ -155,15 +188,24 @@ async fn pump(
     Ok(())
 }
 
-/// The exit code of a finished exec, once the engine has recorded it; `None` when the engine
-/// never does (its container died under it).
-pub(super) async fn exit_code(docker: &Docker, exec: &str) -> Result<Option<i64>, ApiError> {
-    let give_up = Instant::now() + EXIT_CODE_WAIT;
+/// Resolves once the engine says exec `exec` is no longer running, with its exit code
+/// (`None` when its container died under it). Looks after `first`, then every `every`,
+/// doubling up to `max`.
+async fn wait_exit(
+    docker: &Docker,
+    exec: &str,
+    first: Duration,
+    every: Duration,
+    max: Duration,
+) -> Result<Option<i64>, ApiError> {
+    tokio::time::sleep(first).await;
+    let mut every = every;
     loop {
         let inspect = docker.inspect_exec(exec).await?;
-        if inspect.running != Some(true) || Instant::now() >= give_up {
-            return Ok(inspect.exit_code.filter(|_| inspect.running != Some(true)));
+        if inspect.running != Some(true) {
+            return Ok(inspect.exit_code);
         }
-        tokio::time::sleep(EXIT_CODE_POLL).await;
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(max);
     }
 }

@@ -15,7 +15,7 @@ use super::pool::WarmPools;
 use super::sandbox::{Factory, Sandbox, short};
 use super::spec::{self, Fit, Resources, Shape};
 use super::verdict;
-use crate::backend::{BackendError, Ending, Execution, Job, JobControl};
+use crate::backend::{BackendError, Ending, Execution, Job, JobControl, Stream as OutputStream};
 
 /// A sandbox for `job` with its exec created: warm when one fits, else cold.
 pub(super) async fn prepare(
@@ -112,7 +112,7 @@ async fn warm(
 pub(super) async fn conclude(
     factory: &Arc<Factory>,
     job: &Job,
-    (sandbox, exec): (&Sandbox, &str),
+    sandbox: &Sandbox,
     supervised: Supervised,
     engine: &Engine,
     control: &JobControl,
@@ -133,19 +133,23 @@ pub(super) async fn conclude(
             (stopped(&stop), None, usage)
         }
         Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
-        Stop::Ended => {
-            let (code, usage) = tokio::join!(
-                exec::exit_code(docker, exec),
-                measure::usage(docker, id, meter)
-            );
-            let code = code.map_err(|failure| lost(factory, job, id, &failure))?;
-            let oom_killed = match (code, usage.oom_since(&sandbox.baseline)) {
+        Stop::Ended { exit_code, escaped } => {
+            let usage = measure::usage(docker, id, meter).await;
+            if escaped {
+                tracing::warn!(job = %job.id, container = id, "output was still open 1s after the job's program exited");
+                control.output.write(
+                    OutputStream::Stderr,
+                    b"openshell: output was still open 1s after the program exited (a background process?); \
+                      it was killed and the output may be incomplete\n",
+                );
+            }
+            let oom_killed = match (exit_code, usage.oom_since(&sandbox.baseline)) {
                 (Some(0), _) => false,
                 (_, Some(counted)) => counted,
                 // The engine records an OOM kill in the container's state once it stops.
                 (_, None) => factory.kill(id).await.unwrap_or(false),
             };
-            (verdict::ending(code, oom_killed), code, usage)
+            (verdict::ending(exit_code, oom_killed), exit_code, usage)
         }
     };
     let stderr = control.output.snapshot().stderr;

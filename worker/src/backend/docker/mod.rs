@@ -243,15 +243,7 @@ impl Backend for DockerBackend {
                     &failure,
                 )
             })?;
-        let execution = job::conclude(
-            factory,
-            &job,
-            (&sandbox, &exec),
-            supervised,
-            &engine,
-            &control,
-        )
-        .await;
+        let execution = job::conclude(factory, &job, &sandbox, supervised, &engine, &control).await;
         log_outcome(&job, &sandbox.id, &execution, &control);
         execution
     }
