@@ -15,6 +15,15 @@ use crate::backend::BackendError;
 /// The endpoint used when neither the settings nor `DOCKER_HOST` name one.
 const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 
+/// The endpoint of `settings`, else `docker_host` (`DOCKER_HOST`), else the local socket.
+fn endpoint(settings: &DockerSettings, docker_host: Option<String>) -> String {
+    [settings.endpoint.clone(), docker_host]
+        .into_iter()
+        .flatten()
+        .find(|endpoint| !endpoint.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+}
+
 /// What the connected engine is and can enforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Engine {
@@ -48,12 +57,7 @@ impl Connection {
     /// A client for the endpoint of `settings`, else `DOCKER_HOST`, else the local socket.
     /// Does not contact the daemon.
     pub fn new(settings: &DockerSettings) -> Result<Self, BackendError> {
-        let endpoint = settings
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("DOCKER_HOST").ok())
-            .filter(|endpoint| !endpoint.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        let endpoint = endpoint(settings, std::env::var("DOCKER_HOST").ok());
         let docker = Docker::connect_with_host(&endpoint).map_err(|failure| {
             error::error(
                 ErrorKind::Internal,
@@ -177,5 +181,34 @@ impl Connection {
             ),
         }
         Ok(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_the_settings_then_docker_host_then_the_local_socket() {
+        let mut settings = DockerSettings::default();
+        assert_eq!(endpoint(&settings, None), DEFAULT_ENDPOINT);
+        let host = Some("tcp://127.0.0.1:2375".to_string());
+        assert_eq!(endpoint(&settings, host.clone()), "tcp://127.0.0.1:2375");
+        assert_eq!(endpoint(&settings, Some(" ".into())), DEFAULT_ENDPOINT);
+        settings.endpoint = Some("unix:///run/user/docker.sock".into());
+        assert_eq!(endpoint(&settings, host), "unix:///run/user/docker.sock");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_at_construction() {
+        let settings = DockerSettings {
+            endpoint: Some("ftp://nowhere".into()),
+            ..DockerSettings::default()
+        };
+        let error = Connection::new(&settings).unwrap_err();
+        assert!(
+            error.message.contains("ftp://nowhere") && error.message.contains("unix://"),
+            "{error}"
+        );
     }
 }
