@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::DockerSettings;
 
+use self::command::Command;
 use self::connect::Connection;
 use self::labels::Identity;
 use self::pool::WarmPools;
@@ -220,18 +221,7 @@ impl Backend for DockerBackend {
             prepared = prepare => prepared?,
             () = control.cancel.cancelled() => return Ok(cancelled(&job, &engine)),
         };
-        tracing::debug!(
-            job = %job.id,
-            container = %sandbox.id,
-            image = %shape.image,
-            user = %settings.user,
-            workdir = %settings.workdir,
-            cmd = ?command.cmd,
-            env = ?command.env,
-            files_tar_bytes = command.prologue_input.len(),
-            stdin_bytes = job.stdin.len(),
-            "docker backend: exec"
-        );
+        log_exec(&job, &sandbox.id, &shape.image, settings, &command);
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let input = (command.prologue_input.as_slice(), job.stdin.as_bytes());
         let supervised = exec::supervise(factory.conn.docker(), &exec, input, timeout, &control)
@@ -257,6 +247,22 @@ fn cancelled(job: &Job, engine: &connect::Engine) -> Execution {
         enforcement: verdict::report(&job.limits, engine),
         ..Execution::exited(0)
     }
+}
+
+/// The exact exec, at debug level.
+fn log_exec(job: &Job, container: &str, image: &str, settings: &DockerSettings, command: &Command) {
+    tracing::debug!(
+        job = %job.id,
+        container,
+        image,
+        user = %settings.user,
+        workdir = %settings.workdir,
+        cmd = ?command.cmd,
+        env = ?command.env,
+        files_tar_bytes = command.prologue_input.len(),
+        stdin_bytes = job.stdin.len(),
+        "docker backend: exec"
+    );
 }
 
 fn log_outcome(
