@@ -146,3 +146,36 @@ async fn wait_for(addr: &str, path: &str, done: impl Fn(u16, &str) -> bool) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_series_are_opt_in_and_capped() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let worker = WorkerProcess::start(&[
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "none"),
+        ("METRICS_TENANT_LABELS", "1"),
+    ])
+    .await;
+    let addr = ops::metrics_addr(&worker.logs());
+    for tenant in ["acme", "globex", "initech"] {
+        let out = support::cli(
+            ["exec", "--lang", "bash", "--tenant", tenant, "-c", "true"],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (_, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    assert!(
+        text.contains("openshell_tenant_jobs_total{tenant=\"acme\",verdict=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("openshell_tenant_jobs_total{tenant=\"_other\",verdict=\"completed\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("globex"), "past the cap: {text}");
+}

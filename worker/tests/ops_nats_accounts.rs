@@ -50,17 +50,18 @@ async fn start_server() -> Option<Server> {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nats-server");
-    let url = format!("nats://127.0.0.1:{port}");
+    // Owned at once, so every path below kills and reaps it.
+    let server = Server {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return Some(Server {
-                child,
-                url,
-                _dir: dir,
-            });
+            return Some(server);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of a worker (prometheus-client), served by [`server`].
 //!
 //! Names follow Prometheus conventions: units in names, `_total` counters, bounded labels
-//! (pool, backend, verdict, error kind, limit, phase: all from finite sets; no tenant label,
-//! so a hostile client cannot grow the series count).
+//! (pool, backend, verdict, error kind, limit, phase: all from finite sets; the tenant label
+//! only on `openshell_tenant_jobs_total`, opt-in and capped, see [`tenants`]).
 //!
 //! Backends that are built before a `Metrics` exists reach it through [`global`].
 
@@ -10,6 +10,7 @@ pub mod backends;
 pub mod connection;
 pub mod health;
 pub mod server;
+pub mod tenants;
 pub mod text_format;
 
 use std::sync::{Arc, OnceLock};
@@ -109,6 +110,8 @@ pub struct Metrics {
     pub nats: connection::NatsMetrics,
     /// Backend health, start latency, warm pools and SSH connections.
     pub backends: backends::BackendMetrics,
+    /// Jobs by tenant: opt-in, capped (`METRICS_TENANT_LABELS`).
+    pub tenants: tenants::TenantMetrics,
 }
 
 static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
@@ -149,6 +152,7 @@ impl Metrics {
             limits_hit: Family::default(),
             nats: connection::NatsMetrics::default(),
             backends: backends::BackendMetrics::new(),
+            tenants: tenants::TenantMetrics::from_env(),
         };
         let mut registry = Registry::with_prefix("openshell");
         registry.register(
@@ -194,6 +198,7 @@ impl Metrics {
         );
         metrics.nats.register(&mut registry);
         metrics.backends.register(&mut registry);
+        metrics.tenants.register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![(
