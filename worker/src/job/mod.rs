@@ -373,6 +373,9 @@ impl PoolRuntime {
         );
         self.metrics
             .job_ended(&self.name, &result.backend, result.status.as_str(), wall);
+        self.metrics
+            .tenants
+            .job(&result.tenant, result.status.as_str());
         if let (Verdict::Rejected, Some(error)) = (result.status, &result.error) {
             self.metrics.rejected(&self.name, error.kind.as_str());
         }
