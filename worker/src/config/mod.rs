@@ -28,7 +28,7 @@ use crate::backend::ssh::SshSettings;
 use crate::languages::{self, LanguageSpec};
 
 /// Backend of the pool created when no file defines pools.
-pub const DEFAULT_BACKEND: &str = "none";
+pub const DEFAULT_BACKEND: &str = "docker";
 /// Backend kinds this build can run.
 pub const BACKENDS: &[&str] = &["none", "docker", "ssh"];
 
@@ -183,6 +183,9 @@ impl PoolConfig {
                 open_files: Some(256),
                 output: Some(ByteSize::kib(256)),
                 disk: Some(ByteSize::mib(256)),
+                // Only containers get a CPU share by default (SANDBOX_DOCKER_CPUS): other
+                // backends could not enforce it and would fail every job closed.
+                cpus: (backend == "docker").then_some(1.0),
                 ..Limits::default()
             },
             ceilings: Limits {

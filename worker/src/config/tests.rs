@@ -26,7 +26,8 @@ fn load(
 #[test]
 fn defaults_give_one_pool_named_after_the_backend() {
     let config = load(None, &[], Overrides::default()).unwrap();
-    assert_eq!(config.pools.keys().collect::<Vec<_>>(), ["none"]);
+    assert_eq!(config.pools.keys().collect::<Vec<_>>(), ["docker"]);
+    assert_eq!(config.pools["docker"].defaults.cpus, Some(1.0));
     assert_eq!(config.nats.urls, ["nats://127.0.0.1:4222"]);
 }
 
