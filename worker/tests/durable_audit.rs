@@ -41,7 +41,7 @@ async fn no_code_runs_without_the_audit_stream() {
         "the job ran without its audit event"
     );
     assert!(
-        !worker.logs().contains("sending job to backend")
+        !worker.logs().contains("job finished")
             && worker.logs().contains("audit stream unavailable"),
         "{}",
         worker.logs()

@@ -2,9 +2,9 @@
 //!
 //! | stream | subjects | retention | storage | limits |
 //! |---|---|---|---|---|
-//! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
-//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m |
-//! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g) |
+//! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_bytes` unlimited, `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
+//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m |
+//! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g), `duplicate_window` 2m |
 //!
 //! An existing stream whose subjects, retention or storage differ is an error (the worker
 //! does not start and does not change it); differing limits are logged and left as they are.
@@ -41,6 +41,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             subjects: vec![subjects.all_jobs()],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
+            max_bytes: -1,
             max_age: settings.jobs_max_age.as_duration(),
             duplicate_window: settings.duplicate_window.as_duration(),
             ..Config::default()
@@ -51,6 +52,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             subjects: vec![subjects.all_results()],
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
+            max_bytes: -1,
             max_age: settings.results_max_age.as_duration(),
             duplicate_window: settings
                 .duplicate_window
@@ -67,6 +69,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             discard: DiscardPolicy::Old,
             max_age: settings.audit_max_age.as_duration(),
             max_bytes: i64::try_from(settings.audit_max_bytes.bytes()).unwrap_or(i64::MAX),
+            duplicate_window: settings.duplicate_window.as_duration(),
             ..Config::default()
         },
     ]
