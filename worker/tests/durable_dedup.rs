@@ -16,7 +16,7 @@ async fn same_job_id_twice_runs_once() {
     };
     let _worker = durable::worker(&nats, "w1", &[]).await;
     let url = nats.url();
-    let env = [("NATS_URL", url.as_str())];
+    let env = [("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")];
     let submit = [
         "submit",
         "--id",
