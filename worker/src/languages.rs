@@ -46,10 +46,19 @@ impl LanguageSpec {
 pub fn builtin() -> BTreeMap<String, LanguageSpec> {
     let node = LanguageSpec::new("main.js", &["node", "main.js"]);
     BTreeMap::from([
-        ("python".to_string(), LanguageSpec::new("main.py", &["python3", "main.py"])),
+        (
+            "python".to_string(),
+            LanguageSpec::new("main.py", &["python3", "main.py"]),
+        ),
         ("node".to_string(), node.clone()),
         ("javascript".to_string(), node),
-        ("bash".to_string(), LanguageSpec::new("main.sh", &["bash", "main.sh"])),
-        ("sh".to_string(), LanguageSpec::new("main.sh", &["sh", "main.sh"])),
+        (
+            "bash".to_string(),
+            LanguageSpec::new("main.sh", &["bash", "main.sh"]),
+        ),
+        (
+            "sh".to_string(),
+            LanguageSpec::new("main.sh", &["sh", "main.sh"]),
+        ),
     ])
 }

@@ -94,7 +94,10 @@ impl OutputSink {
 
     /// The output kept so far.
     pub fn snapshot(&self) -> CapturedOutput {
-        self.captured.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.captured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
