@@ -42,7 +42,7 @@ async fn cli_exec_prints_42() {
     let url = nats.url();
     let output = support::cli(
         ["exec", "--lang", "python", "-c", "print(6*7)"],
-        &[("NATS_URL", url.as_str())],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
     )
     .await;
     assert_eq!(
@@ -61,7 +61,7 @@ async fn cli_exec_prints_42() {
             "-c",
             "echo out; echo err >&2; exit 3",
         ],
-        &[("NATS_URL", url.as_str())],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
     )
     .await;
     assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
@@ -70,7 +70,7 @@ async fn cli_exec_prints_42() {
 
     let output = support::cli(
         ["exec", "--timeout", "300ms", "--command", "sleep", "5"],
-        &[("NATS_URL", url.as_str())],
+        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
     )
     .await;
     assert_eq!(
