@@ -118,11 +118,13 @@ impl Sshd {
             return;
         };
         let listener = i32::try_from(child.id()).expect("pid fits i32");
-        for pid in sshd_descendants(listener) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        let serving = sshd_descendants(listener);
+        // The listener first, so no connection is accepted half-way while the rest go.
         let _ = child.kill();
         let _ = child.wait();
+        for pid in serving.into_iter().chain(sshd_descendants(listener)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 
     /// Stops and starts again on the same port with the same keys.

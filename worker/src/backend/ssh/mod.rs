@@ -49,6 +49,12 @@ pub const KIND: &str = "ssh";
 
 /// Attempts for a job whose channel died before its wrapper started.
 const ATTEMPTS: usize = 2;
+/// How long to keep trying to kill a job whose connection dropped.
+const KILL_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// Time for one try: a connection to a half-restarted sshd can hang.
+const KILL_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+/// First pause between those tries; it doubles up to 5 s.
+const KILL_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Runs jobs on remote hosts over SSH.
 pub struct SshBackend {
@@ -208,24 +214,34 @@ impl SshBackend {
         }
     }
 
-    /// Kills a job whose connection died, from a fresh connection to the same host.
+    /// Kills a job whose connection died, from a fresh connection to the same host, retrying
+    /// while the host comes back (a restarted sshd takes a moment to listen again).
     fn kill_later(&self, index: usize, pgid: u32, cgroup: Option<String>) {
         let Some(host) = self.hosts.hosts.get(index) else {
             return;
         };
-        let pool = host.pool.clone();
+        let (pool, addr) = (host.pool.clone(), host.addr.clone());
         tokio::spawn(async move {
             let command = script::kill_command(pgid, cgroup.as_deref());
-            let limit = std::time::Duration::from_secs(10);
-            match tokio::time::timeout(limit, pool.get()).await {
-                Ok(Ok(lease)) => {
-                    let _ = channel::run(&lease.connection.handle, &command, limit).await;
+            let mut pause = KILL_RETRY_FIRST;
+            let deadline = tokio::time::Instant::now() + KILL_RETRY_FOR;
+            while tokio::time::Instant::now() < deadline {
+                if let Ok(lease) = pool.get().await {
+                    let killed =
+                        channel::run(&lease.connection.handle, &command, KILL_ATTEMPT).await;
+                    match killed {
+                        Ok(_) => return,
+                        Err(_) => lease.connection.mark_broken(),
+                    }
                 }
-                _ => tracing::warn!(
-                    pgid,
-                    "could not reach the host to kill a job whose connection dropped; its keeper kills it at the backstop"
-                ),
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
             }
+            tracing::warn!(
+                host = %addr,
+                pgid,
+                "could not reach the host to kill a job whose connection dropped; its keeper kills it at the backstop"
+            );
         });
     }
 

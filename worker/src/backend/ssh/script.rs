@@ -12,8 +12,8 @@
 //!    gone), kills whatever is left of the group (and the job's cgroup), and removes the
 //!    directory;
 //! 3. writes the files, checks the sentinel, joins the job's cgroup when the host has one,
-//!    sets the rlimits on itself with `prlimit`, prints `@run`, and `exec`s the program under
-//!    `env -i`, so sshd reports the program's own exit status or signal.
+//!    prints `@run`, and `exec`s `prlimit` (the rlimits) into `env -i` (the environment) into
+//!    the program, so sshd reports the program's own exit status or signal.
 
 use std::fmt::Write as _;
 
@@ -136,12 +136,16 @@ pub fn probe_command(cgroup_parent: Option<&str>) -> String {
         "prlimit --noheadings --raw --output=RESOURCE,HARD 2>/dev/null | while read -r r h; do printf 'hard=%s=%s\\n' \"$r\" \"$h\"; done\n",
     );
     if let Some(parent) = cgroup_parent {
-        let dir = quote(parent);
+        // Writable files are not enough: cgroup v2 lets a process move only within a subtree
+        // whose common ancestor's cgroup.procs it may write, so try a real move.
         let _ = writeln!(
             command,
-            "if [ -w {dir}/cgroup.procs ] && grep -qw memory {dir}/cgroup.subtree_control 2>/dev/null \
-             && grep -qw pids {dir}/cgroup.subtree_control && grep -qw cpu {dir}/cgroup.subtree_control; \
-             then echo cgroup=ok; else echo cgroup=unusable; fi"
+            "cg={}; t=\"$cg/probe-$$\"; r=unusable\n\
+             if grep -qw memory \"$cg/cgroup.subtree_control\" 2>/dev/null && grep -qw cpu \"$cg/cgroup.subtree_control\" \
+             && grep -qw pids \"$cg/cgroup.subtree_control\" && mkdir \"$t\" 2>/dev/null; then\n\
+             sh -c 'echo $$ > \"$1/cgroup.procs\"' probe \"$t\" 2>/dev/null && r=ok; rmdir \"$t\" 2>/dev/null; fi\n\
+             echo cgroup=$r",
+            quote(parent)
         );
     }
     command
@@ -185,12 +189,6 @@ pub fn wrapper(plan: &Plan) -> String {
     if let Some(cgroup) = &plan.cgroup {
         join_cgroup(&mut script, cgroup, &fail);
     }
-    let limits = prlimit_args(&plan.rlimits);
-    let _ = writeln!(
-        script,
-        "prlimit --pid \"$w\" {limits} || {}",
-        fail("setting the job's rlimits with prlimit failed")
-    );
     let _ = writeln!(
         script,
         "cd \"$d\" || {}",
@@ -202,18 +200,20 @@ pub fn wrapper(plan: &Plan) -> String {
 }
 
 fn write_files(script: &mut String, files: &[FileEntry], fail: &dyn Fn(&str) -> String) {
-    let mut dirs = vec!["\"$d/tmp\"".to_string()];
-    for file in files {
-        if let Some((parent, _)) = file.path.rsplit_once('/') {
-            dirs.push(format!("\"$d\"/{}", quote(parent)));
-        }
+    let mut dirs: Vec<String> = files
+        .iter()
+        .filter_map(|file| file.path.rsplit_once('/'))
+        .map(|(parent, _)| format!("\"$d\"/{}", quote(parent)))
+        .collect();
+    dirs.dedup();
+    if !dirs.is_empty() {
+        let _ = writeln!(
+            script,
+            "mkdir -p -- {} || {}",
+            dirs.join(" "),
+            fail("creating the job's directories failed")
+        );
     }
-    let _ = writeln!(
-        script,
-        "mkdir -p -- {} || {}",
-        dirs.join(" "),
-        fail("creating the job's directories failed")
-    );
     for file in files {
         let target = format!("\"$d\"/{}", quote(&file.path));
         if file.len == 0 {
@@ -276,9 +276,12 @@ fn prlimit_args(rlimits: &Rlimits) -> String {
     args.join(" ")
 }
 
+/// rlimits are set by exec'ing prlimit, not by a separate `prlimit --pid` run: one process
+/// fewer per job. They are clamped to the host's hard limits, so prlimit does not fail on them.
 fn exec_line(plan: &Plan) -> String {
     let mut line = format!(
-        "exec env -i {} \"HOME=$d\" \"TMPDIR=$d/tmp\" LANG=C.UTF-8",
+        "exec prlimit {} env -i {} \"HOME=$d\" \"TMPDIR=$d\" LANG=C.UTF-8",
+        prlimit_args(&plan.rlimits),
         quote(&format!("PATH={}", plan.path))
     );
     for (key, value) in &plan.env {

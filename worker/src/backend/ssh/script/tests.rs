@@ -127,7 +127,7 @@ fn kill_and_probe_commands_quote_their_paths() {
         "kill -s KILL -- -42 2>/dev/null; true"
     );
     assert!(kill_command(42, Some("/cg")).contains("'/cg/job-42/cgroup.kill'"));
-    assert!(probe_command(Some("/cg")).contains("cgroup=ok"));
+    assert!(probe_command(Some("/cg")).contains("cgroup=$r"));
     assert_eq!(quote("it's"), "'it'\\''s'");
 }
 
