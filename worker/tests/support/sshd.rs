@@ -24,6 +24,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running sshd; killed (with its connections) on drop.
 pub struct Sshd {
+    user: &'static str,
     dir: TempDir,
     port: u16,
     child: Option<Child>,
@@ -33,6 +34,12 @@ impl Sshd {
     /// Starts a server, or returns `None` with a skip message when sshd or root is missing
     /// outside CI. Under `CI=true` a missing sshd panics.
     pub async fn start() -> Option<Sshd> {
+        Self::start_as(TEST_USER).await
+    }
+
+    /// Like [`Sshd::start`], for jobs of `user` (created once if missing). Tests that hold
+    /// many processes use their own user: RLIMIT_NPROC counts every process of a user.
+    pub async fn start_as(user: &'static str) -> Option<Sshd> {
         if !Path::new(SSHD).exists() {
             if super::in_ci() {
                 panic!(
@@ -53,12 +60,13 @@ impl Sshd {
             );
             return None;
         }
-        ensure_user().await;
+        ensure_user(user).await;
         let dir = tempfile::tempdir().expect("tempdir for sshd");
         // sshd reads authorized_keys as the user: the directory must be traversable.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let mut sshd = Sshd {
+            user,
             port: super::free_port(),
             dir,
             child: None,
@@ -101,7 +109,7 @@ impl Sshd {
     pub fn settings(&self) -> SshSettings {
         SshSettings {
             hosts: vec![format!("127.0.0.1:{}", self.port)],
-            user: TEST_USER.to_string(),
+            user: self.user.to_string(),
             key_path: Some(self.client_key()),
             port: self.port,
             known_hosts: Some(self.known_hosts()),
@@ -178,11 +186,12 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n\
              PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPermitRootLogin no\nAllowUsers {TEST_USER}\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin no\nAllowUsers {user}\n\
              MaxSessions 10\nMaxStartups 100:30:200\nLogLevel VERBOSE\n",
             port = self.port,
             host_key = self.host_key().display(),
             authorized = self.path("authorized_keys").display(),
+            user = self.user,
         );
         std::fs::write(self.path("sshd_config"), config).expect("sshd_config");
     }
@@ -310,13 +319,9 @@ pub fn keygen(path: &Path) {
 
 /// Creates the test user once: a login shell, a home, and no password (not locked, so
 /// sshd without PAM accepts its keys). Concurrent test binaries may race: retry.
-async fn ensure_user() {
+async fn ensure_user(user: &str) {
     for _ in 0..50 {
-        if nix::unistd::User::from_name(TEST_USER)
-            .ok()
-            .flatten()
-            .is_some()
-        {
+        if nix::unistd::User::from_name(user).ok().flatten().is_some() {
             return;
         }
         let created = Command::new("useradd")
@@ -326,7 +331,7 @@ async fn ensure_user() {
                 "/bin/sh",
                 "--password",
                 "*",
-                TEST_USER,
+                user,
             ])
             .stderr(Stdio::null())
             .status()
@@ -336,7 +341,7 @@ async fn ensure_user() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("could not create user {TEST_USER} with useradd");
+    panic!("could not create user {user} with useradd");
 }
 
 /// An SSH backend together with the server it talks to, so both live as long as the test.
@@ -350,7 +355,12 @@ pub struct SshdBackend {
 impl SshdBackend {
     /// A fresh server and a started backend on it; `None` when the tests must skip.
     pub async fn start() -> Option<Self> {
-        let sshd = Sshd::start().await?;
+        Self::start_as(TEST_USER).await
+    }
+
+    /// Like [`SshdBackend::start`], for jobs of `user`.
+    pub async fn start_as(user: &'static str) -> Option<Self> {
+        let sshd = Sshd::start_as(user).await?;
         let backend = openshell_worker::backend::ssh::SshBackend::start(sshd.settings())
             .await
             .unwrap_or_else(|error| {
