@@ -59,14 +59,20 @@ async fn hostile_jobs_through_nats_get_their_verdicts_and_the_worker_keeps_servi
             Verdict::Timeout,
         ),
     ];
-    let limits = Limits {
-        timeout: Some(DurationMs::secs(3)),
-        processes: Some(64),
-        output: Some(ByteSize::kib(64)),
-        ..Limits::default()
-    };
-    let jobs = hostile.iter().map(|(id, language, code, _)| {
-        let request = request(id, language, code, limits.clone());
+    let jobs = hostile.iter().map(|(id, language, code, verdict)| {
+        // Out of memory ends the bomb by itself; a short timeout would race it on a busy host.
+        let timeout = if *verdict == Verdict::OutOfMemory {
+            30
+        } else {
+            3
+        };
+        let limits = Limits {
+            timeout: Some(DurationMs::secs(timeout)),
+            processes: Some(64),
+            output: Some(ByteSize::kib(64)),
+            ..Limits::default()
+        };
+        let request = request(id, language, code, limits);
         let client = &client;
         async move { client.exec("docker", "acme", &request).await }
     });

@@ -28,16 +28,15 @@ pub(super) async fn prepare(
     let settings = &factory.settings;
     let docker = factory.conn.docker();
     if let Some(sandbox) = warm(factory, pools, shape, resources).await {
-        let (created, ()) = tokio::join!(
-            exec::create(
-                docker,
-                &sandbox.id,
-                command,
-                &settings.user,
-                &settings.workdir
-            ),
-            factory.name_after(&sandbox, &job.id),
-        );
+        factory.name_after(&sandbox, &job.id);
+        let created = exec::create(
+            docker,
+            &sandbox.id,
+            command,
+            &settings.user,
+            &settings.workdir,
+        )
+        .await;
         match created {
             Ok(exec) => return Ok((sandbox, exec)),
             Err(failure) if error::failure(&failure) == Failure::Unreachable => {

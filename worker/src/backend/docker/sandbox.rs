@@ -90,7 +90,7 @@ pub(super) struct Factory {
     pub identity: Identity,
     /// The containers owned now.
     pub live: Live,
-    /// Background removals, so shutdown can wait for them.
+    /// Background removals and renames.
     pub removals: TaskTracker,
     serial: AtomicU64,
 }
@@ -176,29 +176,28 @@ impl Factory {
     }
 
     /// Renames a warm sandbox after the job it now runs, so `docker ps` shows which (labels
-    /// cannot change after creation). Best effort.
-    pub async fn name_after(&self, sandbox: &Sandbox, job: &str) {
+    /// cannot change after creation). In the background, best effort: it must not delay the job.
+    pub fn name_after(&self, sandbox: &Sandbox, job: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let slug: String = job
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+                _ => '_',
             })
             .take(64)
             .collect();
         let name = format!("{}-job-{slug}", sandbox.name);
-        let options = RenameContainerOptionsBuilder::new().name(&name).build();
-        if let Err(failure) = self
-            .conn
-            .docker()
-            .rename_container(&sandbox.id, options)
-            .await
-        {
-            tracing::debug!(container = %sandbox.id, "could not rename the sandbox after job {job}: {failure}");
-        }
+        let (conn, id) = (Arc::clone(&self.conn), sandbox.id.clone());
+        let rename = async move {
+            let options = RenameContainerOptionsBuilder::new().name(&name).build();
+            if let Err(failure) = conn.docker().rename_container(&id, options).await {
+                tracing::debug!(container = %id, "could not rename the sandbox to {name}: {failure}");
+            }
+        };
+        self.removals.spawn_on(rename, &runtime);
     }
 
     /// SIGKILLs every process of container `id` and waits until the engine sees it stopped.
@@ -256,7 +255,15 @@ pub(super) async fn destroy(conn: &Connection, live: &Live, id: &str) {
         .build();
     match conn.docker().remove_container(id, Some(options)).await {
         Ok(()) => live.remove(id),
-        Err(failure) if error::failure(&failure) == Failure::NotFound => live.remove(id),
+        // 404: already gone; 409: already being removed (by the shutdown sweep, say).
+        Err(failure)
+            if matches!(
+                error::failure(&failure),
+                Failure::NotFound | Failure::Conflict
+            ) =>
+        {
+            live.remove(id);
+        }
         Err(failure) => {
             conn.note(&failure);
             // No longer in use: the orphan sweep removes it once the daemon lets it.
