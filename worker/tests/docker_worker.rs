@@ -119,7 +119,14 @@ async fn hostile_jobs_through_nats_get_their_verdicts_and_the_worker_keeps_servi
     );
     assert!(logs.contains("raw output") && logs.contains("42"), "{logs}");
 
+    // The worker id defaults to host-pid, as the containers' worker label does: its warm
+    // containers carry it until the worker stops.
+    let label = format!("openshell.worker={}", result.worker_id);
+    assert!(
+        !dockerd::containers_with(None, &label).is_empty(),
+        "no container has {label}"
+    );
     let status = worker.terminate().await;
     assert!(status.success(), "worker exit {status}");
-    dockerd::assert_none_left(None, "openshell.pool=docker", Duration::from_secs(15)).await;
+    dockerd::assert_none_left(None, &label, Duration::from_secs(15)).await;
 }
