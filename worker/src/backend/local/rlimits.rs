@@ -1,7 +1,15 @@
 //! The resource limits (`setrlimit`) a job's process starts with.
+//!
+//! Memory is RLIMIT_DATA, not RLIMIT_AS: since Linux 4.7 RLIMIT_DATA counts every private
+//! writable mapping (brk and anonymous mmap, which is where heaps live) but not PROT_NONE
+//! reservations, so runtimes that reserve a large address space up front (V8, the JVM, Go)
+//! start under it, while a program that fills memory still hits the limit.
 
+use nix::libc;
 use nix::sys::resource::{Resource, getrlimit, rlim_t};
 use openshell_protocol::{DurationMs, Limits};
+
+use super::launch::RawRlimit;
 
 /// One limit to set in the child before exec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +30,18 @@ impl Rlimit {
             hard: value,
         }
     }
+
+    /// The limit as the child's raw `prlimit64` call takes it.
+    pub fn raw(&self) -> RawRlimit {
+        RawRlimit {
+            // The enum's discriminants are the RLIMIT_* numbers.
+            resource: self.resource as libc::c_int,
+            limit: libc::rlimit64 {
+                rlim_cur: self.soft,
+                rlim_max: self.hard,
+            },
+        }
+    }
 }
 
 /// The rlimits for `limits`, clamped to the worker's own hard limits.
@@ -36,7 +56,7 @@ pub(super) fn plan(limits: &Limits) -> Vec<Rlimit> {
 pub(super) fn wanted(limits: &Limits) -> Vec<Rlimit> {
     let mut wanted = vec![Rlimit::both(Resource::RLIMIT_CORE, 0)];
     if let Some(memory) = limits.memory {
-        wanted.push(Rlimit::both(Resource::RLIMIT_AS, memory.bytes()));
+        wanted.push(Rlimit::both(Resource::RLIMIT_DATA, memory.bytes()));
     }
     if let Some(cpu_time) = limits.cpu_time {
         // SIGXCPU at the soft limit, SIGKILL a second later for programs that catch it.
@@ -115,7 +135,14 @@ mod tests {
             ..Limits::default()
         };
         let wanted = wanted(&limits);
-        assert_eq!(find(&wanted, Resource::RLIMIT_AS).unwrap().hard, 256 << 20);
+        assert_eq!(
+            find(&wanted, Resource::RLIMIT_DATA).unwrap().hard,
+            256 << 20
+        );
+        assert!(
+            find(&wanted, Resource::RLIMIT_AS).is_none(),
+            "V8 cannot start under RLIMIT_AS"
+        );
         assert_eq!(find(&wanted, Resource::RLIMIT_NPROC).unwrap().soft, 64);
         assert_eq!(find(&wanted, Resource::RLIMIT_NOFILE).unwrap().soft, 128);
         assert_eq!(
@@ -157,5 +184,14 @@ mod tests {
         assert_eq!(clamped[0], Rlimit::both(Resource::RLIMIT_NOFILE, 1024));
         assert_eq!((clamped[1].soft, clamped[1].hard), (3, 3));
         assert_eq!(clamped[2], Rlimit::both(Resource::RLIMIT_NPROC, 10));
+    }
+
+    #[test]
+    fn raw_limits_carry_the_kernel_resource_numbers() {
+        let raw = Rlimit::both(Resource::RLIMIT_DATA, 1 << 20).raw();
+        assert_eq!(raw.resource, libc::RLIMIT_DATA as libc::c_int);
+        assert_eq!((raw.limit.rlim_cur, raw.limit.rlim_max), (1 << 20, 1 << 20));
+        let nofile = Rlimit::both(Resource::RLIMIT_NOFILE, 8).raw();
+        assert_eq!(nofile.resource, libc::RLIMIT_NOFILE as libc::c_int);
     }
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
-use tokio::task::{JoinError, JoinHandle};
 
-use super::child::{Group, Reaped, Spawned};
+use super::child::{Process, Reaped, Spawned};
 use crate::backend::output::Flow;
 use crate::backend::{Ending, JobControl, OutputSink, Stream};
 
@@ -34,7 +33,7 @@ pub(super) struct Finished {
 
 /// Feeds `stdin` to the job, collects its output into `control.output`, and stops it on
 /// timeout, cancellation or output limit. Every process of the group is dead on return,
-/// even if this future is dropped early.
+/// even if this future is dropped early (dropping the [`Process`] kills the group).
 pub(super) async fn supervise(
     spawned: Spawned,
     stdin: Vec<u8>,
@@ -42,14 +41,12 @@ pub(super) async fn supervise(
     control: &JobControl,
 ) -> Finished {
     let Spawned {
-        group,
-        reaper,
+        process,
         stdin: child_stdin,
         stdout,
         stderr,
         ..
     } = spawned;
-    let _kill_on_drop = KillOnDrop(group.clone());
     let sink = &control.output;
     let mut io = pin!(async {
         tokio::join!(
@@ -58,7 +55,7 @@ pub(super) async fn supervise(
             pump(stderr, Stream::Stderr, sink),
         );
     });
-    let mut watch = pin!(watch(&group, reaper, timeout, control));
+    let mut watch = pin!(watch(&process, timeout, control));
     let mut io_done = false;
     let (ending, reaped) = tokio::select! {
         finished = &mut watch => finished,
@@ -75,10 +72,9 @@ pub(super) async fn supervise(
     }
 }
 
-/// Waits for the leader to exit or for a reason to kill the group, then for the reaper.
+/// Waits for the leader to exit or for a reason to kill the group, then reaps the leader.
 async fn watch(
-    group: &Group,
-    mut reaper: JoinHandle<Result<Reaped, Errno>>,
+    process: &Process,
     timeout: Option<Duration>,
     control: &JobControl,
 ) -> (Ending, Result<Reaped, String>) {
@@ -89,23 +85,17 @@ async fn watch(
         }
     };
     let ending = tokio::select! {
-        reaped = &mut reaper => return (Ending::Exited, flatten(reaped)),
+        reaped = process.wait() => return (Ending::Exited, describe(reaped)),
         () = deadline => Ending::Timeout,
         () = control.cancel.cancelled() => Ending::Cancelled,
         () = control.output.limit_reached() => Ending::OutputLimit,
     };
-    group.kill();
-    (ending, flatten(reaper.await))
+    process.kill();
+    (ending, describe(process.wait().await))
 }
 
-fn flatten(joined: Result<Result<Reaped, Errno>, JoinError>) -> Result<Reaped, String> {
-    match joined {
-        Ok(Ok(reaped)) => Ok(reaped),
-        Ok(Err(errno)) => Err(format!("waiting for the job's process failed: {errno}")),
-        Err(error) => Err(format!(
-            "the task reaping the job's process failed: {error}"
-        )),
-    }
+fn describe(reaped: Result<Reaped, Errno>) -> Result<Reaped, String> {
+    reaped.map_err(|errno| format!("waiting for the job's process failed: {errno}"))
 }
 
 /// Writes the job's stdin, then closes it so the program sees end of file.
@@ -128,14 +118,5 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: &OutputSin
                 }
             }
         }
-    }
-}
-
-/// Kills the job's process group when supervision ends, however it ends.
-struct KillOnDrop(Group);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill();
     }
 }

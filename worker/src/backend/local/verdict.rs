@@ -11,14 +11,15 @@ use crate::backend::Capabilities;
 const NEAR_LIMIT_PERCENT: u64 = 75;
 
 /// How runtimes report a failed allocation on stderr, lowercase.
-const ALLOCATION_FAILURES: [&str; 7] = [
-    "memoryerror",                   // Python
-    "cannot allocate memory",        // strerror(ENOMEM): shells, C programs
-    "std::bad_alloc",                // C++
-    "javascript heap out of memory", // Node
-    "fatal process oom",             // V8 failing to reserve address space
-    "memory allocation of",          // Rust's alloc error handler
-    "out of memory",                 // Go, glibc and most others
+const ALLOCATION_FAILURES: [&str; 8] = [
+    "memoryerror",                    // Python
+    "cannot allocate",                // strerror(ENOMEM), bash's "xmalloc: cannot allocate N bytes"
+    "std::bad_alloc",                 // C++
+    "javascript heap out of memory",  // Node: the V8 heap cannot grow
+    "array buffer allocation failed", // Node: a Buffer or ArrayBuffer cannot be allocated
+    "fatal process oom",              // V8 failing to map memory ("Fatal process OOM in ...")
+    "memory allocation of",           // Rust's alloc error handler
+    "out of memory", // Go, glibc, V8's "Fatal process out of memory" and most others
 ];
 
 /// How this backend enforces `limit` for jobs running as `run_as`.
@@ -31,10 +32,10 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs) -> Enforcement {
             "setrlimit(RLIMIT_CPU), rounded up to whole seconds; each process of the job gets the full amount",
         ),
         LimitName::Memory => Enforcement::partial(format!(
-            "setrlimit(RLIMIT_AS): caps each process's address space, not the job's total; \
+            "setrlimit(RLIMIT_DATA): caps each process's private writable memory (heap, anonymous \
+             mmap), not the job's total, nor shared or file-backed mappings or the main stack; \
              out_of_memory is a heuristic (the program failed and printed an allocation error, \
-             or died of SIGSEGV/SIGABRT/SIGKILL with peak RSS at least {NEAR_LIMIT_PERCENT}% of the limit); \
-             V8 (node) cannot start under it"
+             or died of SIGSEGV/SIGABRT/SIGKILL with peak RSS at least {NEAR_LIMIT_PERCENT}% of the limit)"
         )),
         LimitName::Cpus => {
             Enforcement::not_enforced("the local backend has no cgroups to limit CPU share")
@@ -98,7 +99,7 @@ pub(super) fn exit_of(status: WaitStatus) -> (Option<i32>, Option<i32>) {
     }
 }
 
-/// Whether a program that ended on its own ran out of memory. RLIMIT_AS makes allocations fail
+/// Whether a program that ended on its own ran out of memory. RLIMIT_DATA makes allocations fail
 /// instead of killing, so this is a heuristic: a memory limit was set, the program failed, and
 /// either stderr shows an allocation failure or a crash signal came with peak memory near the limit.
 /// `stderr` is called only when the first two hold.
@@ -161,6 +162,11 @@ mod tests {
                 .to_vec()
         };
         assert!(looks_out_of_memory(limit, (None, Some(6)), 0, node));
+        let buffer =
+            || b"RangeError: Array buffer allocation failed\n    at new ArrayBuffer".to_vec();
+        assert!(looks_out_of_memory(limit, (Some(1), None), 0, buffer));
+        let bash = || b"main.sh: xrealloc: cannot allocate 268046336 bytes".to_vec();
+        assert!(looks_out_of_memory(limit, (Some(2), None), 0, bash));
     }
 
     #[test]

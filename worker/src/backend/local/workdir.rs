@@ -1,5 +1,10 @@
 //! A job's private working directory: created owned by the run-as user, filled with the
 //! request's files, and removed afterwards.
+//!
+//! Creating a directory and writing a small request into it takes microseconds, less than
+//! handing the work to a blocking thread, so it runs inline. Removal can be slow (an `rmdir`
+//! waits for the filesystem's journal, and the job may have left many files), so it runs on
+//! a blocking thread once the job's result is known.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -11,21 +16,35 @@ use std::path::{Component, Path, PathBuf};
 use nix::libc;
 use nix::unistd::{Gid, Uid};
 use openshell_protocol::ErrorKind;
-use tempfile::TempDir;
 
 use super::KIND;
 use crate::backend::{BackendError, JobFile};
 
-/// The job's temporary directory; dropping it removes it (best effort).
+/// Requests with at most this many files, of at most [`INLINE_BYTES`] together, are written
+/// on the calling task; larger ones on a blocking thread.
+pub(super) const INLINE_FILES: usize = 32;
+
+/// See [`INLINE_FILES`].
+pub(super) const INLINE_BYTES: usize = 256 * 1024;
+
+/// The job's temporary directory; dropping it removes it, logging what could not be removed.
 #[derive(Debug)]
 pub(super) struct Workdir {
-    dir: TempDir,
+    path: PathBuf,
     owner: Option<(Uid, Gid)>,
 }
 
 impl Workdir {
+    /// Whether `files` are small enough to write without leaving the async threads.
+    pub fn is_small(files: &[JobFile]) -> bool {
+        files.len() <= INLINE_FILES
+            && files.iter().map(|file| file.content.len()).sum::<usize>() <= INLINE_BYTES
+    }
+
     /// Creates a mode-0700 directory under `root`, owned by `owner` when given (the worker is
-    /// root), with a `tmp` subdirectory for TMPDIR, and writes `files` into it.
+    /// root), and writes `files` into it. It is the job's HOME and TMPDIR as well as its working
+    /// directory, as with the SSH backend: one directory per job keeps the filesystem work
+    /// (an inode and a directory block to allocate and free) to the minimum.
     pub fn create(
         root: &Path,
         owner: Option<(Uid, Gid)>,
@@ -43,22 +62,23 @@ impl Workdir {
                     "check that work_root exists and is writable",
                 )
             })?;
-        let workdir = Self { dir, owner };
-        workdir.own(workdir.path())?;
-        workdir.make_dir(&workdir.tmp())?;
+        // From here on, dropping `workdir` (on an error below, too) removes the directory.
+        let workdir = Self {
+            path: dir.keep(),
+            owner,
+        };
         for file in files {
             workdir.write(file)?;
         }
+        // Last: until now the directory is root's and 0700, so no process of the run-as user
+        // (one that escaped an earlier job) can plant anything in it while it is filled.
+        workdir.own(workdir.path())?;
         Ok(workdir)
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn tmp(&self) -> PathBuf {
-        self.path().join("tmp")
+        &self.path
     }
 
     /// The job's whole environment: a minimal base, with the request's variables on top.
@@ -66,7 +86,7 @@ impl Workdir {
         let mut env = BTreeMap::from([
             ("PATH".to_string(), OsString::from(path)),
             ("HOME".to_string(), self.path().as_os_str().to_owned()),
-            ("TMPDIR".to_string(), self.tmp().into_os_string()),
+            ("TMPDIR".to_string(), self.path().as_os_str().to_owned()),
             ("LANG".to_string(), OsString::from("C.UTF-8")),
         ]);
         env.extend(
@@ -77,20 +97,9 @@ impl Workdir {
         env
     }
 
-    /// Removes the directory, logging what could not be removed.
+    /// Removes the directory now (blocking), logging what could not be removed.
     pub fn remove(self) {
-        let path = self.path().to_path_buf();
-        if self.dir.close().is_ok() {
-            return;
-        }
-        // A job running as the worker's own user may have made directories unwritable.
-        unlock(&path);
-        if let Err(error) = fs::remove_dir_all(&path) {
-            tracing::warn!(
-                path = %path.display(),
-                "could not remove a job's working directory: {error}; remove it by hand"
-            );
-        }
+        drop(self);
     }
 
     fn write(&self, file: &JobFile) -> Result<(), BackendError> {
@@ -167,6 +176,27 @@ impl Workdir {
                 "the worker must run as root to switch users",
             )
         })
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        // An empty directory (a job that wrote nothing) goes in one rmdir, which removes
+        // neither a symlink nor anything in a directory; else remove_dir_all, which never
+        // follows a symlink, so whatever the job left cannot redirect it.
+        if fs::remove_dir(&self.path).is_ok() || fs::remove_dir_all(&self.path).is_ok() {
+            return;
+        }
+        // A job running as the worker's own user may have made directories unwritable.
+        unlock(&self.path);
+        match fs::remove_dir_all(&self.path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                path = %self.path.display(),
+                "could not remove a job's working directory: {error}; remove it by hand"
+            ),
+        }
     }
 }
 
@@ -260,9 +290,27 @@ mod tests {
             fs::metadata(&written).unwrap().permissions().mode() & 0o7777,
             0o755
         );
-        assert!(workdir.path().join("tmp").is_dir());
         let path = workdir.path().to_path_buf();
         workdir.remove();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn large_requests_are_not_small_and_dropping_removes() {
+        let file = |size: usize| JobFile {
+            path: "f".into(),
+            content: vec![0; size],
+            mode: 0o644,
+        };
+        assert!(Workdir::is_small(&[file(10)]));
+        assert!(!Workdir::is_small(&[file(INLINE_BYTES + 1)]));
+        assert!(!Workdir::is_small(&vec![file(1); INLINE_FILES + 1]));
+        let root = tempfile::tempdir().unwrap();
+        let workdir = Workdir::create(root.path(), None, &[]).unwrap();
+        fs::create_dir(workdir.path().join("made-by-the-job")).unwrap();
+        fs::write(workdir.path().join("made-by-the-job/left-behind"), b"").unwrap();
+        let path = workdir.path().to_path_buf();
+        drop(workdir);
+        assert!(!path.exists(), "dropping a workdir removes it");
     }
 }

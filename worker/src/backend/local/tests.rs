@@ -1,0 +1,166 @@
+//! The local backend end to end, for what the shared conformance suite does not cover: V8
+//! under the memory limit, the ENOEXEC fallback, dropped jobs, and directory removal.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
+use tokio_util::sync::CancellationToken;
+
+use super::{LocalBackend, LocalSettings};
+use crate::backend::{Backend, Ending, Execution, Job, JobControl, JobFile, OutputSink};
+use crate::languages;
+
+fn limits(memory_mib: u64) -> Limits {
+    Limits {
+        timeout: Some(DurationMs::secs(30)),
+        output: Some(ByteSize::mib(1)),
+        memory: Some(ByteSize::mib(memory_mib)),
+        processes: Some(256),
+        ..Limits::default()
+    }
+}
+
+fn job(language: &str, code: &str, limits: Limits) -> Job {
+    let (argv, file) = languages::builtin()[language].resolve(code, &[]);
+    Job {
+        id: format!("local-test-{language}"),
+        tenant: "test".to_string(),
+        language: Some(language.to_string()),
+        argv,
+        stdin: Payload::default(),
+        env: BTreeMap::new(),
+        files: vec![file],
+        limits,
+        network: false,
+    }
+}
+
+async fn run(backend: &LocalBackend, job: Job) -> (Execution, String, String) {
+    let control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    let execution = backend
+        .execute(job, control.clone())
+        .await
+        .expect("the job ran");
+    let output = control.output.snapshot();
+    (
+        execution,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn backend() -> LocalBackend {
+    LocalBackend::new(LocalSettings::default()).expect("local backend")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_starts_under_the_memory_limit() {
+    let backend = backend();
+    let code = "console.log('hello from node')";
+    let (execution, stdout, stderr) = run(&backend, job("node", code, limits(256))).await;
+    assert_eq!(execution.ending, Ending::Exited, "{execution:?}\n{stderr}");
+    assert_eq!(execution.exit_code, Some(0), "{stderr}");
+    assert_eq!(stdout, "hello from node\n");
+    let memory = &execution.enforcement[&LimitName::Memory];
+    assert!(memory.mechanism.contains("RLIMIT_DATA"), "{memory:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_buffer_bomb_is_out_of_memory() {
+    let backend = backend();
+    let code = "const a = []; while (true) a.push(Buffer.alloc(1e7, 1));";
+    let (execution, stdout, stderr) = run(&backend, job("node", code, limits(256))).await;
+    assert_eq!(
+        execution.ending,
+        Ending::OutOfMemory,
+        "{execution:?}\n{stdout}\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_heap_bomb_is_out_of_memory() {
+    let backend = backend();
+    let code = "const a = []; while (true) a.push(new Array(1e6).fill(1.5));";
+    let (execution, stdout, stderr) = run(&backend, job("node", code, limits(256))).await;
+    assert_eq!(
+        execution.ending,
+        Ending::OutOfMemory,
+        "{execution:?}\n{stdout}\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_without_a_shebang_runs_under_sh() {
+    let backend = backend();
+    let job = Job {
+        argv: vec!["./plain".to_string(), "arg".to_string()],
+        files: vec![JobFile {
+            path: "plain".to_string(),
+            content: b"echo \"plain $1\"\n".to_vec(),
+            mode: 0o755,
+        }],
+        ..job("sh", "", limits(64))
+    };
+    let (execution, stdout, stderr) = run(&backend, job).await;
+    assert_eq!(execution.exit_code, Some(0), "{execution:?}\n{stderr}");
+    assert_eq!(stdout, "plain arg\n");
+}
+
+/// Whether a process whose command line contains `marker` is alive.
+fn alive_with(marker: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_running_job_kills_and_reaps_it() {
+    let backend = backend();
+    let marker = format!("openshell-local-drop-{}", std::process::id());
+    let code = format!("(exec -a {marker}-child sleep 60) & exec -a {marker} sleep 60");
+    let control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    let running = backend.execute(job("bash", &code, limits(64)), control);
+    let dropped = tokio::time::timeout(Duration::from_millis(500), running).await;
+    assert!(dropped.is_err(), "the job should still have been running");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive_with(&marker) {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped job's processes survived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_working_directory_is_removed_after_the_job() {
+    let root = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(LocalSettings {
+        work_root: Some(root.path().to_path_buf()),
+        ..LocalSettings::default()
+    })
+    .unwrap();
+    let code = "mkdir -p a/b && echo x > a/b/c && echo x > \"$TMPDIR/t\" && pwd";
+    let (execution, stdout, stderr) = run(&backend, job("sh", code, limits(64))).await;
+    assert_eq!(execution.exit_code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(&root.path().display().to_string()),
+        "{stdout}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(root.path()).unwrap().next().is_some() {
+        assert!(Instant::now() < deadline, "the working directory stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
