@@ -128,7 +128,9 @@ fn exported_names() -> BTreeSet<String> {
     metrics.slots("p", 1, 1);
     metrics.backends.health("p", "none", false);
     metrics.backends.sandbox_started("p", ms);
-    metrics.backends.warm_pool("p", 1, 1, 0);
+    metrics.backends.warm_pool("p", 1, 1);
+    metrics.backends.warm_pool_missed("p");
+    metrics.limit_hit("p", "processes");
     metrics.backends.ssh("p", 1, 1);
     metrics.backends.ssh_reconnected("p");
     metrics.nats.pending("p", 1);

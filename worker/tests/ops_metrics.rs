@@ -1,5 +1,6 @@
 //! Metrics against real processes: a nats-server, an `openshell worker`, `promtool check
-//! metrics` on a live scrape, and a real Prometheus server reading the worker back.
+//! metrics` on a live scrape, a real Prometheus server reading the worker back, and a Docker
+//! worker feeding the backend series.
 
 mod ops;
 mod support;
@@ -7,6 +8,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use openshell_protocol::{Client, DurationMs, ExecRequest, Limits, Verdict};
 use ops::prometheus::PrometheusServer;
 use support::nats::NatsServer;
 use support::worker::WorkerProcess;
@@ -179,3 +181,75 @@ async fn tenant_series_are_opt_in_and_capped() {
     );
     assert!(!text.contains("globex"), "past the cap: {text}");
 }
+
+/// A Docker job feeds the backend series: sandbox start latency, the warm pool, and a fork the
+/// pids limit refused (read from the container's `pids.events`).
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
+    if !support::dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let image = support::dockerd::image();
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let mut envs = vec![
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "docker"),
+        ("SANDBOX_DOCKER_IMAGE", image.as_str()),
+    ];
+    if !docker_host.is_empty() {
+        envs.push(("DOCKER_HOST", docker_host.as_str()));
+    }
+    let worker = WorkerProcess::start(&envs).await;
+    let addr = ops::metrics_addr(&worker.logs());
+    let client = Client::connect(&url).await.expect("client connects");
+    let mut request = ExecRequest::code("forks", "python", FORK_UNTIL_REFUSED);
+    request.limits = Limits {
+        timeout: Some(DurationMs::secs(30)),
+        processes: Some(8),
+        ..Limits::default()
+    };
+    let result = client
+        .exec("docker", "acme", &request)
+        .await
+        .expect("a result");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert!(
+        result.stdout.to_text_lossy().contains("refused"),
+        "the pids limit refused a fork: {result:?}"
+    );
+    wait_for(&addr, "/metrics", |_, text| {
+        [
+            "openshell_backend_start_seconds_count{pool=\"docker\"} 1",
+            "openshell_warm_pool_size{pool=\"docker\"} 2",
+            "openshell_warm_pool_available{pool=\"docker\"} ",
+            "openshell_limits_hit_total{pool=\"docker\",limit=\"processes\"} 1",
+            "openshell_backend_up{pool=\"docker\",backend=\"docker\"} 1",
+        ]
+        .iter()
+        .all(|line| text.contains(line))
+    })
+    .await;
+}
+
+/// Forks sleeping children until the kernel refuses one, then kills them.
+const FORK_UNTIL_REFUSED: &str = "\
+import os, signal, time
+kids = []
+try:
+    for _ in range(64):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        kids.append(pid)
+    print('never refused')
+except OSError as error:
+    print('refused', error.errno)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+";

@@ -15,7 +15,9 @@ pub async fn build(name: &str, pool: &PoolConfig) -> Result<Arc<dyn Backend>, Ba
     match pool.backend.as_str() {
         "none" => Ok(Arc::new(LocalBackend::new(pool.local.clone())?)),
         "docker" => Ok(Arc::new(DockerBackend::new(name, pool)?)),
-        "ssh" => Ok(Arc::new(SshBackend::start(pool.ssh.clone()).await?)),
+        "ssh" => Ok(Arc::new(
+            SshBackend::start_in_pool(name, pool.ssh.clone()).await?,
+        )),
         other => Err(BackendError::new(
             ErrorKind::Internal,
             "registry",

@@ -1,7 +1,8 @@
 //! Backend-side metrics: health, start latency, warm pools, SSH connections.
 //!
-//! The Docker and SSH backends call these through [`super::global`] (they are built before any
-//! `Metrics` is handed to them), e.g. `if let Some(m) = metrics::global() { m.backends.warm_pool(..) }`.
+//! The Docker and SSH backends call these through [`super::record`] (they are built before any
+//! `Metrics` is handed to them), e.g. `metrics::record(|m| m.backends.warm_pool(..))`.
+//! [`super::health`] feeds `backend_up` from the periodic health check.
 
 use std::time::Duration;
 
@@ -29,14 +30,16 @@ pub struct BackendMetrics {
     pub up: Family<BackendLabels, Gauge>,
     /// Health checks that failed.
     pub health_failures: Family<BackendLabels, Counter>,
-    /// Time from asking the backend to start a sandbox to the program running.
+    /// Time from a job reaching the backend to its sandbox being ready to run it (Docker: a warm
+    /// container taken, or a cold one started, with the job's exec created).
     pub start_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
-    /// Warm sandboxes kept by the pool (Docker).
+    /// Warm sandboxes the pool keeps ready (its target, Docker).
     pub warm_size: Family<PoolLabels, Gauge>,
     /// Warm sandboxes ready to take a job now.
     pub warm_available: Family<PoolLabels, Gauge>,
-    /// Jobs waiting for a warm sandbox.
-    pub warm_waiting: Family<PoolLabels, Gauge>,
+    /// Jobs that found no fitting warm sandbox and started a cold one. (A job never waits for
+    /// a warm sandbox, so there is no "waiting" gauge: a miss is what a short pool costs.)
+    pub warm_misses: Family<PoolLabels, Counter>,
     /// SSH connections open.
     pub ssh_connections: Family<PoolLabels, Gauge>,
     /// SSH channels in use.
@@ -60,7 +63,7 @@ impl BackendMetrics {
             start_latency: Family::new_with_constructor(job_buckets),
             warm_size: Family::default(),
             warm_available: Family::default(),
-            warm_waiting: Family::default(),
+            warm_misses: Family::default(),
             ssh_connections: Family::default(),
             ssh_channels: Family::default(),
             ssh_reconnects: Family::default(),
@@ -81,12 +84,12 @@ impl BackendMetrics {
         );
         registry.register(
             "backend_start_seconds",
-            "Time for the backend to start a sandbox",
+            "Time from a job reaching the backend to its sandbox being ready to run it",
             self.start_latency.clone(),
         );
         registry.register(
             "warm_pool_size",
-            "Warm sandboxes kept by the pool",
+            "Warm sandboxes the pool keeps ready (its target)",
             self.warm_size.clone(),
         );
         registry.register(
@@ -95,9 +98,9 @@ impl BackendMetrics {
             self.warm_available.clone(),
         );
         registry.register(
-            "warm_pool_waiting",
-            "Jobs waiting for a warm sandbox",
-            self.warm_waiting.clone(),
+            "warm_pool_misses",
+            "Jobs that found no fitting warm sandbox and started a cold one",
+            self.warm_misses.clone(),
         );
         registry.register(
             "ssh_connections_open",
@@ -128,23 +131,25 @@ impl BackendMetrics {
         }
     }
 
-    /// Records how long a sandbox took to start.
+    /// Records how long a job's sandbox took to be ready.
     pub fn sandbox_started(&self, pool: &str, latency: Duration) {
         self.start_latency
             .get_or_create(&pool_labels(pool))
             .observe(latency.as_secs_f64());
     }
 
-    /// Sets the warm-pool gauges of `pool`.
-    pub fn warm_pool(&self, pool: &str, size: usize, available: usize, waiting: usize) {
+    /// Sets the warm-pool gauges of `pool`: its target `size` and the sandboxes `available`.
+    pub fn warm_pool(&self, pool: &str, size: usize, available: usize) {
         let labels = pool_labels(pool);
         self.warm_size.get_or_create(&labels).set(as_gauge(size));
         self.warm_available
             .get_or_create(&labels)
             .set(as_gauge(available));
-        self.warm_waiting
-            .get_or_create(&labels)
-            .set(as_gauge(waiting));
+    }
+
+    /// Counts one job of `pool` that started a cold sandbox for want of a warm one.
+    pub fn warm_pool_missed(&self, pool: &str) {
+        self.warm_misses.get_or_create(&pool_labels(pool)).inc();
     }
 
     /// Sets the SSH connection and channel gauges of `pool`.

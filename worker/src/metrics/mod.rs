@@ -4,7 +4,7 @@
 //! (pool, backend, verdict, error kind, limit, phase: all from finite sets; the tenant label
 //! only on `openshell_tenant_jobs_total`, opt-in and capped, see [`tenants`]).
 //!
-//! Backends that are built before a `Metrics` exists reach it through [`global`].
+//! Backends that are built before a `Metrics` exists reach it through [`global`] / [`record`].
 
 pub mod backends;
 pub mod connection;
@@ -55,8 +55,8 @@ pub struct RejectLabels {
 pub struct PhaseLabels {
     /// Pool name.
     pub pool: String,
-    /// `intake` (message received to backend start, less slot wait) or `reply` (backend end
-    /// to result published).
+    /// `intake` (message received to backend start, less slot wait), `audit` (the `received`
+    /// event acknowledged, part of intake) or `reply` (backend end to result published).
     pub phase: &'static str,
 }
 
@@ -65,7 +65,7 @@ pub struct PhaseLabels {
 pub struct LimitLabels {
     /// Pool name.
     pub pool: String,
-    /// `timeout`, `memory` or `output`.
+    /// `timeout`, `memory`, `output` (the job was stopped) or `processes` (a fork was refused).
     pub limit: &'static str,
 }
 
@@ -104,7 +104,7 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Audit events, by outcome.
     pub audit_events: Family<AuditLabels, Counter>,
-    /// Jobs stopped by a limit, by limit.
+    /// Jobs that hit a limit, by limit.
     pub limits_hit: Family<LimitLabels, Counter>,
     /// The NATS connection.
     pub nats: connection::NatsMetrics,
@@ -120,6 +120,13 @@ static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
 /// and client commands, so callers skip recording.
 pub fn global() -> Option<&'static Arc<Metrics>> {
     GLOBAL.get()
+}
+
+/// Runs `f` on the worker's metrics when there are any (see [`global`]).
+pub fn record(f: impl FnOnce(&Metrics)) {
+    if let Some(metrics) = global() {
+        f(metrics);
+    }
 }
 
 /// Makes `metrics` reachable through [`global`]; the first call wins.
@@ -172,7 +179,7 @@ impl Metrics {
         );
         registry.register(
             "worker_overhead_seconds",
-            "Worker time per job outside the backend: intake (received to backend start, less slot wait) and reply",
+            "Worker time per job outside the backend: intake (received to backend start, less slot wait), audit (the received event acknowledged; part of intake) and reply",
             metrics.overhead.clone(),
         );
         registry.register(
@@ -193,7 +200,7 @@ impl Metrics {
         );
         registry.register(
             "limits_hit",
-            "Jobs stopped by a limit: timeout, memory or output",
+            "Jobs that hit a limit: stopped by timeout, memory or output, or refused a fork by processes",
             metrics.limits_hit.clone(),
         );
         metrics.nats.register(&mut registry);
@@ -219,18 +226,24 @@ impl Metrics {
         };
         self.jobs.get_or_create(&labels).inc();
         if let Some(limit) = limit_of(verdict) {
-            self.limits_hit
-                .get_or_create(&LimitLabels {
-                    pool: pool.to_string(),
-                    limit,
-                })
-                .inc();
+            self.limit_hit(pool, limit);
         }
         self.job_duration
             .get_or_create(&PoolLabels {
                 pool: pool.to_string(),
             })
             .observe(wall.as_secs_f64());
+    }
+
+    /// Counts a job of `pool` that hit `limit`, for limits a verdict does not tell
+    /// (`processes`: the backend saw the kernel refuse a fork).
+    pub fn limit_hit(&self, pool: &str, limit: &'static str) {
+        self.limits_hit
+            .get_or_create(&LimitLabels {
+                pool: pool.to_string(),
+                limit,
+            })
+            .inc();
     }
 
     /// Records a rejected request.

@@ -1,6 +1,6 @@
 //! A container's cgroup counters read straight from this host's cgroup filesystem (v1 or v2):
-//! CPU time, peak memory and out-of-memory kills, in microseconds instead of the engine's
-//! stats API (which answers a second call only after its next one-second sample). Used when
+//! CPU time, peak memory, out-of-memory kills and forks refused at the pids limit, in
+//! microseconds instead of the engine's stats API (which answers a second call only after its next one-second sample). Used when
 //! the engine runs on this host; the backend falls back to the API otherwise.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ pub(super) struct Counters {
     pub peak_bytes: Option<u64>,
     /// Processes the kernel killed for running out of memory in it.
     pub oom_kills: Option<u64>,
+    /// Forks the kernel refused because the cgroup was at its pids limit (`pids.events`
+    /// `max`), in v1 and v2 alike.
+    pub pids_refused: Option<u64>,
 }
 
 /// The counter files of one container's cgroup.
@@ -28,6 +31,8 @@ pub(super) enum CgroupFiles {
         cpuacct: PathBuf,
         /// The `memory` directory.
         memory: PathBuf,
+        /// The `pids` directory, when that controller is mounted.
+        pids: Option<PathBuf>,
     },
     /// cgroup v2: one directory.
     V2 {
@@ -52,7 +57,7 @@ impl CgroupFiles {
     /// The files named by a `/proc/PID/cgroup` listing, under `root`: the v1 `cpuacct` and
     /// `memory` controllers when both are there, else the v2 unified hierarchy.
     pub fn parse(listing: &str, root: &Path) -> Option<Self> {
-        let (mut cpuacct, mut memory, mut unified) = (None, None, None);
+        let (mut cpuacct, mut memory, mut pids, mut unified) = (None, None, None, None);
         for line in listing.lines() {
             let mut fields = line.splitn(3, ':');
             let (Some(_), Some(controllers), Some(path)) =
@@ -71,9 +76,16 @@ impl CgroupFiles {
             if names.contains(&"memory") {
                 memory = Some(root.join(controllers).join(relative));
             }
+            if names.contains(&"pids") {
+                pids = Some(root.join(controllers).join(relative));
+            }
         }
         match (cpuacct, memory, unified) {
-            (Some(cpuacct), Some(memory), _) => Some(Self::V1 { cpuacct, memory }),
+            (Some(cpuacct), Some(memory), _) => Some(Self::V1 {
+                cpuacct,
+                memory,
+                pids,
+            }),
             (_, _, Some(dir)) => Some(Self::V2 { dir }),
             _ => None,
         }
@@ -82,16 +94,24 @@ impl CgroupFiles {
     /// The counters now; a counter whose file cannot be read is `None`.
     pub fn read(&self) -> Counters {
         match self {
-            Self::V1 { cpuacct, memory } => Counters {
+            Self::V1 {
+                cpuacct,
+                memory,
+                pids,
+            } => Counters {
                 cpu_ns: number(&cpuacct.join("cpuacct.usage")),
                 peak_bytes: number(&memory.join("memory.max_usage_in_bytes")),
                 oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill"),
+                pids_refused: pids
+                    .as_ref()
+                    .and_then(|pids| keyed(&pids.join("pids.events"), "max")),
             },
             Self::V2 { dir } => Counters {
                 cpu_ns: keyed(&dir.join("cpu.stat"), "usage_usec")
                     .map(|usec| usec.saturating_mul(1000)),
                 peak_bytes: number(&dir.join("memory.peak")),
                 oom_kills: keyed(&dir.join("memory.events"), "oom_kill"),
+                pids_refused: keyed(&dir.join("pids.events"), "max"),
             },
         }
     }
@@ -129,6 +149,7 @@ mod tests {
             CgroupFiles::V1 {
                 cpuacct: "/cg/cpu,cpuacct/docker/abc".into(),
                 memory: "/cg/memory/docker/abc".into(),
+                pids: Some("/cg/pids/docker/abc".into()),
             }
         );
         assert!(CgroupFiles::parse("12:pids:/docker/abc\n", Path::new("/cg")).is_none());
@@ -153,6 +174,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
         std::fs::write(dir.join("memory.events"), "low 0\noom 2\noom_kill 1\n").unwrap();
+        std::fs::write(dir.join("pids.events"), "max 3\n").unwrap();
         let files = CgroupFiles::parse("0::/docker/abc\n", root.path()).unwrap();
         assert_eq!(
             files.read(),
@@ -160,6 +182,7 @@ mod tests {
                 cpu_ns: Some(1_500_000),
                 peak_bytes: None,
                 oom_kills: Some(1),
+                pids_refused: Some(3),
             }
         );
     }

@@ -16,6 +16,7 @@ use super::sandbox::{Factory, Sandbox, short};
 use super::spec::{self, Fit, Resources, Shape};
 use super::verdict;
 use crate::backend::{BackendError, Ending, Execution, Job, JobControl, Stream as OutputStream};
+use crate::metrics;
 
 /// A sandbox for `job` with its exec created: warm when one fits, else cold.
 pub(super) async fn prepare(
@@ -52,6 +53,7 @@ pub(super) async fn prepare(
             }
         }
     }
+    pools.missed();
     let sandbox = factory
         .create(shape, resources, Some((&job.id, &job.tenant)))
         .await?;
@@ -151,6 +153,11 @@ pub(super) async fn conclude(
             (verdict::ending(exit_code, oom_killed), exit_code, usage)
         }
     };
+    if usage.pids_limit_hit_since(&sandbox.baseline) == Some(true) {
+        // Only the cgroup meter reads `pids.events`; with a remote engine this is not told.
+        let pool = &factory.identity.pool;
+        metrics::record(|m| m.limit_hit(pool, "processes"));
+    }
     let stderr = control.output.snapshot().stderr;
     if ending == Ending::Exited && verdict::prologue_failed(exit_code, &stderr) {
         return Err(error::error(

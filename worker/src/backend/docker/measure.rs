@@ -1,6 +1,7 @@
-//! What a container used: CPU time, peak memory and out-of-memory kills of its cgroup, read
-//! from this host's cgroup filesystem when the engine is local, else from the engine's
-//! one-shot stats (CPU time and, on cgroup v1, peak memory).
+//! What a container used: CPU time, peak memory, out-of-memory kills and refused forks of its
+//! cgroup, read from this host's cgroup filesystem when the engine is local, else from the
+//! engine's one-shot stats (CPU time and, on cgroup v1, peak memory; the stats API does not
+//! report refused forks, so with a remote engine a pids-limit hit cannot be told).
 
 use bollard::Docker;
 use bollard::models::ContainerStatsResponse;
@@ -44,6 +45,8 @@ pub(super) struct Usage {
     pub peak_bytes: Option<u64>,
     /// Out-of-memory kills in the container so far (cgroup files only).
     pub oom_kills: Option<u64>,
+    /// Forks refused at the pids limit so far (cgroup files only).
+    pub pids_refused: Option<u64>,
 }
 
 impl Usage {
@@ -64,6 +67,7 @@ impl Usage {
             cpu_ns,
             peak_bytes,
             oom_kills: None,
+            pids_refused: None,
         }
     }
 
@@ -71,6 +75,12 @@ impl Usage {
     /// the meter cannot tell.
     pub fn oom_since(&self, baseline: &Usage) -> Option<bool> {
         Some(self.oom_kills? > baseline.oom_kills.unwrap_or(0))
+    }
+
+    /// Whether the kernel refused a fork at the pids limit since `baseline`; `None` when the
+    /// meter cannot tell.
+    pub fn pids_limit_hit_since(&self, baseline: &Usage) -> Option<bool> {
+        Some(self.pids_refused? > baseline.pids_refused.unwrap_or(0))
     }
 
     /// The CPU time used since `baseline` was read.
@@ -90,6 +100,7 @@ pub(super) async fn usage(docker: &Docker, id: &str, meter: &Meter) -> Usage {
                 cpu_ns: counters.cpu_ns,
                 peak_bytes: counters.peak_bytes,
                 oom_kills: counters.oom_kills,
+                pids_refused: counters.pids_refused,
             }
         }
         Meter::Api => api_usage(docker, id).await,
@@ -145,5 +156,12 @@ mod tests {
         };
         assert_eq!(counted(1).oom_since(&counted(0)), Some(true));
         assert_eq!(counted(1).oom_since(&counted(1)), Some(false));
+        let refused = |pids_refused| Usage {
+            pids_refused: Some(pids_refused),
+            ..Usage::default()
+        };
+        assert_eq!(refused(2).pids_limit_hit_since(&refused(0)), Some(true));
+        assert_eq!(refused(2).pids_limit_hit_since(&refused(2)), Some(false));
+        assert_eq!(usage.pids_limit_hit_since(&baseline), None);
     }
 }

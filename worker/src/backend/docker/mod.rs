@@ -31,7 +31,7 @@ mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use openshell_protocol::ErrorKind;
@@ -47,6 +47,7 @@ use self::sandbox::{Factory, short};
 use self::spec::{Resources, Shape};
 use crate::backend::{Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl};
 use crate::config::PoolConfig;
+use crate::metrics;
 
 /// How long the backend's containers may take to be removed when it is dropped.
 const REMOVE_ON_DROP: Duration = Duration::from_secs(15);
@@ -85,7 +86,7 @@ impl DockerBackend {
                 Resources::for_limits(&pool.defaults, &settings),
             )
         });
-        let pools = Arc::new(WarmPools::new(shapes, settings.warm_pool));
+        let pools = Arc::new(WarmPools::new(name, shapes, settings.warm_pool));
         let factory = Arc::new(Factory::new(conn, settings, owner, identity));
         let backend = Self {
             factory,
@@ -216,11 +217,14 @@ impl Backend for DockerBackend {
         let shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);
         let resources = Resources::for_limits(&job.limits, settings);
         let prepare = job::prepare(factory, &self.pools, &job, (&shape, &resources), &command);
+        let asked = Instant::now();
         // Starting a cold container takes a while: a cancellation must not wait for it.
         let (sandbox, exec) = tokio::select! {
             prepared = prepare => prepared?,
             () = control.cancel.cancelled() => return Ok(cancelled(&job, &engine)),
         };
+        let pool = &factory.identity.pool;
+        metrics::record(|m| m.backends.sandbox_started(pool, asked.elapsed()));
         log_exec(&job, &sandbox.id, &shape.image, settings, &command);
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let input = (command.prologue_input.as_slice(), job.stdin.as_bytes());

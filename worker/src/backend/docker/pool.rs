@@ -4,6 +4,9 @@
 //! Warm containers are created with the pool's default limits. What Docker fixes at creation
 //! (image, tmpfs size, network) is the pool's key; memory, CPU and pids limits are changed
 //! per job with the container update API when a job's differ (see [`super::spec::fit`]).
+//!
+//! Every change is reported on the pool's `openshell_warm_pool_*` series: the target size, the
+//! sandboxes ready now (summed over shapes), and each job that had to start a cold one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sandbox::{Factory, Sandbox};
 use super::spec::{Resources, Shape};
+use crate::metrics;
 
 /// Longest wait between two refill attempts while the daemon or image is missing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -34,14 +38,25 @@ struct Warm {
 /// Every warm pool of one backend instance.
 #[derive(Debug, Default)]
 pub(super) struct WarmPools {
+    /// The OpenShell pool they belong to, the label of their metrics.
+    name: String,
     pools: HashMap<Shape, Arc<Warm>>,
 }
 
 impl WarmPools {
-    /// Pools of `target` sandboxes for each of `shapes`; empty when `target` is 0.
-    pub fn new(shapes: impl IntoIterator<Item = (Shape, Resources)>, target: usize) -> Self {
+    /// Pools of `target` sandboxes for each of `shapes` of OpenShell pool `name`; empty when
+    /// `target` is 0.
+    pub fn new(
+        name: &str,
+        shapes: impl IntoIterator<Item = (Shape, Resources)>,
+        target: usize,
+    ) -> Self {
+        let name = name.to_string();
         if target == 0 {
-            return Self::default();
+            return Self {
+                name,
+                pools: HashMap::new(),
+            };
         }
         let pools = shapes
             .into_iter()
@@ -56,7 +71,7 @@ impl WarmPools {
                 (shape, Arc::new(warm))
             })
             .collect();
-        Self { pools }
+        Self { name, pools }
     }
 
     /// A warm sandbox of `shape`, if one is ready; its replacement is started in the background.
@@ -64,15 +79,34 @@ impl WarmPools {
         let warm = self.pools.get(shape)?;
         let sandbox = warm.idle.try_remove().ok();
         warm.wake.notify_one();
+        self.report();
         sandbox
     }
 
     /// Puts back a sandbox no job has used; gives it back when the pool is full or closed.
     pub fn put_back(&self, sandbox: Sandbox) -> Option<Sandbox> {
-        match self.pools.get(&sandbox.shape) {
+        let refused = match self.pools.get(&sandbox.shape) {
             Some(warm) => warm.idle.try_add(sandbox).err().map(|(sandbox, _)| sandbox),
             None => Some(sandbox),
-        }
+        };
+        self.report();
+        refused
+    }
+
+    /// Counts a job that starts a cold sandbox because no warm one fit.
+    pub fn missed(&self) {
+        metrics::record(|m| m.backends.warm_pool_missed(&self.name));
+    }
+
+    /// Sets the warm-pool gauges: the target and the sandboxes ready now, over every shape.
+    fn report(&self) {
+        let target = self.pools.values().map(|warm| warm.target).sum();
+        let ready = self
+            .pools
+            .values()
+            .map(|warm| warm.idle.status().available)
+            .sum();
+        metrics::record(|m| m.backends.warm_pool(&self.name, target, ready));
     }
 
     /// Destroys every idle sandbox of the pool of `shape` (of all pools when `None`), and
@@ -87,13 +121,16 @@ impl WarmPools {
             }
             warm.wake.notify_one();
         }
+        self.report();
     }
 
     /// Starts one refill task per pool; they stop when `stop` is cancelled.
-    pub fn spawn_refills(&self, factory: &Arc<Factory>, stop: &CancellationToken) {
+    pub fn spawn_refills(self: &Arc<Self>, factory: &Arc<Factory>, stop: &CancellationToken) {
+        self.report();
         for warm in self.pools.values() {
             let (warm, factory, stop) = (Arc::clone(warm), Arc::clone(factory), stop.clone());
-            tokio::spawn(async move { refill(&warm, &factory, &stop).await });
+            let pools = Arc::clone(self);
+            tokio::spawn(async move { refill(&warm, &factory, &stop, &pools).await });
         }
     }
 
@@ -105,8 +142,9 @@ impl WarmPools {
     }
 }
 
-/// Keeps `warm` at its target until `stop`, backing off while sandboxes cannot be created.
-async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken) {
+/// Keeps `warm` (one of `pools`) at its target until `stop`, backing off while sandboxes
+/// cannot be created.
+async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, pools: &WarmPools) {
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
@@ -120,6 +158,7 @@ async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken) {
                     (backoff, failing) = (MIN_BACKOFF, false);
                     // A full or closed pool gives it back, and dropping it removes it.
                     let _ = warm.idle.try_add(sandbox);
+                    pools.report();
                 }
                 Err(error) => {
                     if !failing {

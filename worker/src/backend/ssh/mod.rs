@@ -43,6 +43,7 @@ use self::verdict::Mechanism;
 use crate::backend::{
     Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl, Stream,
 };
+use crate::metrics;
 
 /// The backend's kind, as in `SANDBOX_BACKEND`.
 pub const KIND: &str = "ssh";
@@ -58,6 +59,8 @@ const KILL_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(2
 
 /// Runs jobs on remote hosts over SSH.
 pub struct SshBackend {
+    /// The OpenShell pool, the label of its metrics.
+    pool: String,
     settings: SshSettings,
     hosts: Hosts,
     cgroups_everywhere: AtomicBool,
@@ -77,8 +80,14 @@ pub struct HostStatus {
 }
 
 impl SshBackend {
-    /// A backend for `settings`; connects lazily. Fails on configuration errors only.
+    /// A backend for `settings` in a pool named `ssh`; connects lazily. Fails on configuration
+    /// errors only.
     pub fn new(settings: SshSettings) -> Result<Self, BackendError> {
+        Self::new_in_pool(KIND, settings)
+    }
+
+    /// [`SshBackend::new`] for OpenShell pool `pool`, which labels its metrics.
+    pub fn new_in_pool(pool: &str, settings: SshSettings) -> Result<Self, BackendError> {
         if let Some((key, reason)) = settings.problem() {
             return Err(BackendError::new(
                 ErrorKind::SandboxStartFailed,
@@ -98,13 +107,14 @@ impl SshBackend {
                 let channels = settings.channels_per_connection;
                 Host::new(
                     target.addr(),
-                    |on_connect| LeaseManager::new(target, channels, cgroup, on_connect),
+                    |on_connect| LeaseManager::new(target, pool, channels, cgroup, on_connect),
                     settings.max_connections,
                 )
             })
             .collect();
         let max_backoff = settings.retry_down_host_after.as_duration();
         Ok(Self {
+            pool: pool.to_string(),
             settings,
             hosts: Hosts::new(hosts, max_backoff),
             cgroups_everywhere: AtomicBool::new(false),
@@ -114,7 +124,12 @@ impl SshBackend {
     /// [`SshBackend::new`], then one connection to every host; fails when no host accepts
     /// one for a reason retrying will not fix (host key, authentication, unfit host).
     pub async fn start(settings: SshSettings) -> Result<Self, BackendError> {
-        let backend = Self::new(settings)?;
+        Self::start_in_pool(KIND, settings).await
+    }
+
+    /// [`SshBackend::start`] for OpenShell pool `pool`, which labels its metrics.
+    pub async fn start_in_pool(pool: &str, settings: SshSettings) -> Result<Self, BackendError> {
+        let backend = Self::new_in_pool(pool, settings)?;
         let attempts = backend.hosts.hosts.iter().map(|host| async move {
             host.lease(backend.settings.retry_down_host_after.as_duration())
                 .await
@@ -128,7 +143,20 @@ impl SshBackend {
             return Err(error.into());
         }
         backend.learn_mechanism().await;
+        backend.report();
         Ok(backend)
+    }
+
+    /// Sets the pool's SSH gauges: connections held and channels leased to jobs, over every
+    /// host. Called as leases come and go, and by the periodic health check.
+    fn report(&self) {
+        let (mut connections, mut channels) = (0, 0);
+        for host in &self.hosts.hosts {
+            let status = host.pool.status();
+            connections += host.pool.manager().connections_held();
+            channels += status.size.saturating_sub(status.available);
+        }
+        metrics::record(|m| m.backends.ssh(&self.pool, connections, channels));
     }
 
     /// Connections and leases per host.
@@ -170,6 +198,7 @@ impl SshBackend {
         control: &JobControl,
     ) -> Result<Option<Execution>, BackendError> {
         let (index, lease) = self.hosts.lease().await?;
+        self.report();
         let connection = lease.connection.clone();
         let (upload, mechanism) = plan::prepare(job, &self.settings, &connection.probe)?;
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
@@ -188,6 +217,7 @@ impl SshBackend {
         )
         .await;
         drop(lease);
+        self.report();
         let addr = connection.addr.clone();
         match finish {
             Finish::Ran(ran) => Ok(Some(self.execution(job, control, ran, mechanism))),
@@ -338,11 +368,9 @@ impl Backend for SshBackend {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
-        self.hosts
-            .lease()
-            .await
-            .map(drop)
-            .map_err(BackendError::from)
+        let leased = self.hosts.lease().await.map(drop);
+        self.report();
+        leased.map_err(BackendError::from)
     }
 
     async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {

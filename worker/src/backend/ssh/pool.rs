@@ -6,7 +6,8 @@
 //! connection after connection instead of opening one each). N concurrent jobs thus hold
 //! N leases on about N / channels_per_connection connections. A lease whose connection broke
 //! (keepalive timeout, closed handle, failed channel) fails recycling and is dropped, and the
-//! connection goes away with its last lease.
+//! connection goes away with its last lease. Opening a connection after one was lost counts
+//! as a reconnect (`openshell_ssh_reconnects_total`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use super::connect::{self, SshHandle, Target};
 use super::error::SshError;
 use super::probe::{self, HostProbe};
 use super::settings::SSHD_MAX_SESSIONS;
+use crate::metrics;
 
 /// A deadpool pool of channel leases on one host.
 pub type LeasePool = managed::Pool<LeaseManager>;
@@ -83,12 +85,20 @@ pub struct LeaseManager {
     connections: Mutex<Vec<Arc<Connection>>>,
     next_id: AtomicU64,
     on_connect: OnConnect,
+    /// The OpenShell pool, the label of its metrics.
+    pool: String,
+    /// Connections held, as of the last lease created (readable without the lock, which is
+    /// held while a connection opens).
+    held: AtomicUsize,
+    /// A connection was lost and none has been opened since: the next open is a reconnect.
+    lost: AtomicBool,
 }
 
 impl LeaseManager {
-    /// A manager for `target`, `channels` leases per connection.
+    /// A manager for `target` in OpenShell pool `pool`, `channels` leases per connection.
     pub fn new(
         target: Target,
+        pool: &str,
         channels: usize,
         cgroup: (Option<String>, bool),
         on_connect: OnConnect,
@@ -101,7 +111,15 @@ impl LeaseManager {
             connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             on_connect,
+            pool: pool.to_string(),
+            held: AtomicUsize::new(0),
+            lost: AtomicBool::new(false),
         }
+    }
+
+    /// Connections held as of the last lease created, without waiting for a connection to open.
+    pub fn connections_held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Live connections now.
@@ -150,7 +168,12 @@ impl managed::Manager for LeaseManager {
 
     async fn create(&self) -> Result<Lease, SshError> {
         let mut connections = self.connections.lock().await;
+        let before = connections.len();
         connections.retain(|connection| connection.alive());
+        if connections.len() < before {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        self.held.store(connections.len(), Ordering::Relaxed);
         let roomy = connections
             .iter()
             .filter(|c| c.leases.load(Ordering::Relaxed) < self.channels)
@@ -160,6 +183,10 @@ impl managed::Manager for LeaseManager {
         }
         let connection = self.open().await?;
         connections.push(connection.clone());
+        self.held.store(connections.len(), Ordering::Relaxed);
+        if self.lost.swap(false, Ordering::Relaxed) {
+            metrics::record(|m| m.backends.ssh_reconnected(&self.pool));
+        }
         Ok(Lease::new(connection))
     }
 
