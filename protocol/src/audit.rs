@@ -143,6 +143,11 @@ pub struct AuditEvent {
     /// Error, on `rejected` and failed `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The request's W3C `traceparent`, when it had a valid one (on every event of the job
+    /// from the moment it is known: a request that does not decode has only the header's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"))]
+    pub traceparent: Option<String>,
 }
 
 /// Where an event happened: identity fields shared by every event of one job.
@@ -156,6 +161,8 @@ pub struct AuditContext {
     pub backend: String,
     /// Worker id.
     pub worker_id: String,
+    /// The job's valid W3C `traceparent`, if any.
+    pub traceparent: Option<String>,
 }
 
 impl AuditEvent {
@@ -182,6 +189,7 @@ impl AuditEvent {
             verdict: None,
             usage: None,
             error: None,
+            traceparent: context.traceparent.clone(),
         }
     }
 

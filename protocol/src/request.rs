@@ -79,6 +79,47 @@ pub struct ExecRequest {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = -100, max = 100))]
     pub priority: i32,
+    /// W3C trace context `traceparent`, for clients that cannot set the NATS header of that
+    /// name (the header wins). A malformed one is ignored, never a reason to refuse the job.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_text"
+    )]
+    pub traceparent: Option<String>,
+}
+
+/// Whether `value` is a W3C trace context `traceparent` of version `00`:
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase, neither id all zeros.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    let parts: Vec<&str> = value.split('-').collect();
+    match parts.as_slice() {
+        ["00", trace_id, parent_id, flags] => {
+            hex(trace_id, 32)
+                && hex(parent_id, 16)
+                && hex(flags, 2)
+                && nonzero(trace_id)
+                && nonzero(parent_id)
+        }
+        _ => false,
+    }
+}
+
+/// Reads any JSON value as text (a string as itself, anything else as its JSON), so a field
+/// that is only advisory never fails a request's decoding.
+fn lenient_text<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.map(|value| match value {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    }))
 }
 
 /// A file to place in the job's working directory.
@@ -174,4 +215,54 @@ where
 
     let items = Vec::<Object<T>>::deserialize(deserializer)?;
     Ok(items.into_iter().map(|Object(item)| item).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparents_follow_the_w3c_version_00_format() {
+        assert!(is_valid_traceparent(VALID));
+        assert!(is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        for bad in [
+            "",
+            "00",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902g7-01",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_valid_traceparent(bad), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_traceparent_field_of_any_shape_decodes_and_only_a_string_keeps_its_text() {
+        let parse = |json: &str| serde_json::from_str::<ExecRequest>(json).map(|r| r.traceparent);
+        let with = format!(r#"{{"id":"a","command":["ls"],"traceparent":"{VALID}"}}"#);
+        assert_eq!(parse(&with).unwrap().as_deref(), Some(VALID));
+        assert_eq!(
+            parse(r#"{"id":"a","command":["ls"],"traceparent":12}"#)
+                .unwrap()
+                .as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            parse(r#"{"id":"a","command":["ls"],"traceparent":null}"#).unwrap(),
+            None
+        );
+        assert_eq!(parse(r#"{"id":"a","command":["ls"]}"#).unwrap(), None);
+    }
 }

@@ -193,6 +193,10 @@ pub struct ExecResult {
     /// Set when the verdict is not `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The request's W3C `traceparent` (NATS header, else request field), when it had a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"))]
+    pub traceparent: Option<String>,
 }
 
 impl ExecResult {
@@ -219,6 +223,7 @@ impl ExecResult {
             limits: Limits::default(),
             enforcement: EnforcementReport::new(),
             error: None,
+            traceparent: None,
         }
     }
 

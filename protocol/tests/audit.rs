@@ -17,6 +17,7 @@ fn context() -> AuditContext {
         pool: "none".into(),
         backend: "none".into(),
         worker_id: "w1".into(),
+        traceparent: None,
     }
 }
 

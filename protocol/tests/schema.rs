@@ -388,6 +388,9 @@ fn readme_shell_examples_send_valid_requests() {
     assert!(found > 0, "README.md has no `nats req` example");
 }
 
+/// A valid W3C `traceparent`.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 fn sample_request() -> ExecRequest {
     let mut request = ExecRequest::command("job-7", vec!["sh".into(), "run.sh".into()]);
     request.args = vec!["--fast".into()];
@@ -407,6 +410,7 @@ fn sample_request() -> ExecRequest {
     request.priority = -3;
     request.network = true;
     request.deadline = Some("2030-01-01T00:00:00Z".parse().unwrap());
+    request.traceparent = Some(TRACEPARENT.into());
     request
 }
 
@@ -431,6 +435,7 @@ fn constructed_messages_match_the_schemas() {
         .enforcement
         .insert(LimitName::Cpus, Enforcement::not_enforced("no cgroup"));
     result.error = Some(ErrorInfo::new(ErrorKind::TimeoutExceeded, "ran past 5s"));
+    result.traceparent = Some(TRACEPARENT.into());
     let rejected = ExecResult::failed("", ErrorInfo::new(ErrorKind::InvalidRequest, "not JSON"));
     for result in [result, rejected] {
         let what = format!("a {} result", result.status);
@@ -446,6 +451,7 @@ fn constructed_messages_match_the_schemas() {
         pool: "none".into(),
         backend: "none".into(),
         worker_id: "w1".into(),
+        traceparent: Some(TRACEPARENT.into()),
     };
     let received = AuditEvent::for_request(
         AuditEventType::Received,

@@ -112,27 +112,42 @@ impl PoolRuntime {
             .parse_exec(&message.subject)
             .map(|(_, tenant)| tenant.to_string())
             .unwrap_or_default();
-        let processed = self.process(&tenant, &message.payload).await;
+        let traceparent = crate::intake::traceparent_header(&message);
+        let processed = self
+            .process_traced(&tenant, &message.payload, traceparent)
+            .await;
         self.reply(&message, processed).await;
     }
 
     /// Takes one raw request of `tenant` through admission, audit and the backend to its
     /// result; where the result goes is the caller's business.
     pub async fn process(&self, tenant: &str, raw: &Bytes) -> Processed {
+        self.process_traced(tenant, raw, None).await
+    }
+
+    /// [`PoolRuntime::process`] with the valid W3C `traceparent` the message's header brought;
+    /// without one, the request's `traceparent` field stands in.
+    pub async fn process_traced(
+        &self,
+        tenant: &str,
+        raw: &Bytes,
+        traceparent: Option<String>,
+    ) -> Processed {
         let mut timings = Timings {
             received: Instant::now(),
             slot_wait: Duration::ZERO,
             backend: None,
         };
-        let context = AuditContext {
+        let mut context = AuditContext {
             tenant: tenant.to_string(),
             pool: self.name.clone(),
             backend: self.backend.kind().to_string(),
             worker_id: self.worker_id.clone(),
+            traceparent,
         };
-        let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name);
+        let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name, traceparent = context.traceparent.as_deref());
         let (result, audited) = async {
-            match self.accept(raw, &context).await {
+            match self.accept(raw, &mut context).await {
                 Ok(accepted) => (self.run(accepted, &context, &mut timings).await, true),
                 Err(refused) => (refused.result, refused.audited),
             }
@@ -147,7 +162,7 @@ impl PoolRuntime {
     }
 
     /// Decode, admit, register and audit `received`; or the rejection to reply with.
-    async fn accept(&self, raw: &Bytes, context: &AuditContext) -> Result<Accepted, Refused> {
+    async fn accept(&self, raw: &Bytes, context: &mut AuditContext) -> Result<Accepted, Refused> {
         let request = match self.decode(raw, &context.tenant) {
             Ok(request) => request,
             Err(error) => {
@@ -160,6 +175,7 @@ impl PoolRuntime {
             }
         };
         tracing::Span::current().record("id", request.id.as_str());
+        crate::intake::adopt_traceparent(context, &request);
         let admission = admit(
             &request,
             &context.tenant,
@@ -328,6 +344,7 @@ impl PoolRuntime {
         result.pool = context.pool.clone();
         result.backend = context.backend.clone();
         result.worker_id = context.worker_id.clone();
+        result.traceparent = context.traceparent.clone();
         result
     }
 
