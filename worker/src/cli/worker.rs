@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use openshell_protocol::Subjects;
-use openshell_scheduler::{RunningJobs, Slots};
+use openshell_scheduler::{Dispatcher, RunningJobs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,18 +84,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("pool `{name}`"))?;
         health.watch(name, Arc::clone(&backend)).await;
-        pool_handles.push(PoolHandle {
-            name: name.clone(),
-            backend: backend.kind().to_string(),
-            slots: Slots::new(0),
-            ceilings: pool.ceilings.clone(),
-        });
         let runtime = Arc::new(PoolRuntime {
             name: name.clone(),
             policy: pool.policy(name),
             capabilities: backend.capabilities(),
             backend,
-            slots: Slots::new(pool.slots),
+            slots: Dispatcher::new(pool.slots, pool.quotas()),
             running: running.clone(),
             audit: audit.clone(),
             nats: nats.clone(),
@@ -106,9 +100,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             metrics: Arc::clone(&metrics),
             config: pool.clone(),
         });
-        if let Some(handle) = pool_handles.last_mut() {
-            handle.slots = runtime.slots.clone();
-        }
+        pool_handles.push(PoolHandle {
+            name: name.clone(),
+            backend: runtime.backend.kind().to_string(),
+            slots: runtime.slots.clone(),
+            ceilings: pool.ceilings.clone(),
+        });
         runtimes.push(Arc::clone(&runtime));
         intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
     }

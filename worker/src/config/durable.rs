@@ -10,7 +10,6 @@
 //! | `audit_max_bytes` | — | `1g` | the audit stream's size bound (oldest removed first) |
 //! | `ack_wait` | `OPENSHELL_DURABLE_ACK_WAIT` | `30s` | a job not acked or progressed within it is redelivered |
 //! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | deliveries that may run the job; the next one stores `worker_lost` |
-//! | `tenant_quota` | `OPENSHELL_DURABLE_TENANT_QUOTA` | `0` (off) | jobs one tenant may run at once per worker |
 
 use openshell_protocol::{ByteSize, DurationMs};
 use serde::{Deserialize, Serialize};
@@ -35,8 +34,6 @@ pub struct DurableConfig {
     pub ack_wait: DurationMs,
     /// Deliveries of one job that may run it; the delivery after stores verdict `worker_lost`.
     pub max_deliver: u32,
-    /// Jobs one tenant may run at once on this worker (0: no quota).
-    pub tenant_quota: usize,
 }
 
 impl Default for DurableConfig {
@@ -50,7 +47,6 @@ impl Default for DurableConfig {
             audit_max_bytes: ByteSize::gib(1),
             ack_wait: DurationMs::secs(30),
             max_deliver: 3,
-            tenant_quota: 0,
         }
     }
 }

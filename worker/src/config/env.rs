@@ -10,8 +10,8 @@
 //! | `LOG_LEVEL` | `worker.log_level` |
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
 //! | `OPENSHELL_CONFIG` | the TOML file |
-//! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots of every pool, shutdown grace, largest request |
-//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_DUPLICATE_WINDOW`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE`, `OPENSHELL_DURABLE_TENANT_QUOTA` | `durable.*` (see `config::DurableConfig`) |
+//! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_TENANT_QUOTA`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots and default tenant quota of every pool, shutdown grace, largest request |
+//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_DUPLICATE_WINDOW`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -56,6 +56,8 @@ pub const SUBJECT_PREFIX: &str = "OPENSHELL_SUBJECT_PREFIX";
 pub const WORKER_ID: &str = "OPENSHELL_WORKER_ID";
 /// Slots of every pool.
 pub const SLOTS: &str = "OPENSHELL_SLOTS";
+/// Jobs one tenant may run at once per pool per worker (0: no quota).
+pub const TENANT_QUOTA: &str = "OPENSHELL_TENANT_QUOTA";
 /// Shutdown grace period.
 pub const SHUTDOWN_GRACE: &str = "OPENSHELL_SHUTDOWN_GRACE";
 /// Metrics listen address.
@@ -73,9 +75,6 @@ pub const DURABLE_MAX_DELIVER: &str = "OPENSHELL_DURABLE_MAX_DELIVER";
 pub const DURABLE_DUPLICATE_WINDOW: &str = "OPENSHELL_DURABLE_DUPLICATE_WINDOW";
 /// Results-stream max age.
 pub const DURABLE_RESULTS_MAX_AGE: &str = "OPENSHELL_DURABLE_RESULTS_MAX_AGE";
-/// Per-tenant concurrency quota of durable jobs.
-pub const DURABLE_TENANT_QUOTA: &str = "OPENSHELL_DURABLE_TENANT_QUOTA";
-
 /// Splits a comma-separated list, dropping empty entries.
 pub fn split_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -175,6 +174,9 @@ fn apply_pools(
     let slots = env(SLOTS)
         .map(|value| parse::<usize>(SLOTS, &value, "a whole number of jobs, at least 1"))
         .transpose()?;
+    let tenant_quota = env(TENANT_QUOTA)
+        .map(|value| parse::<usize>(TENANT_QUOTA, &value, "a whole number of jobs, 0 for none"))
+        .transpose()?;
     for pool in config.pools.values_mut() {
         match pool.backend.as_str() {
             "docker" => {
@@ -199,6 +201,7 @@ fn apply_pools(
             _ => {}
         }
         pool.slots = slots.unwrap_or(pool.slots);
+        pool.tenant_quota = tenant_quota.unwrap_or(pool.tenant_quota);
     }
     Ok(())
 }
@@ -255,9 +258,6 @@ fn apply_durable(
     }
     if let Some(value) = env(DURABLE_RESULTS_MAX_AGE) {
         durable.results_max_age = duration(DURABLE_RESULTS_MAX_AGE, &value)?;
-    }
-    if let Some(value) = env(DURABLE_TENANT_QUOTA) {
-        durable.tenant_quota = parse(DURABLE_TENANT_QUOTA, &value, "a whole number, 0 for none")?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use openshell_protocol::subjects::{DEFAULT_PREFIX, check_token};
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_scheduler::{PoolPolicy, TenantFilter};
+use openshell_scheduler::{PoolPolicy, TenantFilter, TenantQuotas};
 use serde::{Deserialize, Serialize};
 
 pub use durable::DurableConfig;
@@ -134,6 +134,11 @@ pub struct PoolConfig {
     pub backend: String,
     /// Jobs this worker runs at once for the pool (`OPENSHELL_SLOTS`).
     pub slots: usize,
+    /// Jobs one tenant may run at once in the pool on this worker, 0 for no quota
+    /// (`OPENSHELL_TENANT_QUOTA`).
+    pub tenant_quota: usize,
+    /// Quotas of named tenants, overriding `tenant_quota` (0: no quota for that tenant).
+    pub tenant_quotas: BTreeMap<String, usize>,
     /// Tenants allowed, `["*"]` for all.
     pub tenants: TenantFilter,
     /// Whether explicit `command` jobs are allowed.
@@ -172,6 +177,8 @@ impl PoolConfig {
         Self {
             backend: backend.to_string(),
             slots: default_slots(),
+            tenant_quota: 0,
+            tenant_quotas: BTreeMap::new(),
             tenants: TenantFilter::Any,
             allow_commands: true,
             allow_network: false,
@@ -202,6 +209,14 @@ impl PoolConfig {
             local: LocalSettings::default(),
             docker: DockerSettings::default(),
             ssh: SshSettings::default(),
+        }
+    }
+
+    /// The pool's tenant quotas.
+    pub fn quotas(&self) -> TenantQuotas {
+        TenantQuotas {
+            tenants: self.tenant_quotas.clone(),
+            ..TenantQuotas::uniform(self.tenant_quota)
         }
     }
 
@@ -339,6 +354,10 @@ impl Config {
             }
             if pool.slots == 0 {
                 return Err(invalid(key("slots"), "must be at least 1".into()));
+            }
+            for tenant in pool.tenant_quotas.keys() {
+                check_token("tenant", tenant)
+                    .map_err(|error| invalid(key("tenant_quotas"), error.to_string()))?;
             }
             if pool.defaults.timeout.is_none() {
                 return Err(invalid(

@@ -20,7 +20,7 @@ use openshell_protocol::{
     AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects, Verdict,
 };
 use openshell_scheduler::deadline::check_deadline;
-use openshell_scheduler::{Admitted, PoolPolicy, RunningGuard, RunningJobs, Slots, admit};
+use openshell_scheduler::{Admitted, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, admit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -45,8 +45,8 @@ pub struct PoolRuntime {
     pub backend: Arc<dyn Backend>,
     /// What the backend can enforce (read once).
     pub capabilities: Capabilities,
-    /// Concurrency bound.
-    pub slots: Slots,
+    /// The pool's slots, handed to waiting jobs by priority and tenant turns within quotas.
+    pub slots: Dispatcher,
     /// Running jobs, shared with the cancel listener.
     pub running: RunningJobs,
     /// Audit publisher.
@@ -71,6 +71,8 @@ struct Accepted {
     admitted: Admitted,
     guard: RunningGuard,
     received_event: AuditEvent,
+    /// How long recording `received_event` took.
+    audit_time: Duration,
 }
 
 /// What [`PoolRuntime::process`] made of one request.
@@ -100,6 +102,8 @@ impl From<ExecResult> for Refused {
 /// When a job reached each step, for the worker-overhead histograms.
 struct Timings {
     received: Instant,
+    /// Until the `received` audit event was acknowledged (flushed, or stored by JetStream).
+    audit: Duration,
     slot_wait: Duration,
     backend: Option<(Instant, Instant)>,
 }
@@ -135,6 +139,7 @@ impl PoolRuntime {
     ) -> Processed {
         let mut timings = Timings {
             received: Instant::now(),
+            audit: Duration::ZERO,
             slot_wait: Duration::ZERO,
             backend: None,
         };
@@ -148,7 +153,10 @@ impl PoolRuntime {
         let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name, traceparent = context.traceparent.as_deref());
         let (result, audited) = async {
             match self.accept(raw, &mut context).await {
-                Ok(accepted) => (self.run(accepted, &context, &mut timings).await, true),
+                Ok(accepted) => {
+                    timings.audit = accepted.audit_time;
+                    (self.run(accepted, &context, &mut timings).await, true)
+                }
                 Err(refused) => (refused.result, refused.audited),
             }
         }
@@ -205,7 +213,9 @@ impl PoolRuntime {
             &admitted.limits,
             context,
         );
+        let audit_start = Instant::now();
         let published = self.audit.publish_flushed(&received_event).await;
+        let audit_time = audit_start.elapsed();
         self.metrics.audit(published.is_ok());
         if let Err(error) = published {
             tracing::error!(%error, "audit unavailable: job not run");
@@ -222,6 +232,7 @@ impl PoolRuntime {
             admitted,
             guard,
             received_event,
+            audit_time,
         })
     }
 
@@ -237,12 +248,13 @@ impl PoolRuntime {
             admitted,
             guard,
             received_event,
+            ..
         } = accepted;
         let cancel = guard.token().clone();
         let mut result = self.base_result(&request, &admitted, context);
         let queued = Instant::now();
         let _slot = tokio::select! {
-            slot = self.slots.acquire() => slot,
+            slot = self.slots.acquire(&context.tenant, request.priority) => slot,
             () = cancel.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::Cancelled)).await,
             () = self.shutdown.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::ShuttingDown)).await,
         };
@@ -401,6 +413,7 @@ impl PoolRuntime {
                 .saturating_duration_since(timings.received)
                 .saturating_sub(timings.slot_wait);
             self.metrics.overhead(&self.name, "intake", intake);
+            self.metrics.overhead(&self.name, "audit", timings.audit);
             self.metrics.overhead(&self.name, "reply", end.elapsed());
         }
     }

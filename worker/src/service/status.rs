@@ -2,7 +2,7 @@
 //! and the `$SRV.STATS` data, read back by `openshell workers`.
 
 use openshell_protocol::Limits;
-use openshell_scheduler::Slots;
+use openshell_scheduler::Dispatcher;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::health::Health;
@@ -52,7 +52,7 @@ pub struct PoolHandle {
     /// Backend kind.
     pub backend: String,
     /// Its slots, read for the load.
-    pub slots: Slots,
+    pub slots: Dispatcher,
     /// Highest limits a request may ask for.
     pub ceilings: Limits,
 }
