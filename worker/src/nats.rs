@@ -32,6 +32,19 @@ pub async fn connect_once(
     open(config, options).await
 }
 
+/// [`connect_once`] with replies (requests, JetStream API calls) on `inbox_prefix`, e.g. the
+/// `_INBOX.<tenant>` that deploy/nats/accounts.conf lets an agent read.
+pub async fn connect_once_with_inbox(
+    config: &NatsConfig,
+    name: &str,
+    inbox_prefix: &str,
+) -> Result<async_nats::Client, ConnectError> {
+    let options = options(config, name)
+        .await?
+        .custom_inbox_prefix(inbox_prefix);
+    open(config, options).await
+}
+
 async fn options(config: &NatsConfig, name: &str) -> Result<ConnectOptions, ConnectError> {
     let options = match &config.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path)

@@ -177,3 +177,40 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
         );
     }
 }
+
+/// The CLI as an agent: `openshell exec`, `submit` and `result` pick the tenant's inbox prefix,
+/// so they work with nothing but the agent's own grants (core and durable mode).
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(&[
+        ("NATS_URL", url),
+        ("NATS_USER", "worker"),
+        ("NATS_PASSWORD", "worker-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_DURABLE", "true"),
+    ])
+    .await;
+    let agent = [
+        ("NATS_URL", url),
+        ("NATS_USER", "agent-acme"),
+        ("NATS_PASSWORD", "acme-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_TENANT", "acme"),
+    ];
+
+    let exec = ["exec", "--lang", "bash", "-c", "echo core-acme"];
+    let out = support::cli(exec, &agent).await;
+    assert!(out.status.success(), "exec as agent-acme: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "core-acme\n");
+
+    let submit = ["submit", "--id", "acme-durable-1", "--lang", "bash"];
+    let out = support::cli(submit.into_iter().chain(["-c", "echo stored-acme"]), &agent).await;
+    assert!(out.status.success(), "submit as agent-acme: {out:?}");
+    let out = support::cli(["result", "acme-durable-1", "--wait", "30s"], &agent).await;
+    assert!(out.status.success(), "result as agent-acme: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stored-acme\n");
+}

@@ -25,7 +25,7 @@ pub struct CancelArgs {
 
 /// Cancels the job and says what happened.
 pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let nats = match args.nats.connect().await {
+    let nats = match args.nats.connect_as(&args.tenant).await {
         Ok(nats) => nats,
         Err(error) => {
             eprintln!("openshell cancel: {error:#}");

@@ -174,6 +174,12 @@ fn split_pair(pair: &str, flag: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// The inbox prefix of an agent of `tenant`: `_INBOX.<tenant>`, as deploy/nats/accounts.conf
+/// grants each agent (`_INBOX.<tenant>.>`) so it reads its own replies and nobody else's.
+pub(crate) fn tenant_inbox(tenant: &str) -> String {
+    format!("_INBOX.{tenant}")
+}
+
 fn generated_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -209,7 +215,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let pool = args.pool.clone().unwrap_or_else(super::default_pool);
-    let nats = match args.nats.connect().await {
+    let nats = match args.nats.connect_as(&args.tenant).await {
         Ok(nats) => nats,
         Err(error) => {
             eprintln!("openshell exec: {error:#}");

@@ -86,17 +86,32 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// Connects with the same options as the worker (credentials from the environment).
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let options = crate::nats::connect_once(&self.config(), "openshell-cli").await;
+        options.with_context(|| self.hint())
+    }
+
+    /// [`NatsArgs::connect`] as an agent of `tenant`: replies come on `_INBOX.<tenant>`, the
+    /// only inboxes deploy/nats/accounts.conf lets that agent read.
+    pub async fn connect_as(&self, tenant: &str) -> anyhow::Result<async_nats::Client> {
+        let inbox = exec::tenant_inbox(tenant);
+        let options =
+            crate::nats::connect_once_with_inbox(&self.config(), "openshell-cli", &inbox).await;
+        options.with_context(|| self.hint())
+    }
+
+    fn config(&self) -> crate::config::NatsConfig {
         let mut config = Config::load(None, &Overrides::default())
             .map(|config| config.nats)
             .unwrap_or_default();
         config.urls = crate::config::env::split_list(&self.url);
-        let options = crate::nats::connect_once(&config, "openshell-cli").await;
-        options.with_context(|| {
-            format!(
-                "connecting to NATS at {}; is nats-server running (deploy/setup.sh)?",
-                self.url
-            )
-        })
+        config
+    }
+
+    fn hint(&self) -> String {
+        format!(
+            "connecting to NATS at {}; is nats-server running (deploy/setup.sh)?",
+            self.url
+        )
     }
 }
 

@@ -35,7 +35,7 @@ pub struct ResultArgs {
 
 /// Prints the result, or says there is none.
 pub async fn run(args: ResultArgs) -> anyhow::Result<ExitCode> {
-    let nats = match args.nats.connect().await {
+    let nats = match args.nats.connect_as(&args.tenant).await {
         Ok(nats) => nats,
         Err(error) => {
             eprintln!("openshell result: {error:#}");

@@ -31,7 +31,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let pool = job.pool.clone().unwrap_or_else(super::default_pool);
-    let nats = match job.nats.connect().await {
+    let nats = match job.nats.connect_as(&job.tenant).await {
         Ok(nats) => nats,
         Err(error) => {
             eprintln!("openshell submit: {error:#}");
