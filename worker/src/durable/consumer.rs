@@ -2,7 +2,7 @@
 //!
 //! Consumer `openshell-<pool>` on `OPENSHELL_JOBS`: filter `<prefix>.jobs.<pool>.*`, deliver
 //! all, explicit acks, `ack_wait` = `durable.ack_wait` (30s), server `max_deliver` unlimited
-//! (the worker enforces `durable.max_deliver` itself so that the last delivery can store a
+//! (the worker counts started runs itself, see `attempts`, so that the last delivery can store a
 //! `worker_lost` result). A worker pulls only as many jobs as it has free slots.
 
 use std::sync::Arc;

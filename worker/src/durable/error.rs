@@ -75,4 +75,14 @@ pub enum DurableError {
         /// The cause.
         message: String,
     },
+    /// A job's attempt count could not be read or written.
+    #[error(
+        "counting the runs of job {key} in KV bucket OPENSHELL_ATTEMPTS failed: {message}; the job is offered again later (check JetStream is up and may this user use $KV.OPENSHELL_ATTEMPTS.>)"
+    )]
+    Attempts {
+        /// Key, `<tenant>.<job id>`.
+        key: String,
+        /// The cause.
+        message: String,
+    },
 }

@@ -1,5 +1,6 @@
-//! One delivered job: look for a stored result, give up after `max_deliver`, or run it
-//! through the shared job path with in-progress acks; store the result, then ack.
+//! One delivered job: look for a stored result, put it back while its tenant is at its quota,
+//! give up after `max_deliver` started runs, or run it through the shared job path with
+//! in-progress acks; store the result, then ack.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Verdict};
 use openshell_scheduler::SlotPermit;
 
 use super::DurablePool;
+use super::attempts::Begin;
 use super::results::{self, Stored};
 use super::subjects::REPLY_TO_HEADER;
 use crate::job::Processed;
@@ -20,6 +22,11 @@ use crate::job::Processed;
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Attempts at storing a result before the job is left to redelivery.
 const STORE_ATTEMPTS: u32 = 10;
+/// First delay before a job whose tenant is at its quota is offered again; it grows with
+/// each delivery up to [`QUOTA_DELAY_MAX`], so a deep queue is not cycled too often.
+const QUOTA_DELAY: Duration = Duration::from_millis(250);
+/// Longest delay for a job whose tenant is at its quota.
+const QUOTA_DELAY_MAX: Duration = Duration::from_secs(2);
 
 impl DurablePool {
     /// Handles one delivered job while holding one of the pool's intake slots.
@@ -50,17 +57,48 @@ impl DurablePool {
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         }
-        let delivered = message.info().map_or(1, |info| info.delivered);
-        if delivered > i64::from(self.settings.max_deliver) {
-            let result = self.worker_lost(&tenant, &id, delivered);
-            return self.finish(&message, &subject, result).await;
+        let (delivered, pending) = message
+            .info()
+            .map_or((1, 0), |info| (info.delivered, info.pending));
+        let metrics = &self.runtime.metrics.nats;
+        metrics.pending(pool, pending);
+        if delivered > 1 {
+            metrics.redelivered(pool);
+        }
+        if self.runtime.slots.at_quota(&tenant) {
+            let delay = QUOTA_DELAY
+                .saturating_mul(u32::try_from(delivered).unwrap_or(u32::MAX))
+                .min(QUOTA_DELAY_MAX);
+            tracing::debug!(%id, %tenant, ?delay, "tenant at its quota: job offered again later");
+            return ack(&message, AckKind::Nak(Some(delay))).await;
+        }
+        let key = format!("{tenant}.{id}");
+        match self.attempts.begin(&key, self.settings.max_deliver).await {
+            Ok(Begin::Run(attempt)) => {
+                tracing::debug!(%id, %tenant, attempt, delivered, "running queued job");
+            }
+            Ok(Begin::Exhausted(started)) => {
+                let result = self.worker_lost(&tenant, &id, started);
+                return self.finish(&message, &subject, result).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
         }
         let processed = self.process_with_progress(&message, &tenant).await;
+        let ran = processed.audited
+            && processed.result.error.as_ref().map(|e| e.kind) != Some(ErrorKind::DuplicateJob);
+        if !ran {
+            if let Err(error) = self.attempts.undo(&key).await {
+                tracing::warn!(%error, %id, "an attempt that did not run stays counted");
+            }
+        }
         if !processed.audited {
             tracing::error!(%id, %tenant, "audit stream unavailable: job not run, offered again in {RETRY_DELAY:?}");
             return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
         }
-        if processed.result.error.as_ref().map(|e| e.kind) == Some(ErrorKind::DuplicateJob) {
+        if !ran {
             // Still running here (a redelivery raced the in-progress ack): leave it to that run.
             return ack(
                 &message,
@@ -129,11 +167,10 @@ impl DurablePool {
         ack(message, AckKind::Ack).await;
     }
 
-    fn worker_lost(&self, tenant: &str, id: &str, delivered: i64) -> ExecResult {
-        tracing::error!(%id, %tenant, delivered, "job delivered past max_deliver: storing worker_lost");
+    fn worker_lost(&self, tenant: &str, id: &str, started: u32) -> ExecResult {
+        tracing::error!(%id, %tenant, started, "job started max_deliver times without a result: storing worker_lost");
         let message = format!(
-            "the job was delivered {} times and its worker was lost each time (max_deliver {}); it was not run again",
-            delivered - 1,
+            "the job was started {started} times and its worker was lost each time (max_deliver {}); it was not run again",
             self.settings.max_deliver
         );
         let mut result = ExecResult::failed(id, ErrorInfo::new(ErrorKind::Internal, message));

@@ -2,16 +2,19 @@
 //!
 //! Beside core request/reply, not instead of it. The flow, one file each:
 //! [`streams`] (created or checked at start-up) → [`consumer`] (one pull consumer per pool,
-//! pulling only free slots) → [`job`] (result already stored? too many deliveries? run through
-//! the shared [`crate::job::PoolRuntime`] with in-progress acks) → [`results`] (store, then
-//! ack). [`subjects`] names everything.
+//! pulling only free slots) → [`job`] (result already stored? tenant at its quota? too many
+//! started runs, counted in [`attempts`]? run through the shared [`crate::job::PoolRuntime`]
+//! with in-progress acks) → [`results`] (store, then ack). [`subjects`] names everything.
 //!
 //! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
 //! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
-//! finished is not run again; the delivery after `max_deliver` stores `worker_lost`. Code that
+//! finished is not run again; once `max_deliver` runs were started without a result, the next
+//! delivery stores `worker_lost` (a job put back unrun, for a quota or an audit outage, does
+//! not count). Code that
 //! was running when its worker died may have had side effects and runs again on redelivery:
 //! execution is at least once, the stored result exactly once.
 
+pub mod attempts;
 pub mod client;
 pub mod consumer;
 mod error;
@@ -42,6 +45,8 @@ pub struct DurablePool {
     pub results: async_nats::jetstream::stream::Stream,
     /// Durable subjects.
     pub subjects: DurableSubjects,
+    /// Runs started per job.
+    pub attempts: attempts::Attempts,
     /// Durable settings.
     pub settings: DurableConfig,
 }
@@ -61,6 +66,7 @@ pub async fn serve(
     };
     let subjects = DurableSubjects::new(first.subjects.prefix());
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
+    let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
     let mut intakes = Vec::new();
     for runtime in runtimes {
         let wanted = consumer::config(
@@ -77,6 +83,7 @@ pub async fn serve(
             runtime: Arc::new(durable_runtime),
             jetstream: jetstream.clone(),
             results: streams.results.clone(),
+            attempts: attempts.clone(),
             subjects: subjects.clone(),
             settings: settings.clone(),
         });

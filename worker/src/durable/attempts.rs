@@ -1,0 +1,147 @@
+//! How many times each queued job was started, kept in the KV bucket `OPENSHELL_ATTEMPTS`.
+//!
+//! JetStream counts every delivery, including a job put back (nak) because its tenant was at
+//! its quota or the audit stream was down. Those did not run, so they must not use up
+//! `max_deliver`: a worker counts an attempt here just before it runs a job, takes it back if
+//! the job then does not start, and stores `worker_lost` once `max_deliver` attempts were
+//! started without a stored result. Keys are `<tenant>.<job id>` (both subject tokens); the
+//! bucket keeps one revision per key, on file, for `durable.results_max_age`.
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::kv::{self, Store};
+use async_nats::jetstream::stream::StorageType;
+use bytes::Bytes;
+
+use super::DurableError;
+use crate::config::DurableConfig;
+
+/// Name of the attempts bucket.
+pub const BUCKET: &str = "OPENSHELL_ATTEMPTS";
+/// Compare-and-set retries when two workers count the same job at once.
+const CAS_RETRIES: usize = 5;
+
+/// The attempts bucket.
+#[derive(Clone)]
+pub struct Attempts {
+    store: Store,
+}
+
+/// What [`Attempts::begin`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// Run it: this is attempt number `n` (1 for the first).
+    Run(u32),
+    /// `max_deliver` attempts were started already: store `worker_lost`.
+    Exhausted(u32),
+}
+
+impl Attempts {
+    /// Opens the bucket, creating it when it does not exist.
+    pub async fn ensure(
+        jetstream: &Context,
+        settings: &DurableConfig,
+    ) -> Result<Self, DurableError> {
+        let error = |message: String| DurableError::Stream {
+            stream: format!("KV_{BUCKET}"),
+            message,
+        };
+        let store = match jetstream.get_key_value(BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    description: "OpenShell: runs started per queued job".into(),
+                    history: 1,
+                    max_age: settings.results_max_age.as_duration(),
+                    storage: StorageType::File,
+                    ..kv::Config::default()
+                })
+                .await
+                .map_err(|e| error(e.to_string()))?,
+        };
+        Ok(Self { store })
+    }
+
+    /// Counts one more attempt at `key`, unless `max` were started already.
+    pub async fn begin(&self, key: &str, max: u32) -> Result<Begin, DurableError> {
+        for _ in 0..CAS_RETRIES {
+            let (started, revision) = self.read(key).await?;
+            if started >= max {
+                return Ok(Begin::Exhausted(started));
+            }
+            if self.write(key, started + 1, revision).await? {
+                return Ok(Begin::Run(started + 1));
+            }
+        }
+        Err(self.contended(key))
+    }
+
+    /// Takes back the attempt counted by [`Attempts::begin`] for a job that did not start.
+    pub async fn undo(&self, key: &str) -> Result<(), DurableError> {
+        for _ in 0..CAS_RETRIES {
+            let (started, revision) = self.read(key).await?;
+            if started == 0 || self.write(key, started - 1, revision).await? {
+                return Ok(());
+            }
+        }
+        Err(self.contended(key))
+    }
+
+    /// Attempts started at `key` and the revision to update (0: no entry yet).
+    async fn read(&self, key: &str) -> Result<(u32, u64), DurableError> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map_or((0, 0), |entry| {
+                let started = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .unwrap_or(0);
+                (started, entry.revision)
+            }))
+    }
+
+    /// Writes `started` if `key` is still at `revision`; false when another worker was first.
+    async fn write(&self, key: &str, started: u32, revision: u64) -> Result<bool, DurableError> {
+        let value = Bytes::from(started.to_string());
+        let written = if revision == 0 {
+            self.store.create(key, value).await.map(drop).map_err(|e| {
+                (
+                    matches!(e.kind(), kv::CreateErrorKind::AlreadyExists),
+                    e.to_string(),
+                )
+            })
+        } else {
+            self.store
+                .update(key, value, revision)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    (
+                        matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision),
+                        e.to_string(),
+                    )
+                })
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, message)) => Err(self.failed(key, message)),
+        }
+    }
+
+    fn failed(&self, key: &str, error: impl std::fmt::Display) -> DurableError {
+        DurableError::Attempts {
+            key: key.to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    fn contended(&self, key: &str) -> DurableError {
+        self.failed(key, format!("{CAS_RETRIES} workers updated it at once"))
+    }
+}
