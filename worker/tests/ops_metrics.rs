@@ -1,6 +1,6 @@
 //! Metrics against real processes: a nats-server, an `openshell worker`, `promtool check
-//! metrics` on a live scrape, a real Prometheus server reading the worker back, and a Docker
-//! worker feeding the backend series.
+//! metrics` on a live scrape, a real Prometheus server reading the worker back, and Docker and
+//! SSH workers (real dockerd, real sshd) feeding the backend series.
 
 mod ops;
 mod support;
@@ -253,3 +253,51 @@ for pid in kids:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 ";
+
+/// An SSH worker feeds the SSH series: the pooled connection, its leased channels, and a
+/// reconnect after the host's sshd went away under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_jobs_feed_connection_channel_and_reconnect_series() {
+    let Some(mut sshd) = support::sshd::Sshd::start().await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let settings = sshd.settings();
+    let port = sshd.port().to_string();
+    let key = sshd.client_key();
+    let known_hosts = sshd.known_hosts();
+    let worker = WorkerProcess::start(&[
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "ssh"),
+        ("SSH_HOST", "127.0.0.1"),
+        ("SSH_PORT", port.as_str()),
+        ("SSH_USER", settings.user.as_str()),
+        ("SSH_KEY_PATH", key.to_str().expect("UTF-8 path")),
+        ("SSH_KNOWN_HOSTS", known_hosts.to_str().expect("UTF-8 path")),
+    ])
+    .await;
+    let addr = ops::metrics_addr(&worker.logs());
+    let run = || async {
+        let env = [("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "ssh")];
+        let out = support::cli(["exec", "--lang", "sh", "-c", "echo over-ssh"], &env).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "over-ssh\n");
+    };
+    run().await;
+    wait_for(&addr, "/metrics", |_, text| {
+        text.contains("openshell_ssh_connections_open{pool=\"ssh\"} 1")
+            && text.contains("openshell_ssh_channels_in_use{pool=\"ssh\"} 0")
+    })
+    .await;
+
+    sshd.restart().await;
+    run().await;
+    wait_for(&addr, "/metrics", |_, text| {
+        text.contains("openshell_ssh_reconnects_total{pool=\"ssh\"} 1")
+            && text.contains("openshell_ssh_connections_open{pool=\"ssh\"} 1")
+    })
+    .await;
+}
