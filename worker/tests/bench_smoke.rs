@@ -1,37 +1,28 @@
 //! The bench harness runs end to end against the local backend and prints a well-formed
-//! report. No timing is asserted: figures are for benchmarks, not tests.
+//! report, in core mode against fork/exec and in durable mode against core. No timing is
+//! asserted: figures are for benchmarks, not tests.
 
 mod support;
 
 use support::nats::NatsServer;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bench_prints_a_well_formed_json_report() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+/// Runs `openshell bench --json` with `args` against `nats`; its one-line report.
+async fn bench_json(nats: &NatsServer, args: &[&str]) -> serde_json::Value {
     let url = nats.url();
+    let common = [
+        "bench",
+        "--nats",
+        &url,
+        "--pool",
+        "none",
+        "--spawn-workers",
+        "1",
+        "--command",
+        "true",
+        "--json",
+    ];
     let output = support::cli(
-        [
-            "bench",
-            "--nats",
-            &url,
-            "--pool",
-            "none",
-            "--spawn-workers",
-            "1",
-            "--command",
-            "true",
-            "--total",
-            "60",
-            "--concurrency",
-            "4",
-            "--warmup",
-            "5",
-            "--baseline",
-            "exec",
-            "--json",
-        ],
+        common.iter().chain(args).copied(),
         &[("SANDBOX_BACKEND", "none")],
     )
     .await;
@@ -43,35 +34,111 @@ async fn bench_prints_a_well_formed_json_report() {
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON line: {stdout}");
-    let report: serde_json::Value = serde_json::from_str(lines[0]).expect("report is JSON");
+    serde_json::from_str(lines[0]).expect("report is JSON")
+}
+
+/// Both sides have every latency figure, `completed` jobs only, and the ratios are numbers.
+fn assert_two_sides(report: &serde_json::Value, completed: Option<u64>) {
     for side in ["openshell", "baseline"] {
-        for field in ["throughput_per_sec", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+        for field in [
+            "throughput_per_sec",
+            "p50_ms",
+            "p90_ms",
+            "p95_ms",
+            "p99_ms",
+            "max_ms",
+        ] {
             assert!(
                 report[side][field].is_number(),
                 "{side}.{field} in {report}"
             );
         }
-        assert_eq!(report[side]["verdicts"]["completed"], 60, "{report}");
+        let count = report[side]["verdicts"]["completed"].as_u64();
+        assert!(count.is_some_and(|count| count > 0), "{report}");
+        if let Some(completed) = completed {
+            assert_eq!(count, Some(completed), "{report}");
+        }
+        assert_eq!(
+            report[side]["verdicts"].as_object().map(|v| v.len()),
+            Some(1),
+            "{report}"
+        );
         assert_eq!(report[side]["errors"], 0, "{report}");
     }
-    for field in ["p50", "p90", "p99", "throughput"] {
+    for field in ["p50", "p90", "p95", "p99", "throughput"] {
         assert!(
             report["ratio"][field].is_number(),
             "ratio.{field} in {report}"
         );
     }
-    assert!(
-        report["worker"]["rss_idle_bytes"]
-            .as_u64()
-            .is_some_and(|bytes| bytes > 0),
-        "{report}"
-    );
-    assert!(
-        report["worker"]["rss_peak_bytes"]
-            .as_u64()
-            .is_some_and(|bytes| bytes > 0),
-        "{report}"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_prints_a_well_formed_json_report() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let report = bench_json(
+        &nats,
+        &[
+            "--total",
+            "60",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "5",
+            "--baseline",
+            "exec",
+        ],
+    )
+    .await;
+    assert_two_sides(&report, Some(60));
+    for field in ["rss_idle_bytes", "rss_peak_bytes"] {
+        assert!(
+            report["worker"][field]
+                .as_u64()
+                .is_some_and(|bytes| bytes > 0),
+            "worker.{field} in {report}"
+        );
+    }
     assert!(report["overhead"]["intake_mean_ms"].is_number(), "{report}");
+    assert!(report["baseline_overhead"].is_null(), "{report}");
     assert_eq!(report["config"]["concurrency"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_bench_reports_next_to_core_on_the_same_worker() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let report = bench_json(
+        &nats,
+        &[
+            "--duration",
+            "3s",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "5",
+            "--durable",
+            "--baseline",
+            "core",
+        ],
+    )
+    .await;
+    assert_two_sides(&report, None);
+    assert_eq!(report["config"]["durable"], true, "{report}");
+    assert_eq!(report["config"]["baseline"], "core", "{report}");
+    for side in ["overhead", "baseline_overhead"] {
+        for field in ["intake_mean_ms", "reply_mean_ms", "backend_mean_ms"] {
+            assert!(
+                report[side][field].is_number(),
+                "{side}.{field} in {report}"
+            );
+        }
+        assert!(
+            report[side]["audit_share"].is_number(),
+            "{side}.audit_share in {report}"
+        );
+    }
 }

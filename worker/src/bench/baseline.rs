@@ -22,6 +22,8 @@ pub enum BaselineKind {
     Ssh,
     /// `ssh host cmd` over an OpenSSH ControlMaster socket.
     SshMux,
+    /// Core request/reply through the same workers (with `--durable`: durable ÷ core).
+    Core,
 }
 
 /// Where the raw operations go.
@@ -89,6 +91,9 @@ impl Baseline {
                 argv.push(targets.docker_image.clone());
                 argv.extend(program);
                 (argv, stdin)
+            }
+            BaselineKind::Core => {
+                anyhow::bail!("--baseline core runs OpenShell jobs, not a raw operation")
             }
             BaselineKind::Ssh | BaselineKind::SshMux => {
                 let (program, stdin) = workload.stdin_form();

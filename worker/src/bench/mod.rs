@@ -3,9 +3,12 @@
 //!
 //! A run alternates rounds: a chunk of OpenShell jobs, then (with `--baseline`) a chunk of
 //! raw operations with the same concurrency, so drift in the machine affects both sides.
+//! With `--durable` OpenShell's side goes through the JetStream work queue, and
+//! `--baseline core` puts core request/reply through the same workers beside it.
 
 mod baseline;
 mod load;
+mod ops;
 mod report;
 mod stats;
 mod workers;
@@ -24,7 +27,7 @@ use self::baseline::{Baseline, BaselineKind, BaselineTargets};
 use self::load::Shape;
 use self::report::{Report, WorkerMemory};
 use self::stats::Recorder;
-use self::workers::Workers;
+use self::workers::{Overhead, OverheadTotals, Workers};
 use self::workload::Workload;
 use crate::cli::NatsArgs;
 
@@ -34,7 +37,7 @@ const ROUNDS: u64 = 10;
 /// Measure OpenShell under load, next to the raw operation it replaces.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  openshell bench --spawn-workers 1 --command true --total 5000 --concurrency 16 --baseline exec\n  openshell bench --pool docker --lang python --code 'print(1)' --total 200 --concurrency 4 --baseline docker-run --json\n  openshell bench --spawn-workers 2 --command sleep 0.1 --duration 20s --concurrency 64"
+    after_help = "Examples:\n  openshell bench --spawn-workers 1 --command true --total 5000 --concurrency 16 --baseline exec\n  openshell bench --pool docker --lang python --code 'print(1)' --total 200 --concurrency 4 --baseline docker-run --json\n  openshell bench --spawn-workers 2 --command sleep 0.1 --duration 20s --concurrency 64\n  openshell bench --spawn-workers 1 --pool none --command true --total 2000 --concurrency 8 --durable --baseline core"
 )]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -67,7 +70,11 @@ pub struct BenchArgs {
     /// Fixed arrival rate in jobs per second (open loop, so queueing shows).
     #[arg(long)]
     rate: Option<f64>,
-    /// Also run this raw operation, interleaved, and print OpenShell ÷ raw.
+    /// Submit through the durable work queue (JetStream): latency is publish to result
+    /// received; spawned workers serve durable mode.
+    #[arg(long)]
+    durable: bool,
+    /// Also run this operation, interleaved, and print OpenShell ÷ it (`core` needs --durable).
     #[arg(long, value_enum)]
     baseline: Option<BaselineKind>,
     #[command(flatten)]
@@ -116,7 +123,7 @@ impl BenchArgs {
         serde_json::json!({
             "pool": pool, "tenant": self.tenant, "language": self.language, "code": self.code,
             "command": self.command, "total": self.total, "duration_ms": self.duration.map(DurationMs::millis),
-            "concurrency": self.concurrency, "rate": self.rate, "baseline": self.baseline,
+            "concurrency": self.concurrency, "rate": self.rate, "durable": self.durable, "baseline": self.baseline,
             "warmup": self.warmup, "workers": workers, "rounds": ROUNDS, "timeout_ms": self.timeout.millis(),
         })
     }
@@ -124,132 +131,113 @@ impl BenchArgs {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.baseline == Some(BaselineKind::Core) && !args.durable {
+        bail!("--baseline core compares durable jobs with core ones: add --durable");
+    }
     let workload = Arc::new(args.workload()?);
     let pool = args.pool.clone().unwrap_or_else(crate::cli::default_pool);
     let mut workers = match args.spawn_workers {
-        Some(count) => Workers::spawn(count, &args.nats.url, args.slots).await?,
+        Some(count) => Workers::spawn(count, &args.nats.url, args.slots, args.durable).await?,
         None => Workers::existing(args.worker_pid.clone(), Vec::new()),
     };
-    let client = Client::new(
-        args.nats.connect().await?,
-        Subjects::new(args.nats.subject_prefix.clone()),
-    );
-    let baseline = args
-        .baseline
-        .map(|kind| Baseline::new(kind, &workload, &args.targets))
-        .transpose()?
-        .map(Arc::new);
-    let limits = Arc::new(Limits {
-        timeout: Some(args.timeout),
-        memory: args.memory,
-        ..Limits::default()
-    });
-    let rss_idle = workers.rss_bytes(false);
-    let run_id = format!(
-        "{:x}",
-        std::process::id() as u64 * 1_000_003 + Instant::now().elapsed().subsec_nanos() as u64
-    );
-
-    let openshell_op = {
-        let (client, workload, limits, pool, tenant, run_id) = (
-            client.clone(),
-            Arc::clone(&workload),
-            Arc::clone(&limits),
-            pool.clone(),
-            args.tenant.clone(),
-            run_id.clone(),
-        );
-        move |index: u64| {
-            let (client, workload, limits, pool, tenant) = (
-                client.clone(),
-                Arc::clone(&workload),
-                Arc::clone(&limits),
-                pool.clone(),
-                tenant.clone(),
-            );
-            let id = format!("bench-{run_id}-{index}");
-            async move {
-                let request = workload.request(id, &limits);
-                let started = Instant::now();
-                let result = client.exec(&pool, &tenant, &request).await?;
-                Ok((started.elapsed(), result.status.as_str().to_string()))
-            }
-        }
+    let nats = args.nats.connect().await?;
+    let target = |side: &str| ops::Target {
+        pool: pool.clone(),
+        tenant: args.tenant.clone(),
+        workload: Arc::clone(&workload),
+        limits: Arc::new(Limits {
+            timeout: Some(args.timeout),
+            memory: args.memory,
+            ..Limits::default()
+        }),
+        id_prefix: format!("bench-{}-{side}", run_id()),
     };
-    let baseline_op = baseline.clone().map(|baseline| {
-        move |_: u64| {
-            let baseline = Arc::clone(&baseline);
-            async move { baseline.run_once().await }
-        }
-    });
+    let core = |side: &str| {
+        let subjects = Subjects::new(args.nats.subject_prefix.clone());
+        ops::core(Client::new(nats.clone(), subjects), target(side))
+    };
+    let ours = if args.durable {
+        ops::durable(nats.clone(), &args.nats.subject_prefix, target("d")).await?
+    } else {
+        core("c")
+    };
+    let theirs = match args.baseline {
+        None => None,
+        Some(BaselineKind::Core) => Some(core("c")),
+        Some(kind) => Some(ops::raw(Arc::new(Baseline::new(
+            kind,
+            &workload,
+            &args.targets,
+        )?))),
+    };
+    let on_workers = args.baseline == Some(BaselineKind::Core);
+    let rss_idle = workers.rss_bytes(false);
 
     let shape = Shape {
         concurrency: args.concurrency,
         rate: args.rate,
     };
     let done = Arc::new(AtomicU64::new(0));
-    load::run(
-        openshell_op.clone(),
-        0,
-        args.warmup,
-        None,
-        shape,
-        Arc::clone(&done),
-    )
-    .await;
-    if let Some(op) = &baseline_op {
-        load::run(op.clone(), 0, args.warmup, None, shape, Arc::clone(&done)).await;
+    for op in std::iter::once(&ours).chain(&theirs) {
+        load::run(
+            ops::drive(op),
+            0,
+            args.warmup,
+            None,
+            shape,
+            Arc::clone(&done),
+        )
+        .await;
     }
-    let overhead_before = workers.overhead().await;
     done.store(0, Ordering::Relaxed);
-    let progress = progress(
-        Arc::clone(&done),
-        args.total * if baseline.is_some() { 2 } else { 1 },
-        args.json,
-    );
-    let (mut ours, mut theirs) = (Recorder::default(), Recorder::default());
+    let sides = if theirs.is_some() { 2 } else { 1 };
+    let progress = progress(Arc::clone(&done), args.total * sides, args.json);
+    let (mut ours_rec, mut theirs_rec) = (Recorder::default(), Recorder::default());
+    let (mut ours_split, mut theirs_split) = (Split::default(), Split::default());
     let chunk = args.total.div_ceil(ROUNDS);
-    let slice = args.duration.map(|duration| {
-        duration.as_duration() / (ROUNDS as u32 * if baseline.is_some() { 2 } else { 1 })
-    });
+    let slice = args
+        .duration
+        .map(|duration| duration.as_duration() / (ROUNDS * sides) as u32);
     for round in 0..ROUNDS {
-        let first = args.warmup + round * chunk;
+        let first = (args.warmup + round * chunk) * 1000;
         let count = if args.duration.is_some() {
             u64::MAX / 4
         } else {
             chunk.min(args.total.saturating_sub(round * chunk))
         };
-        let until = slice.map(|slice| Instant::now() + slice);
-        ours.merge(
+        let measured = |op: &ops::Op| {
+            let until = slice.map(|slice| Instant::now() + slice);
             load::run(
-                openshell_op.clone(),
-                first * 1000,
+                ops::drive(op),
+                first,
                 count,
                 until,
                 shape,
                 Arc::clone(&done),
             )
-            .await,
-        );
-        if let Some(op) = &baseline_op {
-            let until = slice.map(|slice| Instant::now() + slice);
-            theirs.merge(load::run(op.clone(), 0, count, until, shape, Arc::clone(&done)).await);
+        };
+        let before = workers.overhead().await;
+        ours_rec.merge(measured(&ours).await);
+        let between = workers.overhead().await;
+        ours_split.add(before, between);
+        if let Some(op) = &theirs {
+            theirs_rec.merge(measured(op).await);
+            theirs_split.add(between, workers.overhead().await);
         }
     }
     progress.abort();
-    let overhead = match (overhead_before, workers.overhead().await) {
-        (Some(before), Some(after)) => Some(after.since(&before)),
-        _ => None,
-    };
     let memory = WorkerMemory {
         rss_idle_bytes: rss_idle,
         rss_peak_bytes: workers.rss_bytes(true),
     };
     let report = Report::new(
-        ours.summary(),
-        baseline.is_some().then(|| theirs.summary()),
+        ours_rec.summary(),
+        theirs.is_some().then(|| theirs_rec.summary()),
         memory,
-        overhead,
+        (
+            ours_split.means(),
+            on_workers.then(|| theirs_split.means()).flatten(),
+        ),
         args.config_json(&pool, workers.len()),
     );
     workers.stop().await;
@@ -262,6 +250,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         print!("{}", report.table());
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A run id for job ids: durable ids are dedup keys and result keys, so unique across runs.
+fn run_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{:x}{:x}", nanos, std::process::id())
+    })
+    .clone()
+}
+
+/// One side's worker histograms, summed over its chunks; `None` once a scrape failed.
+struct Split(Option<OverheadTotals>);
+
+impl Default for Split {
+    fn default() -> Self {
+        Self(Some(OverheadTotals::default()))
+    }
+}
+
+impl Split {
+    fn add(&mut self, before: Option<OverheadTotals>, after: Option<OverheadTotals>) {
+        self.0 = match (self.0, before, after) {
+            (Some(mut total), Some(before), Some(after)) => {
+                total.add(&after.since(&before));
+                Some(total)
+            }
+            _ => None,
+        };
+    }
+
+    fn means(&self) -> Option<Overhead> {
+        self.0.map(|totals| totals.means())
+    }
 }
 
 /// Prints `done/total` on stderr twice a second when it is a terminal.

@@ -13,6 +13,8 @@ pub struct Ratio {
     pub p50: f64,
     /// p90 ratio.
     pub p90: f64,
+    /// p95 ratio.
+    pub p95: f64,
     /// p99 ratio.
     pub p99: f64,
     /// Throughput ratio.
@@ -41,17 +43,19 @@ pub struct Report {
     pub worker: WorkerMemory,
     /// Split of OpenShell's mean latency, when the workers' metrics were read.
     pub overhead: Option<Overhead>,
+    /// The same split for the baseline's jobs, when the baseline runs on the workers (`core`).
+    pub baseline_overhead: Option<Overhead>,
     /// How the run was made.
     pub config: Value,
 }
 
 impl Report {
-    /// Fills in the ratios.
+    /// Fills in the ratios and audit shares; `overhead` is `(openshell, baseline)`.
     pub fn new(
         openshell: Summary,
         baseline: Option<Summary>,
         worker: WorkerMemory,
-        overhead: Option<Overhead>,
+        overhead: (Option<Overhead>, Option<Overhead>),
         config: Value,
     ) -> Self {
         let ratio = baseline.as_ref().map(|raw| {
@@ -59,16 +63,27 @@ impl Report {
             Ratio {
                 p50: divide(openshell.p50_ms, raw.p50_ms),
                 p90: divide(openshell.p90_ms, raw.p90_ms),
+                p95: divide(openshell.p95_ms, raw.p95_ms),
                 p99: divide(openshell.p99_ms, raw.p99_ms),
                 throughput: divide(openshell.throughput_per_sec, raw.throughput_per_sec),
             }
         });
+        let share = |overhead: Option<Overhead>, side: Option<&Summary>| {
+            overhead.map(|mut overhead| {
+                overhead.audit_share = match (overhead.audit_mean_ms, side) {
+                    (Some(audit), Some(side)) if side.mean_ms > 0.0 => Some(audit / side.mean_ms),
+                    _ => None,
+                };
+                overhead
+            })
+        };
         Self {
+            overhead: share(overhead.0, Some(&openshell)),
+            baseline_overhead: share(overhead.1, baseline.as_ref()),
             openshell,
             baseline,
             ratio,
             worker,
-            overhead,
             config,
         }
     }
@@ -87,10 +102,11 @@ impl Report {
         }
         out.push('\n');
         type Row = (&'static str, fn(&Summary) -> f64, fn(&Ratio) -> f64);
-        let rows: [Row; 5] = [
+        let rows: [Row; 6] = [
             ("throughput/s", |s| s.throughput_per_sec, |r| r.throughput),
             ("p50 ms", |s| s.p50_ms, |r| r.p50),
             ("p90 ms", |s| s.p90_ms, |r| r.p90),
+            ("p95 ms", |s| s.p95_ms, |r| r.p95),
             ("p99 ms", |s| s.p99_ms, |r| r.p99),
             ("max ms", |s| s.max_ms, |_| f64::NAN),
         ];
@@ -121,16 +137,36 @@ impl Report {
             mib(self.worker.rss_idle_bytes),
             mib(self.worker.rss_peak_bytes)
         ));
-        if let Some(overhead) = &self.overhead {
-            let nats = self.openshell.mean_ms
-                - overhead.intake_mean_ms
-                - overhead.reply_mean_ms
-                - overhead.backend_mean_ms;
-            out.push_str(&format!(
-                "mean split ms   worker intake {:.3}  backend {:.3}  worker reply {:.3}  nats+client {:.3}\n",
-                overhead.intake_mean_ms, overhead.backend_mean_ms, overhead.reply_mean_ms, nats.max(0.0)
-            ));
+        let sides = [
+            ("openshell", &self.overhead, Some(&self.openshell)),
+            (
+                baseline_name,
+                &self.baseline_overhead,
+                self.baseline.as_ref(),
+            ),
+        ];
+        for (name, overhead, side) in sides {
+            if let (Some(overhead), Some(side)) = (overhead, side) {
+                out.push_str(&overhead_line(name, overhead, side));
+            }
         }
         out
     }
+}
+
+/// One side's mean split: the workers' phases and what is left for NATS and the client.
+fn overhead_line(name: &str, overhead: &Overhead, side: &Summary) -> String {
+    let nats =
+        side.mean_ms - overhead.intake_mean_ms - overhead.reply_mean_ms - overhead.backend_mean_ms;
+    let audit = match (overhead.audit_mean_ms, overhead.audit_share) {
+        (Some(audit), Some(share)) => format!("  audit {audit:.3} ({:.1}% of mean)", share * 100.0),
+        _ => String::new(),
+    };
+    format!(
+        "{name:<16}mean split ms: worker intake {:.3}  backend {:.3}  worker reply {:.3}  nats+client {:.3}{audit}\n",
+        overhead.intake_mean_ms,
+        overhead.backend_mean_ms,
+        overhead.reply_mean_ms,
+        nats.max(0.0)
+    )
 }

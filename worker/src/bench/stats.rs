@@ -37,6 +37,8 @@ pub struct Summary {
     pub p50_ms: f64,
     /// 90th percentile.
     pub p90_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
     /// Maximum.
@@ -88,6 +90,7 @@ impl Recorder {
             throughput_per_sec: if busy > 0.0 { count as f64 / busy } else { 0.0 },
             p50_ms: ms(self.latencies.value_at_quantile(0.50)),
             p90_ms: ms(self.latencies.value_at_quantile(0.90)),
+            p95_ms: ms(self.latencies.value_at_quantile(0.95)),
             p99_ms: ms(self.latencies.value_at_quantile(0.99)),
             max_ms: ms(self.latencies.max()),
             mean_ms: self.latencies.mean() / 1000.0,
@@ -112,6 +115,7 @@ mod tests {
         let summary = recorder.summary();
         assert_eq!(summary.count, 100);
         assert!((summary.p50_ms - 50.0).abs() < 0.5, "{summary:?}");
+        assert!((summary.p95_ms - 95.0).abs() < 0.5, "{summary:?}");
         assert!((summary.max_ms - 100.0).abs() < 0.5);
         assert!((summary.throughput_per_sec - 50.0).abs() < 0.01);
         assert_eq!(summary.verdicts["completed"], 100);

@@ -17,9 +17,17 @@ pub struct Workers {
     metrics: Vec<SocketAddr>,
 }
 
-/// Totals `(sum seconds, count)` of the workers' intake, reply and backend histograms.
+/// The histograms read from each worker: `(series, phase label)`, in [`OverheadTotals`] order.
+const OVERHEAD_SERIES: [(&str, Option<&str>); 4] = [
+    ("worker_overhead_seconds", Some("intake")),
+    ("worker_overhead_seconds", Some("reply")),
+    ("job_duration_seconds", None),
+    ("worker_overhead_seconds", Some("audit")),
+];
+
+/// Totals `(sum seconds, count)` of the workers' intake, reply, backend and audit histograms.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct OverheadTotals([(f64, f64); 3]);
+pub struct OverheadTotals([(f64, f64); 4]);
 
 /// Mean worker overhead per job over part of a run.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq)]
@@ -30,26 +38,44 @@ pub struct Overhead {
     pub reply_mean_ms: f64,
     /// Time in the backend.
     pub backend_mean_ms: f64,
+    /// The `received` audit event's publish until NATS (core) or JetStream (durable)
+    /// acknowledged it; absent when the workers do not expose the `audit` phase.
+    pub audit_mean_ms: Option<f64>,
+    /// `audit_mean_ms` ÷ the side's mean end-to-end latency (filled in by the report).
+    pub audit_share: Option<f64>,
 }
 
 impl OverheadTotals {
-    /// Mean overheads of the jobs between `before` and `self`.
-    pub fn since(&self, before: &OverheadTotals) -> Overhead {
+    /// The jobs counted between `before` and `self`.
+    pub fn since(&self, before: &OverheadTotals) -> OverheadTotals {
+        let mut delta = *self;
+        for (slot, (sum, count)) in delta.0.iter_mut().enumerate() {
+            *sum -= before.0[slot].0;
+            *count -= before.0[slot].1;
+        }
+        delta
+    }
+
+    /// Adds another part of the same side's run.
+    pub fn add(&mut self, other: &OverheadTotals) {
+        for (slot, (sum, count)) in self.0.iter_mut().enumerate() {
+            *sum += other.0[slot].0;
+            *count += other.0[slot].1;
+        }
+    }
+
+    /// Mean overheads per job.
+    pub fn means(&self) -> Overhead {
         let mean = |slot: usize| {
-            let (sum, count) = (
-                self.0[slot].0 - before.0[slot].0,
-                self.0[slot].1 - before.0[slot].1,
-            );
-            if count > 0.0 {
-                sum / count * 1000.0
-            } else {
-                0.0
-            }
+            let (sum, count) = self.0[slot];
+            (count > 0.0).then(|| sum / count * 1000.0)
         };
         Overhead {
-            intake_mean_ms: mean(0),
-            reply_mean_ms: mean(1),
-            backend_mean_ms: mean(2),
+            intake_mean_ms: mean(0).unwrap_or(0.0),
+            reply_mean_ms: mean(1).unwrap_or(0.0),
+            backend_mean_ms: mean(2).unwrap_or(0.0),
+            audit_mean_ms: mean(3),
+            audit_share: None,
         }
     }
 }
@@ -64,8 +90,14 @@ impl Workers {
         }
     }
 
-    /// Spawns `count` `openshell worker` processes against `nats_url` and waits until each is ready.
-    pub async fn spawn(count: usize, nats_url: &str, slots: Option<usize>) -> anyhow::Result<Self> {
+    /// Spawns `count` `openshell worker` processes against `nats_url` (also serving the
+    /// durable work queue with `durable`) and waits until each is ready.
+    pub async fn spawn(
+        count: usize,
+        nats_url: &str,
+        slots: Option<usize>,
+        durable: bool,
+    ) -> anyhow::Result<Self> {
         let mut workers = Self::default();
         for index in 0..count {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
@@ -82,6 +114,9 @@ impl Workers {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
+            if durable {
+                command.env(crate::config::env::DURABLE, "true");
+            }
             if let Some(slots) = slots {
                 command.env("OPENSHELL_SLOTS", slots.to_string());
             }
@@ -122,17 +157,10 @@ impl Workers {
         if self.metrics.is_empty() {
             return None;
         }
-        let mut sums = [(0.0, 0.0); 3];
+        let mut sums = [(0.0, 0.0); 4];
         for addr in &self.metrics {
             let text = scrape(*addr).await.ok()?;
-            for (slot, (series, phase)) in [
-                ("worker_overhead_seconds", Some("intake")),
-                ("worker_overhead_seconds", Some("reply")),
-                ("job_duration_seconds", None),
-            ]
-            .iter()
-            .enumerate()
-            {
+            for (slot, (series, phase)) in OVERHEAD_SERIES.iter().enumerate() {
                 let (sum, count) = histogram_totals(&text, series, *phase);
                 sums[slot].0 += sum;
                 sums[slot].1 += count;
@@ -214,7 +242,21 @@ fn histogram_totals(text: &str, name: &str, phase: Option<&str>) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
-    use super::histogram_totals;
+    use super::{OverheadTotals, histogram_totals};
+
+    #[test]
+    fn sums_chunks_into_means_and_leaves_a_missing_phase_out() {
+        let before = OverheadTotals([(1.0, 10.0), (0.0, 0.0), (2.0, 10.0), (0.0, 0.0)]);
+        let after = OverheadTotals([(1.5, 20.0), (0.1, 10.0), (3.0, 20.0), (0.0, 0.0)]);
+        let mut total = OverheadTotals::default();
+        total.add(&after.since(&before));
+        total.add(&after.since(&before));
+        let means = total.means();
+        assert!((means.intake_mean_ms - 50.0).abs() < 1e-9, "{means:?}");
+        assert!((means.reply_mean_ms - 10.0).abs() < 1e-9, "{means:?}");
+        assert!((means.backend_mean_ms - 100.0).abs() < 1e-9, "{means:?}");
+        assert_eq!(means.audit_mean_ms, None);
+    }
 
     #[test]
     fn reads_histogram_totals() {
