@@ -123,6 +123,8 @@ pub(super) fn remove_instance_blocking(endpoint: String, instance: String, timeo
     let _ = worker.join();
 }
 
+/// Removes the instance's containers until none is left for [`SETTLE`]: a warm container
+/// whose create was in flight when the backend was dropped appears only after the first pass.
 async fn remove_instance(endpoint: &str, instance: &str) {
     let Ok(docker) = Docker::connect_with_host(endpoint) else {
         return;
@@ -130,9 +132,24 @@ async fn remove_instance(endpoint: &str, instance: &str) {
     let Ok(docker) = docker.negotiate_version().await else {
         return;
     };
-    let Ok(containers) = list(&docker, &format!("{}={instance}", labels::INSTANCE)).await else {
-        return;
-    };
+    let label = format!("{}={instance}", labels::INSTANCE);
+    let started = std::time::Instant::now();
+    loop {
+        let Ok(containers) = list(&docker, &label).await else {
+            return;
+        };
+        if containers.is_empty() && started.elapsed() >= SETTLE {
+            return;
+        }
+        remove_all(&docker, &containers).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How long the shutdown sweep keeps looking for containers created in the meantime.
+const SETTLE: Duration = Duration::from_secs(2);
+
+async fn remove_all(docker: &Docker, containers: &[ContainerSummary]) {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
@@ -144,7 +161,7 @@ async fn remove_instance(endpoint: &str, instance: &str) {
     for (result, container) in futures::future::join_all(removals)
         .await
         .into_iter()
-        .zip(&containers)
+        .zip(containers)
     {
         if let Err(error) = result {
             tracing::debug!(container = ?container.id, "removal at shutdown failed: {error}");
