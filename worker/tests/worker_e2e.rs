@@ -476,3 +476,74 @@ async fn config_command_redacts_secrets() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SANDBOX_DOCKER_MEMORY"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_at_its_quota_waits_and_priority_goes_first() {
+    let Some((_nats, _worker, client)) =
+        stack(&[("OPENSHELL_SLOTS", "2"), ("OPENSHELL_TENANT_QUOTA", "1")]).await
+    else {
+        return;
+    };
+    let exec = |tenant: &'static str, request: ExecRequest| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let result = client.exec("none", tenant, &request).await.unwrap();
+            (result, std::time::Instant::now())
+        })
+    };
+    let sleeper = |id: &str| ExecRequest::command(id, vec!["sleep".into(), "1".into()]);
+    // busy-0 runs; busy-1 and busy-2 wait for the busy tenant's quota, not for a slot.
+    let busy: Vec<_> = (0..3)
+        .map(|n| exec("busy", sleeper(&format!("busy-{n}"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = exec(
+        "quick",
+        ExecRequest::command("quick", vec!["echo".into(), "hi".into()]),
+    );
+    let (quick, quick_done) = quick.await.unwrap();
+    assert_eq!(quick.status, Verdict::Completed, "{quick:?}");
+    let mut busy_done = Vec::new();
+    for task in busy {
+        let (result, done) = task.await.unwrap();
+        assert_eq!(result.status, Verdict::Completed, "{result:?}");
+        busy_done.push(done);
+    }
+    busy_done.sort();
+    assert!(
+        quick_done < busy_done[0],
+        "the quick tenant's job finished after the busy tenant's first job"
+    );
+    // The busy tenant ran one job at a time: its last finished ≥ 2 s after its first.
+    assert!(busy_done[2] - busy_done[0] >= Duration::from_millis(1900));
+
+    // With both slots held (one for 1 s, one for 3 s), the slot freed first goes to a
+    // high-priority job that was queued after a low-priority one; the low one gets that slot
+    // only once the high one is done.
+    let holders: Vec<_> = [("h1", "1"), ("h2", "3")]
+        .into_iter()
+        .map(|(tenant, seconds)| {
+            exec(
+                tenant,
+                ExecRequest::command(tenant, vec!["sleep".into(), seconds.into()]),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut low = ExecRequest::command("low", vec!["true".into()]);
+    low.priority = -10;
+    let low = exec("lo", low);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut high = ExecRequest::command("high", vec!["true".into()]);
+    high.priority = 10;
+    let high = exec("hi", high);
+    let (_, high_done) = high.await.unwrap();
+    let (_, low_done) = low.await.unwrap();
+    assert!(
+        high_done < low_done,
+        "the low-priority job took the first free slot"
+    );
+    for holder in holders {
+        holder.await.unwrap();
+    }
+}
