@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openshell_protocol::{ExecRequest, ExecResult, Verdict};
+use openshell_worker::durable::client::DurableClient;
 use support::worker::WorkerProcess;
 use tokio::sync::mpsc;
 
@@ -213,4 +214,51 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
     let out = support::cli(["result", "acme-durable-1", "--wait", "30s"], &agent).await;
     assert!(out.status.success(), "result as agent-acme: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stored-acme\n");
+
+    // A stored result is read by direct get on its own subject, so acme's grants cannot
+    // reach globex's results even knowing the job id.
+    let globex = [
+        ("NATS_URL", url),
+        ("NATS_USER", "agent-globex"),
+        ("NATS_PASSWORD", "globex-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_TENANT", "globex"),
+    ];
+    let submit = ["submit", "--id", "globex-secret-job", "--lang", "bash"];
+    let out = support::cli(
+        submit.into_iter().chain(["-c", "echo globex-only"]),
+        &globex,
+    )
+    .await;
+    assert!(out.status.success(), "submit as agent-globex: {out:?}");
+    let out = support::cli(["result", "globex-secret-job", "--wait", "30s"], &globex).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "globex-only\n",
+        "{out:?}"
+    );
+    let acme = async_nats::ConnectOptions::with_user_and_password(
+        "agent-acme".into(),
+        "acme-secret".into(),
+    )
+    .custom_inbox_prefix("_INBOX.acme")
+    .request_timeout(Some(Duration::from_secs(2)))
+    .connect(url)
+    .await
+    .expect("agent-acme connects");
+    let client = DurableClient::new(acme, "openshell");
+    let own = client
+        .result("acme", "acme-durable-1", Duration::ZERO)
+        .await;
+    assert!(
+        matches!(own, Ok(Some(_))),
+        "acme reads its own stored result: {own:?}"
+    );
+    let other = client
+        .result("globex", "globex-secret-job", Duration::ZERO)
+        .await;
+    assert!(
+        other.is_err(),
+        "acme read globex's stored result: {other:?}"
+    );
 }

@@ -140,9 +140,10 @@ impl DurableClient {
         }
     }
 
-    async fn results_stream(&self) -> Result<Stream, DurableError> {
+    /// The results stream, without the STREAM.INFO call an agent need not be allowed.
+    async fn results_stream(&self) -> Result<Stream<()>, DurableError> {
         self.jetstream
-            .get_stream(RESULTS)
+            .get_stream_no_info(RESULTS)
             .await
             .map_err(|e| DurableError::Stream {
                 stream: RESULTS.to_string(),

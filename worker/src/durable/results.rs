@@ -2,14 +2,16 @@
 //!
 //! A result is published with `Nats-Expected-Last-Subject-Sequence: 0`, so the stream takes
 //! it only when the job has none yet: the first result stored (a run, `worker_lost`, or a
-//! client's cancel) is the job's one result, and later ones are refused.
+//! client's cancel) is the job's one result, and later ones are refused. Results are read
+//! with a direct get of the last message on the job's subject, whose API subject names the
+//! result subject, so NATS permissions can confine an agent to its own tenant's results.
 
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use openshell_protocol::ExecResult;
@@ -55,26 +57,29 @@ pub async fn store(
 }
 
 /// The stored result on `subject`, if there is one.
-pub async fn fetch(results: &Stream, subject: &str) -> Result<Option<ExecResult>, DurableError> {
+pub async fn fetch<I>(
+    results: &Stream<I>,
+    subject: &str,
+) -> Result<Option<ExecResult>, DurableError> {
     let error = |message: String| DurableError::Read {
         stream: RESULTS.to_string(),
         subject: subject.to_string(),
         message,
     };
-    match results.get_last_raw_message_by_subject(subject).await {
+    match results.direct_get_last_for_subject(subject).await {
         Ok(message) => serde_json::from_slice(&message.payload)
             .map(Some)
             .map_err(|e| error(format!("not an ExecResult: {e}"))),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) => Err(error(e.to_string())),
     }
 }
 
 /// Waits up to `wait` for the result on `subject`: subscribes first, then looks in the stream,
 /// so a result stored in between is not missed.
-pub async fn wait(
+pub async fn wait<I>(
     nats: &async_nats::Client,
-    results: &Stream,
+    results: &Stream<I>,
     subject: &str,
     wait: Duration,
 ) -> Result<Option<ExecResult>, DurableError> {

@@ -3,10 +3,10 @@
 //! | stream | subjects | retention | storage | limits |
 //! |---|---|---|---|---|
 //! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_bytes` unlimited, `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
-//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m |
+//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m, `allow_direct` (results are read by direct get) |
 //! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g), `duplicate_window` 2m |
 //!
-//! An existing stream whose subjects, retention or storage differ is an error (the worker
+//! An existing stream whose subjects, retention, storage or direct get differ is an error (the worker
 //! does not start and does not change it); differing limits are logged and left as they are.
 
 use async_nats::jetstream::Context;
@@ -58,6 +58,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
                 .duplicate_window
                 .as_duration()
                 .min(settings.results_max_age.as_duration()),
+            allow_direct: true,
             ..Config::default()
         },
         Config {
@@ -142,6 +143,12 @@ pub fn compare(found: &Config, wanted: &Config) -> (Vec<String>, Vec<String>) {
             "storage",
             format!("{:?}", found.storage),
             format!("{:?}", wanted.storage),
+        ));
+    }
+    if wanted.allow_direct && !found.allow_direct {
+        incompatible.push(format!(
+            "allow_direct: found false, need true (results are read by direct get; `nats stream edit {} --allow-direct`)",
+            wanted.name
         ));
     }
     if wanted.retention == RetentionPolicy::WorkQueue && found.duplicate_window.is_zero() {
