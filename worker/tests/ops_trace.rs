@@ -141,3 +141,40 @@ async fn traceparent_reaches_the_result_audit_events_and_logs() {
         "invalid ones are logged at debug level:\n{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traceparent_header_of_a_queued_job_reaches_its_stored_result() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let _worker = WorkerProcess::start(&[
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_DURABLE", "true"),
+    ])
+    .await;
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let payload = serde_json::to_vec(&request("queued", None)).expect("encode request");
+    jetstream
+        .send_publish(
+            "openshell.jobs.none.acme",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id("queued")
+                .header("traceparent", HEADER_TRACE),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored in OPENSHELL_JOBS");
+    let durable = openshell_worker::durable::client::DurableClient::new(client, "openshell");
+    let result = durable
+        .result("acme", "queued", Duration::from_secs(30))
+        .await
+        .expect("read result")
+        .expect("a stored result");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert_eq!(result.traceparent.as_deref(), Some(HEADER_TRACE));
+}

@@ -112,7 +112,8 @@ impl DurablePool {
 
     /// Runs the job, sending an in-progress ack every third of `ack_wait`.
     async fn process_with_progress(&self, message: &Message, tenant: &str) -> Processed {
-        let work = self.runtime.process(tenant, &message.payload);
+        let traceparent = crate::intake::traceparent_header(message);
+        let work = self.runtime.process(tenant, &message.payload, traceparent);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(self.settings.ack_wait.as_duration() / 3);
         ticker.tick().await;

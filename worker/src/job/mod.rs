@@ -117,21 +117,14 @@ impl PoolRuntime {
             .map(|(_, tenant)| tenant.to_string())
             .unwrap_or_default();
         let traceparent = crate::intake::traceparent_header(&message);
-        let processed = self
-            .process_traced(&tenant, &message.payload, traceparent)
-            .await;
+        let processed = self.process(&tenant, &message.payload, traceparent).await;
         self.reply(&message, processed).await;
     }
 
     /// Takes one raw request of `tenant` through admission, audit and the backend to its
-    /// result; where the result goes is the caller's business.
-    pub async fn process(&self, tenant: &str, raw: &Bytes) -> Processed {
-        self.process_traced(tenant, raw, None).await
-    }
-
-    /// [`PoolRuntime::process`] with the valid W3C `traceparent` the message's header brought;
-    /// without one, the request's `traceparent` field stands in.
-    pub async fn process_traced(
+    /// result; where the result goes is the caller's business. `traceparent` is the valid W3C
+    /// trace context the message's header brought; without one, the request's field stands in.
+    pub async fn process(
         &self,
         tenant: &str,
         raw: &Bytes,
