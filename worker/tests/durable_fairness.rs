@@ -4,6 +4,7 @@
 //! as a lost worker's attempt).
 
 mod durable;
+mod ops;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ async fn a_deep_queue_does_not_delay_another_tenants_job() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let _worker = durable::worker(
+    let worker = durable::worker(
         &nats,
         "w1",
         &[("OPENSHELL_SLOTS", "2"), ("OPENSHELL_TENANT_QUOTA", "1")],
@@ -84,4 +85,17 @@ async fn a_deep_queue_does_not_delay_another_tenants_job() {
     for result in &finished {
         assert_eq!(result.status, Verdict::Completed, "{result:?}");
     }
+
+    // The puts-back show as redeliveries; pending (jobs never delivered yet) is reported,
+    // here 0 since every queued job was offered to the worker at least once.
+    let (_, metrics) = ops::http_get(&ops::metrics_addr(&worker.logs()), "/metrics", "*/*").await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}{{pool=\"none\"}} ")))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(value("openshell_jetstream_redeliveries_total") > 0.0);
+    assert!(value("openshell_jetstream_pending_messages") >= 0.0);
 }
