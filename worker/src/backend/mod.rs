@@ -31,6 +31,7 @@
 
 pub mod docker;
 pub mod local;
+pub mod oom;
 pub mod output;
 pub mod registry;
 pub mod ssh;

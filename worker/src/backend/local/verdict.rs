@@ -5,22 +5,10 @@ use nix::sys::wait::WaitStatus;
 use openshell_protocol::{Enforcement, EnforcementReport, EnforcementStatus, LimitName, Limits};
 
 use super::user::RunAs;
-use crate::backend::Capabilities;
+use crate::backend::{Capabilities, oom};
 
 /// Peak resident memory at or above this share of the memory limit counts as "near the limit".
 const NEAR_LIMIT_PERCENT: u64 = 75;
-
-/// How runtimes report a failed allocation on stderr, lowercase.
-const ALLOCATION_FAILURES: [&str; 8] = [
-    "memoryerror",                    // Python
-    "cannot allocate",                // strerror(ENOMEM), bash's "xmalloc: cannot allocate N bytes"
-    "std::bad_alloc",                 // C++
-    "javascript heap out of memory",  // Node: the V8 heap cannot grow
-    "array buffer allocation failed", // Node: a Buffer or ArrayBuffer cannot be allocated
-    "fatal process oom",              // V8 failing to map memory ("Fatal process OOM in ...")
-    "memory allocation of",           // Rust's alloc error handler
-    "out of memory", // Go, glibc, V8's "Fatal process out of memory" and most others
-];
 
 /// How this backend enforces `limit` for jobs running as `run_as`.
 pub(super) fn mechanism(limit: LimitName, run_as: &RunAs) -> Enforcement {
@@ -112,19 +100,11 @@ pub(super) fn looks_out_of_memory(
     let Some(limit) = memory_limit else {
         return false;
     };
-    let failed = match exit {
-        (Some(code), _) => code != 0,
-        (None, signal) => signal.is_some(),
-    };
-    if !failed {
+    if !oom::failed(exit) {
         return false;
     }
     // Only now: fetching stderr copies it, and most jobs are not limited or do not fail.
-    let text = String::from_utf8_lossy(&stderr()).to_lowercase();
-    if ALLOCATION_FAILURES
-        .iter()
-        .any(|marker| text.contains(marker))
-    {
+    if oom::reports_allocation_failure(&stderr()) {
         return true;
     }
     let crashed = [Signal::SIGSEGV, Signal::SIGABRT, Signal::SIGKILL]

@@ -2,18 +2,7 @@
 
 use openshell_protocol::{Enforcement, EnforcementReport, EnforcementStatus, LimitName, Limits};
 
-use crate::backend::Capabilities;
-
-/// How runtimes report a failed allocation on stderr, lowercase.
-const ALLOCATION_FAILURES: [&str; 7] = [
-    "memoryerror",
-    "cannot allocate memory",
-    "std::bad_alloc",
-    "javascript heap out of memory",
-    "fatal process oom",
-    "memory allocation of",
-    "out of memory",
-];
+use crate::backend::{Capabilities, oom};
 
 /// SIGKILL's number.
 const SIGKILL: i32 = 9;
@@ -101,20 +90,13 @@ pub fn looks_out_of_memory(
     if !memory_limit {
         return false;
     }
-    let failed = match exit {
-        (Some(code), _) => code != 0,
-        (None, signal) => signal.is_some(),
-    };
-    if !failed {
+    if !oom::failed(exit) {
         return false;
     }
     if mechanism == Mechanism::Cgroup && exit.1 == Some(SIGKILL) {
         return true;
     }
-    let text = String::from_utf8_lossy(stderr).to_lowercase();
-    ALLOCATION_FAILURES
-        .iter()
-        .any(|marker| text.contains(marker))
+    oom::reports_allocation_failure(stderr)
 }
 
 #[cfg(test)]
