@@ -32,6 +32,11 @@ pub struct Baseline {
     argv: Vec<String>,
     stdin: Vec<u8>,
     workdir: tempfile::TempDir,
+    /// Jobs' environment for `exec` (as the local backend gives it); `None` keeps the bench's
+    /// own, which the docker and ssh clients need.
+    job_env: Option<Vec<(&'static str, std::ffi::OsString)>>,
+    /// `ssh -O exit` for the ssh-mux master, so it does not outlive the run.
+    stop_master: Option<Vec<String>>,
 }
 
 /// Options of the docker-run and ssh baselines.
@@ -65,6 +70,8 @@ impl Baseline {
         targets: &BaselineTargets,
     ) -> anyhow::Result<Self> {
         let workdir = tempfile::tempdir()?;
+        let job_env = (kind == BaselineKind::Exec).then(|| local_job_env(workdir.path()));
+        let mut stop_master = None;
         let (argv, stdin) = match kind {
             BaselineKind::Exec => {
                 let (argv, file) = workload.file_form();
@@ -97,26 +104,34 @@ impl Baseline {
             }
             BaselineKind::Ssh | BaselineKind::SshMux => {
                 let (program, stdin) = workload.stdin_form();
-                (
-                    ssh_argv(kind, targets, workdir.path())?
-                        .into_iter()
-                        .chain(program)
-                        .collect(),
-                    stdin,
-                )
+                let ssh = ssh_argv(kind, targets, workdir.path())?;
+                if kind == BaselineKind::SshMux {
+                    let (target, options) =
+                        ssh.split_last().expect("ssh argv ends with its target");
+                    let mut stop = options.to_vec();
+                    stop.extend(["-O".to_string(), "exit".to_string(), target.clone()]);
+                    stop_master = Some(stop);
+                }
+                (ssh.into_iter().chain(program).collect(), stdin)
             }
         };
         Ok(Self {
             argv,
             stdin,
             workdir,
+            job_env,
+            stop_master,
         })
     }
 
     /// Runs one raw operation; its latency and `completed` or `exit_N`.
     pub async fn run_once(&self) -> anyhow::Result<(Duration, String)> {
         let started = Instant::now();
-        let mut child = Command::new(&self.argv[0])
+        let mut command = Command::new(&self.argv[0]);
+        if let Some(env) = &self.job_env {
+            command.env_clear().envs(env.iter().cloned());
+        }
+        let mut child = command
             .args(&self.argv[1..])
             .current_dir(self.workdir.path())
             .stdin(if self.stdin.is_empty() {
@@ -140,6 +155,31 @@ impl Baseline {
         };
         Ok((latency, verdict))
     }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop_master {
+            let _ = std::process::Command::new(&stop[0])
+                .args(&stop[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The environment the local backend gives a job (its default PATH, HOME and TMPDIR in the
+/// job's directory, LANG), so fork/exec finds the same programs (not, say, a pyenv shim).
+fn local_job_env(dir: &std::path::Path) -> Vec<(&'static str, std::ffi::OsString)> {
+    let path = crate::backend::local::LocalSettings::default().path;
+    vec![
+        ("PATH", path.into()),
+        ("HOME", dir.as_os_str().to_owned()),
+        ("TMPDIR", dir.as_os_str().to_owned()),
+        ("LANG", "C.UTF-8".into()),
+    ]
 }
 
 fn ssh_argv(
