@@ -18,7 +18,7 @@ pub mod running;
 pub mod slots;
 
 pub use admission::{Admitted, admit};
-pub use dispatch::{DispatchPermit, Dispatcher};
+pub use dispatch::{DispatchPermit, Dispatcher, NoSlot};
 pub use policy::{PoolPolicy, TenantFilter};
 pub use quota::TenantQuotas;
 pub use rejection::Rejection;

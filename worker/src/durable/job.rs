@@ -10,7 +10,7 @@ use bytes::Bytes;
 use openshell_protocol::decode::salvage_id;
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Verdict};
-use openshell_scheduler::SlotPermit;
+use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 
 use super::DurablePool;
 use super::attempts::Begin;
@@ -45,18 +45,6 @@ impl DurablePool {
                 .unstorable(&message, "tenant or job id is not a subject token")
                 .await;
         }
-        let subject = self.subjects.result(&tenant, &id);
-        match results::fetch(&self.results, &subject).await {
-            Ok(Some(_)) => {
-                tracing::info!(%id, %tenant, "job already has a stored result; not run again");
-                return ack(&message, AckKind::Ack).await;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
-                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
-        }
         let (delivered, pending) = message
             .info()
             .map_or((1, 0), |info| (info.delivered, info.pending));
@@ -65,12 +53,30 @@ impl DurablePool {
         if delivered > 1 {
             metrics.redelivered(pool);
         }
-        if self.runtime.slots.at_quota(&tenant) {
-            let delay = QUOTA_DELAY
-                .saturating_mul(u32::try_from(delivered).unwrap_or(u32::MAX))
-                .min(QUOTA_DELAY_MAX);
-            tracing::debug!(%id, %tenant, ?delay, "tenant at its quota: job offered again later");
-            return ack(&message, AckKind::Nak(Some(delay))).await;
+        // The slot is taken now, before any round trip, so that jobs pulled together cannot
+        // all pass their tenant's quota; with every slot busy (core jobs), the job waits.
+        let reserved = match self.runtime.slots.try_acquire(&tenant) {
+            Ok(slot) => Some(slot),
+            Err(NoSlot::Busy) => None,
+            Err(NoSlot::AtQuota) => {
+                let delay = QUOTA_DELAY
+                    .saturating_mul(u32::try_from(delivered).unwrap_or(u32::MAX))
+                    .min(QUOTA_DELAY_MAX);
+                tracing::debug!(%id, %tenant, ?delay, "tenant at its quota: job offered again later");
+                return ack(&message, AckKind::Nak(Some(delay))).await;
+            }
+        };
+        let subject = self.subjects.result(&tenant, &id);
+        match results::stored(&self.results, &subject).await {
+            Ok(true) => {
+                tracing::info!(%id, %tenant, "job already has a stored result; not run again");
+                return ack(&message, AckKind::Ack).await;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
         }
         let key = format!("{tenant}.{id}");
         match self.attempts.begin(&key, self.settings.max_deliver).await {
@@ -86,34 +92,45 @@ impl DurablePool {
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         }
-        let processed = self.process_with_progress(&message, &tenant).await;
-        let ran = processed.audited
-            && processed.result.error.as_ref().map(|e| e.kind) != Some(ErrorKind::DuplicateJob);
-        if !ran {
+        let processed = self
+            .process_with_progress(&message, &tenant, reserved)
+            .await;
+        let not_run = match processed.result.error.as_ref().map(|e| e.kind) {
+            _ if !processed.audited => Some(("audit stream unavailable: job not run", RETRY_DELAY)),
+            // Still running here (a redelivery raced the in-progress ack): leave it to that run.
+            Some(ErrorKind::DuplicateJob) => Some((
+                "the job is running on this worker already",
+                self.settings.ack_wait.as_duration(),
+            )),
+            // Stopped before it started: another worker takes it.
+            Some(ErrorKind::ShuttingDown) => Some((
+                "worker shutting down before the job started",
+                Duration::ZERO,
+            )),
+            _ => None,
+        };
+        if let Some((why, delay)) = not_run {
             if let Err(error) = self.attempts.undo(&key).await {
                 tracing::warn!(%error, %id, "an attempt that did not run stays counted");
             }
-        }
-        if !processed.audited {
-            tracing::error!(%id, %tenant, "audit stream unavailable: job not run, offered again in {RETRY_DELAY:?}");
-            return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
-        }
-        if !ran {
-            // Still running here (a redelivery raced the in-progress ack): leave it to that run.
-            return ack(
-                &message,
-                AckKind::Nak(Some(self.settings.ack_wait.as_duration())),
-            )
-            .await;
+            tracing::warn!(%id, %tenant, "{why}; offered again in {delay:?}");
+            return ack(&message, AckKind::Nak(Some(delay))).await;
         }
         self.runtime.record_processed(&processed);
         self.finish(&message, &subject, processed.result).await;
     }
 
     /// Runs the job, sending an in-progress ack every third of `ack_wait`.
-    async fn process_with_progress(&self, message: &Message, tenant: &str) -> Processed {
+    async fn process_with_progress(
+        &self,
+        message: &Message,
+        tenant: &str,
+        reserved: Option<DispatchPermit>,
+    ) -> Processed {
         let traceparent = crate::intake::traceparent_header(message);
-        let work = self.runtime.process(tenant, &message.payload, traceparent);
+        let work = self
+            .runtime
+            .process(tenant, &message.payload, traceparent, reserved);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(self.settings.ack_wait.as_duration() / 3);
         ticker.tick().await;

@@ -61,17 +61,33 @@ pub async fn fetch<I>(
     results: &Stream<I>,
     subject: &str,
 ) -> Result<Option<ExecResult>, DurableError> {
-    let error = |message: String| DurableError::Read {
+    let Some(payload) = last(results, subject).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&payload)
+        .map(Some)
+        .map_err(|e| read_error(subject, format!("not an ExecResult: {e}")))
+}
+
+/// Whether `subject` holds a stored message, readable as a result or not: either way the
+/// job's one result is taken.
+pub async fn stored<I>(results: &Stream<I>, subject: &str) -> Result<bool, DurableError> {
+    Ok(last(results, subject).await?.is_some())
+}
+
+async fn last<I>(results: &Stream<I>, subject: &str) -> Result<Option<Bytes>, DurableError> {
+    match results.direct_get_last_for_subject(subject).await {
+        Ok(message) => Ok(Some(message.payload)),
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(read_error(subject, e.to_string())),
+    }
+}
+
+fn read_error(subject: &str, message: String) -> DurableError {
+    DurableError::Read {
         stream: RESULTS.to_string(),
         subject: subject.to_string(),
         message,
-    };
-    match results.direct_get_last_for_subject(subject).await {
-        Ok(message) => serde_json::from_slice(&message.payload)
-            .map(Some)
-            .map_err(|e| error(format!("not an ExecResult: {e}"))),
-        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(error(e.to_string())),
     }
 }
 

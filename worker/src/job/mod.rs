@@ -20,7 +20,9 @@ use openshell_protocol::{
     AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects, Verdict,
 };
 use openshell_scheduler::deadline::check_deadline;
-use openshell_scheduler::{Admitted, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, admit};
+use openshell_scheduler::{
+    Admitted, DispatchPermit, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, admit,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -117,18 +119,22 @@ impl PoolRuntime {
             .map(|(_, tenant)| tenant.to_string())
             .unwrap_or_default();
         let traceparent = crate::intake::traceparent_header(&message);
-        let processed = self.process(&tenant, &message.payload, traceparent).await;
+        let processed = self
+            .process(&tenant, &message.payload, traceparent, None)
+            .await;
         self.reply(&message, processed).await;
     }
 
     /// Takes one raw request of `tenant` through admission, audit and the backend to its
     /// result; where the result goes is the caller's business. `traceparent` is the valid W3C
     /// trace context the message's header brought; without one, the request's field stands in.
+    /// A job given a `reserved` slot runs in it instead of waiting for one.
     pub async fn process(
         &self,
         tenant: &str,
         raw: &Bytes,
         traceparent: Option<String>,
+        reserved: Option<DispatchPermit>,
     ) -> Processed {
         let mut timings = Timings {
             received: Instant::now(),
@@ -148,7 +154,8 @@ impl PoolRuntime {
             match self.accept(raw, &mut context).await {
                 Ok(accepted) => {
                     timings.audit = accepted.audit_time;
-                    (self.run(accepted, &context, &mut timings).await, true)
+                    let run = self.run(accepted, &context, reserved, &mut timings);
+                    (run.await, true)
                 }
                 Err(refused) => (refused.result, refused.audited),
             }
@@ -234,6 +241,7 @@ impl PoolRuntime {
         &self,
         accepted: Accepted,
         context: &AuditContext,
+        reserved: Option<DispatchPermit>,
         timings: &mut Timings,
     ) -> ExecResult {
         let Accepted {
@@ -246,8 +254,14 @@ impl PoolRuntime {
         let cancel = guard.token().clone();
         let mut result = self.base_result(&request, &admitted, context);
         let queued = Instant::now();
+        let wait_for_slot = async {
+            match reserved {
+                Some(slot) => slot,
+                None => self.slots.acquire(&context.tenant, request.priority).await,
+            }
+        };
         let _slot = tokio::select! {
-            slot = self.slots.acquire(&context.tenant, request.priority) => slot,
+            slot = wait_for_slot => slot,
             () = cancel.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::Cancelled)).await,
             () = self.shutdown.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::ShuttingDown)).await,
         };
