@@ -246,13 +246,24 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
     .connect(url)
     .await
     .expect("agent-acme connects");
+    // An agent may publish on its own results subjects (cancel stores a result there), but
+    // the stream keeps the first result of a job: a forged one does not replace it.
+    acme.publish("openshell.results.acme.acme-durable-1", "forged".into())
+        .await
+        .expect("publish");
+    acme.flush().await.expect("flush");
     let client = DurableClient::new(acme, "openshell");
     let own = client
         .result("acme", "acme-durable-1", Duration::ZERO)
         .await;
-    assert!(
-        matches!(own, Ok(Some(_))),
-        "acme reads its own stored result: {own:?}"
+    let stdout = match &own {
+        Ok(Some(result)) => Some(result.stdout.to_text_lossy()),
+        _ => None,
+    };
+    assert_eq!(
+        stdout.as_deref(),
+        Some("stored-acme\n"),
+        "acme reads its own stored result, unchanged: {own:?}"
     );
     let other = client
         .result("globex", "globex-secret-job", Duration::ZERO)

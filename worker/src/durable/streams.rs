@@ -3,7 +3,7 @@
 //! | stream | subjects | retention | storage | limits |
 //! |---|---|---|---|---|
 //! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_bytes` unlimited, `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
-//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m, `allow_direct` (results are read by direct get) |
+//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m, `allow_direct` (results are read by direct get), 1 message per subject with discard new per subject (the first result stored is final, whoever publishes) |
 //! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g), `duplicate_window` 2m |
 //!
 //! An existing stream whose subjects, retention, storage or direct get differ is an error (the worker
@@ -59,6 +59,9 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
                 .as_duration()
                 .min(settings.results_max_age.as_duration()),
             allow_direct: true,
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
             ..Config::default()
         },
         Config {
@@ -149,6 +152,14 @@ pub fn compare(found: &Config, wanted: &Config) -> (Vec<String>, Vec<String>) {
         incompatible.push(format!(
             "allow_direct: found false, need true (results are read by direct get; `nats stream edit {} --allow-direct`)",
             wanted.name
+        ));
+    }
+    if wanted.discard_new_per_subject
+        && (!found.discard_new_per_subject || found.max_messages_per_subject != 1)
+    {
+        incompatible.push(format!(
+            "max_messages_per_subject {} with discard_new_per_subject {}: need 1 and true, so a job's first stored result is final (`nats stream edit {} --max-msgs-per-subject 1 --discard new --discard-per-subject`)",
+            found.max_messages_per_subject, found.discard_new_per_subject, wanted.name
         ));
     }
     if wanted.retention == RetentionPolicy::WorkQueue && found.duplicate_window.is_zero() {
