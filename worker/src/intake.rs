@@ -105,7 +105,7 @@ pub fn valid_traceparent(value: &str, source: &'static str) -> Option<String> {
         return Some(value.to_string());
     }
     let shown: String = value.chars().take(80).collect();
-    tracing::debug!(source, value = %shown, "ignoring an invalid traceparent (want 00-<32 hex>-<16 hex>-<2 hex>)");
+    tracing::debug!(source, value = ?shown, "ignoring an invalid traceparent (want 00-<32 hex>-<16 hex>-<2 hex>)");
     None
 }
 

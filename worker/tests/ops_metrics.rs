@@ -203,7 +203,7 @@ async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
     if !docker_host.is_empty() {
         envs.push(("DOCKER_HOST", docker_host.as_str()));
     }
-    let worker = WorkerProcess::start(&envs).await;
+    let mut worker = WorkerProcess::start(&envs).await;
     let addr = ops::metrics_addr(&worker.logs());
     let client = Client::connect(&url).await.expect("client connects");
     let mut request = ExecRequest::code("forks", "python", FORK_UNTIL_REFUSED);
@@ -233,6 +233,10 @@ async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
         .all(|line| text.contains(line))
     })
     .await;
+    // A SIGTERM, not the kill on drop: the worker removes its warm containers as it stops.
+    let label = format!("openshell.worker={}", result.worker_id);
+    assert!(worker.terminate().await.success(), "{}", worker.logs());
+    support::dockerd::assert_none_left(None, &label, Duration::from_secs(15)).await;
 }
 
 /// Forks sleeping children until the kernel refuses one, then kills them.

@@ -199,7 +199,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .duration
         .map(|duration| duration.as_duration() / (ROUNDS * sides) as u32);
     for round in 0..ROUNDS {
-        let first = (args.warmup + round * chunk) * 1000;
+        // Each round numbers its jobs from its own block, far above any round's count (a
+        // `--duration` round has no fixed count), so job ids never repeat within a run.
+        let first = (round + 1) << 40;
         let count = if args.duration.is_some() {
             u64::MAX / 4
         } else {

@@ -9,7 +9,7 @@
 //! | `audit_max_age` | — | `90d` | audit events older than this are removed |
 //! | `audit_max_bytes` | — | `1g` | the audit stream's size bound (oldest removed first) |
 //! | `ack_wait` | `OPENSHELL_DURABLE_ACK_WAIT` | `30s` | a job not acked or progressed within it is redelivered |
-//! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | deliveries that may run the job; the next one stores `worker_lost` |
+//! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | runs of a job that may start (counted in `OPENSHELL_ATTEMPTS`); the next delivery stores `worker_lost` |
 
 use openshell_protocol::{ByteSize, DurationMs};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ pub struct DurableConfig {
     pub audit_max_bytes: ByteSize,
     /// Consumer `ack_wait`; in-progress acks are sent every third of it while a job runs.
     pub ack_wait: DurationMs,
-    /// Deliveries of one job that may run it; the delivery after stores verdict `worker_lost`.
+    /// Runs of one job that may start; the delivery after stores verdict `worker_lost`.
     pub max_deliver: u32,
 }
 

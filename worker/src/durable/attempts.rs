@@ -47,7 +47,8 @@ impl Attempts {
         };
         let store = match jetstream.get_key_value(BUCKET).await {
             Ok(store) => store,
-            Err(_) => jetstream
+            // Missing, most likely: create it, and name both failures if that fails too.
+            Err(get) => jetstream
                 .create_key_value(kv::Config {
                     bucket: BUCKET.into(),
                     description: "OpenShell: runs started per queued job".into(),
@@ -57,7 +58,7 @@ impl Attempts {
                     ..kv::Config::default()
                 })
                 .await
-                .map_err(|e| error(e.to_string()))?,
+                .map_err(|create| error(format!("opening it: {get}; creating it: {create}")))?,
         };
         Ok(Self { store })
     }
@@ -100,7 +101,10 @@ impl Attempts {
                 let started = std::str::from_utf8(&entry.value)
                     .ok()
                     .and_then(|text| text.parse().ok())
-                    .unwrap_or(0);
+                    .unwrap_or_else(|| {
+                        tracing::warn!(%key, "unreadable attempt count; counted from 0");
+                        0
+                    });
                 (started, entry.revision)
             }))
     }

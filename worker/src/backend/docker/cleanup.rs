@@ -133,15 +133,17 @@ async fn remove_instance(endpoint: &str, instance: &str) {
         return;
     };
     let label = format!("{}={instance}", labels::INSTANCE);
-    let started = std::time::Instant::now();
+    let mut last_seen = std::time::Instant::now();
     loop {
         let Ok(containers) = list(&docker, &label).await else {
             return;
         };
-        if containers.is_empty() && started.elapsed() >= SETTLE {
+        if !containers.is_empty() {
+            last_seen = std::time::Instant::now();
+            remove_all(&docker, &containers).await;
+        } else if last_seen.elapsed() >= SETTLE {
             return;
         }
-        remove_all(&docker, &containers).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
