@@ -23,25 +23,18 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
     open(config, options).await
 }
 
-/// Connects once, failing if the server cannot be reached. For the client commands.
+/// Connects once, failing if the server cannot be reached. For the client commands, with
+/// replies (requests, JetStream API calls) on `inbox_prefix` when given, e.g. the
+/// `_INBOX.<tenant>` that deploy/nats/accounts.conf lets an agent read.
 pub async fn connect_once(
     config: &NatsConfig,
     name: &str,
+    inbox_prefix: Option<&str>,
 ) -> Result<async_nats::Client, ConnectError> {
-    let options = options(config, name).await?;
-    open(config, options).await
-}
-
-/// [`connect_once`] with replies (requests, JetStream API calls) on `inbox_prefix`, e.g. the
-/// `_INBOX.<tenant>` that deploy/nats/accounts.conf lets an agent read.
-pub async fn connect_once_with_inbox(
-    config: &NatsConfig,
-    name: &str,
-    inbox_prefix: &str,
-) -> Result<async_nats::Client, ConnectError> {
-    let options = options(config, name)
-        .await?
-        .custom_inbox_prefix(inbox_prefix);
+    let mut options = options(config, name).await?;
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     open(config, options).await
 }
 

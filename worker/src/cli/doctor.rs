@@ -139,7 +139,7 @@ pub fn check_clock() -> Finding {
 /// NATS: the configured servers answer with these credentials.
 pub async fn check_nats(config: &Config) -> Finding {
     let urls = config.nats.urls.join(",");
-    let connect = crate::nats::connect_once(&config.nats, "openshell-doctor");
+    let connect = crate::nats::connect_once(&config.nats, "openshell-doctor", None);
     match tokio::time::timeout(CHECK_TIMEOUT, connect).await {
         Ok(Ok(client)) => {
             let info = client.server_info();

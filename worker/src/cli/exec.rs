@@ -174,12 +174,6 @@ fn split_pair(pair: &str, flag: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-/// The inbox prefix of an agent of `tenant`: `_INBOX.<tenant>`, as deploy/nats/accounts.conf
-/// grants each agent (`_INBOX.<tenant>.>`) so it reads its own replies and nobody else's.
-pub(crate) fn tenant_inbox(tenant: &str) -> String {
-    format!("_INBOX.{tenant}")
-}
-
 fn generated_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

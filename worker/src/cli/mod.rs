@@ -86,16 +86,16 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// Connects with the same options as the worker (credentials from the environment).
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let options = crate::nats::connect_once(&self.config(), "openshell-cli").await;
+        let options = crate::nats::connect_once(&self.config(), "openshell-cli", None).await;
         options.with_context(|| self.hint())
     }
 
     /// [`NatsArgs::connect`] as an agent of `tenant`: replies come on `_INBOX.<tenant>`, the
-    /// only inboxes deploy/nats/accounts.conf lets that agent read.
+    /// only inboxes deploy/nats/accounts.conf lets that agent read (`_INBOX.<tenant>.>`).
     pub async fn connect_as(&self, tenant: &str) -> anyhow::Result<async_nats::Client> {
-        let inbox = exec::tenant_inbox(tenant);
+        let inbox = format!("_INBOX.{tenant}");
         let options =
-            crate::nats::connect_once_with_inbox(&self.config(), "openshell-cli", &inbox).await;
+            crate::nats::connect_once(&self.config(), "openshell-cli", Some(&inbox)).await;
         options.with_context(|| self.hint())
     }
 
