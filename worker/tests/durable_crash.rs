@@ -1,5 +1,5 @@
-//! Kill -9 one of two durable workers while 50 jobs are in flight: every job still ends with
-//! exactly one stored result.
+//! Kill -9 of durable workers: with 50 jobs in flight every job still ends with exactly one
+//! stored result, and a job past `max_deliver` ends `worker_lost`.
 
 mod durable;
 mod support;
@@ -57,4 +57,60 @@ async fn killed_worker_loses_no_job() {
         "every job acked"
     );
     drop(survivor);
+}
+
+/// With `max_deliver` 1, a job whose worker dies mid-run is not run again: the next delivery
+/// stores `worker_lost`, carrying the job's trace context, and that is its one result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_max_deliver_ends_worker_lost() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let envs = [
+        ("OPENSHELL_DURABLE_ACK_WAIT", "1s"),
+        ("OPENSHELL_DURABLE_MAX_DELIVER", "1"),
+    ];
+    let mut victim = durable::worker(&nats, "victim", &envs).await;
+    let (connection, client) = durable::client(&nats).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut job = durable::sleeper("lost", "30");
+    job.traceparent = Some(trace.to_string());
+    client
+        .submit("none", "acme", &job, None)
+        .await
+        .expect("submit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !durable::audit_events(&connection)
+        .await
+        .iter()
+        .any(|event| {
+            event.job_id == "lost" && event.event == openshell_protocol::AuditEventType::Started
+        })
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim.kill().await;
+
+    let _second = durable::worker(&nats, "second", &envs).await;
+    let results = durable::await_results(
+        &client,
+        "acme",
+        &["lost".to_string()],
+        Duration::from_secs(30),
+    )
+    .await;
+    let result = &results["lost"];
+    assert_eq!(result.status, Verdict::WorkerLost, "{result:?}");
+    assert_eq!(result.worker_id, "second");
+    assert_eq!(result.traceparent.as_deref(), Some(trace));
+    assert_eq!(
+        durable::results_per_subject(&connection)
+            .await
+            .get("openshell.results.acme.lost"),
+        Some(&1)
+    );
 }

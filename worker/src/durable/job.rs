@@ -84,7 +84,7 @@ impl DurablePool {
                 tracing::debug!(%id, %tenant, attempt, delivered, "running queued job");
             }
             Ok(Begin::Exhausted(started)) => {
-                let result = self.worker_lost(&tenant, &id, started);
+                let result = self.worker_lost(&message, &tenant, &id, started);
                 return self.finish(&message, &subject, result).await;
             }
             Err(error) => {
@@ -185,7 +185,7 @@ impl DurablePool {
         ack(message, AckKind::Ack).await;
     }
 
-    fn worker_lost(&self, tenant: &str, id: &str, started: u32) -> ExecResult {
+    fn worker_lost(&self, job: &Message, tenant: &str, id: &str, started: u32) -> ExecResult {
         tracing::error!(%id, %tenant, started, "job started max_deliver times without a result: storing worker_lost");
         let message = format!(
             "the job was started {started} times and its worker was lost each time (max_deliver {}); it was not run again",
@@ -197,6 +197,7 @@ impl DurablePool {
         result.pool = self.runtime.name.clone();
         result.backend = self.runtime.backend.kind().to_string();
         result.worker_id = self.runtime.worker_id.clone();
+        result.traceparent = traceparent(job);
         result
     }
 
@@ -205,6 +206,21 @@ impl DurablePool {
         tracing::warn!(subject = %message.subject, "dropping a queued job: {why}; submit jobs with `openshell submit`");
         ack(message, AckKind::Term).await;
     }
+}
+
+/// The job's valid trace context without decoding the whole request: the header, else the
+/// request's `traceparent` field.
+fn traceparent(message: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Trace {
+        traceparent: Option<String>,
+    }
+    crate::intake::traceparent_header(message).or_else(|| {
+        let field = serde_json::from_slice::<Trace>(&message.payload)
+            .ok()?
+            .traceparent?;
+        crate::intake::valid_traceparent(&field, "request field")
+    })
 }
 
 async fn ack(message: &Message, kind: AckKind) {
