@@ -12,43 +12,23 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_protocol::{ByteSize, DurationMs, Limits};
+use openshell_protocol::Limits;
 use openshell_worker::backend::docker::DockerBackend;
-use openshell_worker::backend::{Backend, Ending, Job, JobControl, JobFile, OutputSink};
+use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
+use openshell_worker::config::PoolConfig;
 use support::dockerd;
 use tokio_util::sync::CancellationToken;
 
 const RUNS: usize = 20;
 const CODE: &str = "print('hi')";
 
+/// The docker pools' built-in default limits.
 fn limits() -> Limits {
-    Limits {
-        timeout: Some(DurationMs::secs(30)),
-        memory: Some(ByteSize::mib(512)),
-        processes: Some(256),
-        open_files: Some(256),
-        output: Some(ByteSize::kib(256)),
-        disk: Some(ByteSize::mib(256)),
-        ..Limits::default()
-    }
+    PoolConfig::for_backend("docker").defaults
 }
 
 fn job() -> Job {
-    Job {
-        id: "latency".into(),
-        tenant: "bench".into(),
-        language: Some("python".into()),
-        argv: vec!["python3".into(), "main.py".into()],
-        stdin: Default::default(),
-        env: Default::default(),
-        files: vec![JobFile {
-            path: "main.py".into(),
-            content: CODE.as_bytes().to_vec(),
-            mode: 0o644,
-        }],
-        limits: limits(),
-        network: false,
-    }
+    support::jobs::python_job("latency".into(), "bench", CODE, limits())
 }
 
 /// Latencies of `RUNS` sequential jobs on a backend with `warm` warm containers, the pool's
@@ -103,6 +83,8 @@ fn docker_run_runs() -> Vec<Duration> {
         "512m",
         "--memory-swap",
         "512m",
+        "--cpus",
+        "1",
         "--ulimit",
         "nofile=256:256",
         "--log-driver",

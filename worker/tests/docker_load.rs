@@ -7,34 +7,21 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::backend::{Backend, Ending, Job, JobControl, JobFile, OutputSink};
+use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
 use support::dockerd;
 use tokio_util::sync::CancellationToken;
 
 fn python(index: usize) -> Job {
     // The container id is in the source path of the /etc/hostname bind mount.
     let code = "import os\nused = os.path.exists('/tmp/used')\nopen('/tmp/used', 'w').close()\nmounts = [line.split() for line in open('/proc/self/mountinfo')]\ncontainer = [m[3] for m in mounts if m[4] == '/etc/hostname'][0].split('/')[-2]\nprint(container, used, os.getuid())\n";
-    Job {
-        id: format!("load-{index}"),
-        tenant: "load".into(),
-        language: Some("python".into()),
-        argv: vec!["python3".into(), "main.py".into()],
-        stdin: Default::default(),
-        env: Default::default(),
-        files: vec![JobFile {
-            path: "main.py".into(),
-            content: code.as_bytes().to_vec(),
-            mode: 0o644,
-        }],
-        limits: Limits {
-            timeout: Some(DurationMs::secs(60)),
-            memory: Some(ByteSize::mib(128)),
-            processes: Some(32),
-            output: Some(ByteSize::kib(16)),
-            ..Limits::default()
-        },
-        network: false,
-    }
+    let limits = Limits {
+        timeout: Some(DurationMs::secs(60)),
+        memory: Some(ByteSize::mib(128)),
+        processes: Some(32),
+        output: Some(ByteSize::kib(16)),
+        ..Limits::default()
+    };
+    support::jobs::python_job(format!("load-{index}"), "load", code, limits)
 }
 
 #[tokio::test(flavor = "multi_thread")]

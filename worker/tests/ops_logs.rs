@@ -12,13 +12,8 @@ async fn json_logs_name_the_job_tenant_and_pool() {
         return;
     };
     let url = nats.url();
-    let mut worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "none"),
-        ("LOG_FORMAT", "json"),
-        ("LOG_LEVEL", "info"),
-    ])
-    .await;
+    let mut worker =
+        WorkerProcess::local(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")]).await;
     let out = support::cli(
         [
             "exec",

@@ -53,13 +53,8 @@ async fn traceparent_reaches_the_result_audit_events_and_logs() {
         return;
     };
     let url = nats.url();
-    let mut worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "none"),
-        ("LOG_FORMAT", "json"),
-        ("LOG_LEVEL", "debug"),
-    ])
-    .await;
+    let mut worker =
+        WorkerProcess::local(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")]).await;
     let client = async_nats::connect(&url).await.expect("connect");
     let mut audit = client
         .subscribe("openshell.audit.>")
@@ -148,12 +143,7 @@ async fn traceparent_header_of_a_queued_job_reaches_its_stored_result() {
         return;
     };
     let url = nats.url();
-    let _worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "none"),
-        ("OPENSHELL_DURABLE", "true"),
-    ])
-    .await;
+    let _worker = WorkerProcess::local(&nats, &[("OPENSHELL_DURABLE", "true")]).await;
     let client = async_nats::connect(url.as_str()).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client.clone());
     let payload = serde_json::to_vec(&request("queued", None)).expect("encode request");

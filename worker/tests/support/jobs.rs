@@ -35,6 +35,25 @@ pub fn bash_job(script: &str) -> Job {
     }
 }
 
+/// A job `id` of `tenant` running `code` as `main.py` with python3 under `limits`.
+pub fn python_job(id: String, tenant: &str, code: &str, limits: Limits) -> Job {
+    Job {
+        id,
+        tenant: tenant.to_string(),
+        language: Some("python".to_string()),
+        argv: vec!["python3".to_string(), "main.py".to_string()],
+        stdin: Payload::default(),
+        env: BTreeMap::new(),
+        files: vec![JobFile {
+            path: "main.py".to_string(),
+            content: code.as_bytes().to_vec(),
+            mode: 0o644,
+        }],
+        limits,
+        network: false,
+    }
+}
+
 /// Runs `job` with `cancel`; returns the backend's answer and the output kept.
 pub async fn run(
     backend: &dyn Backend,

@@ -57,6 +57,14 @@ impl WorkerProcess {
         worker
     }
 
+    /// A worker on `nats` serving the local backend (pool `none`), with `extra` variables.
+    pub async fn local(nats: &super::nats::NatsServer, extra: &[(&str, &str)]) -> WorkerProcess {
+        let url = nats.url();
+        let mut envs = vec![("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")];
+        envs.extend_from_slice(extra);
+        Self::start(&envs).await
+    }
+
     /// Everything the worker printed so far (stdout and stderr, line by line).
     pub fn logs(&self) -> String {
         self.log.lock().expect("log lock").clone()
