@@ -27,6 +27,11 @@ pub enum ErrorKind {
     NetworkNotAllowed,
     /// A job with the same id and tenant is already running.
     DuplicateJob,
+    /// The pool (or the tenant's share of it) has as many jobs waiting as it allows: retry later.
+    Overloaded,
+    /// The reply subject is one the requesting tenant could not read (another tenant's inbox or
+    /// results, an audit or `$` subject): the job was not run and nothing was sent there.
+    ReplyNotAllowed,
     /// The job's deadline passed before it could start.
     DeadlineExpired,
     /// The job was cancelled by a client or by worker shutdown.
@@ -62,6 +67,8 @@ impl ErrorKind {
             ErrorKind::LanguageNotAllowed => "language_not_allowed",
             ErrorKind::NetworkNotAllowed => "network_not_allowed",
             ErrorKind::DuplicateJob => "duplicate_job",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::ReplyNotAllowed => "reply_not_allowed",
             ErrorKind::DeadlineExpired => "deadline_expired",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShuttingDown => "shutting_down",

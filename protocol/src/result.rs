@@ -72,7 +72,9 @@ impl Verdict {
             | ErrorKind::TenantNotAllowed
             | ErrorKind::LanguageNotAllowed
             | ErrorKind::NetworkNotAllowed
-            | ErrorKind::DuplicateJob => Verdict::Rejected,
+            | ErrorKind::DuplicateJob
+            | ErrorKind::Overloaded
+            | ErrorKind::ReplyNotAllowed => Verdict::Rejected,
         }
     }
 }

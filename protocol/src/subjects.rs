@@ -8,6 +8,10 @@
 //!
 //! The tenant is taken from the subject, never from the payload, so NATS permissions can pin
 //! each agent to its own tenant. Workers of a pool share the queue group `<prefix>.workers.<pool>`.
+//!
+//! A worker publishes a result where the request's reply subject says, so that subject is
+//! checked first ([`Subjects::check_reply`]): it may only be somewhere the requesting tenant
+//! could read anyway.
 
 use crate::audit::AuditEventType;
 
@@ -54,6 +58,59 @@ pub fn check_token(what: &'static str, value: &str) -> Result<(), TokenError> {
             value: value.chars().take(MAX_TOKEN_LEN + 8).collect(),
         })
     }
+}
+
+/// The inbox prefix NATS clients use unless told otherwise.
+pub const INBOX_PREFIX: &str = "_INBOX";
+
+/// Length of a NUID, the random token NATS clients put after `_INBOX.` by default.
+const NUID_LEN: usize = 22;
+
+/// Why a reply subject was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyRefusal {
+    /// Empty, or holds a wildcard or white space.
+    Malformed,
+    /// A `$` subject (system, JetStream or key-value API).
+    System,
+    /// Under the subject prefix, but not the job's own result subject.
+    Reserved,
+    /// An inbox that is neither the tenant's own (`_INBOX.<tenant>`) nor a client's random one.
+    OtherInbox,
+    /// Any other subject: the worker cannot know who reads it.
+    Unknown,
+}
+
+/// A reply subject a worker will not publish on for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "reply subject `{subject}` is not allowed for tenant `{tenant}` ({}); the job was not run. Reply to `_INBOX.{tenant}.…` (set the client's inbox prefix to `_INBOX.{tenant}`), a client's default `_INBOX.<nuid>` inbox, or the job's own result subject",
+    .refusal.describe()
+)]
+pub struct ReplyError {
+    /// The refused subject (cut to 256 characters).
+    pub subject: String,
+    /// The requesting tenant.
+    pub tenant: String,
+    /// Which rule refused it.
+    pub refusal: ReplyRefusal,
+}
+
+impl ReplyRefusal {
+    fn describe(self) -> &'static str {
+        match self {
+            ReplyRefusal::Malformed => "empty, or holds a wildcard or white space",
+            ReplyRefusal::System => "a `$` API subject",
+            ReplyRefusal::Reserved => "an OpenShell subject other than the job's own result",
+            ReplyRefusal::OtherInbox => "another tenant's inbox",
+            ReplyRefusal::Unknown => "a subject outside the tenant's inbox and results",
+        }
+    }
+}
+
+/// True for a token shaped like a NUID (22 letters and digits), which clients use as inbox ids.
+fn is_nuid(token: &str) -> bool {
+    token.len() == NUID_LEN && token.bytes().all(|byte| byte.is_ascii_alphanumeric())
 }
 
 impl Subjects {
@@ -111,6 +168,55 @@ impl Subjects {
         format!("{}.cancel.*.*", self.prefix)
     }
 
+    /// Where the result of `job_id` of `tenant` is stored (durable mode) and may be sent.
+    pub fn result(&self, tenant: &str, job_id: &str) -> String {
+        format!("{}.results.{tenant}.{job_id}", self.prefix)
+    }
+
+    /// Checks that a result of `tenant`'s job `job_id` may be published on `reply`: the
+    /// tenant's own inbox `_INBOX.<tenant>[.…]`, a client's default `_INBOX.<nuid>[.…]` (which
+    /// no agent confined by `accounts.conf` can read but its owner), or the job's own result
+    /// subject. Everything else is refused: another tenant's inbox or results, audit and other
+    /// prefix subjects, `$` API subjects (a reply there would be an API call made with the
+    /// worker's permissions), and subjects whose readers the worker cannot know.
+    pub fn check_reply(
+        &self,
+        tenant: &str,
+        job_id: Option<&str>,
+        reply: &str,
+    ) -> Result<(), ReplyError> {
+        let refuse = |refusal| ReplyError {
+            subject: reply.chars().take(256).collect(),
+            tenant: tenant.to_string(),
+            refusal,
+        };
+        let malformed = reply.is_empty()
+            || reply
+                .split('.')
+                .any(|token| token.is_empty() || token == "*" || token == ">")
+            || reply.chars().any(char::is_whitespace);
+        if malformed {
+            return Err(refuse(ReplyRefusal::Malformed));
+        }
+        if reply.starts_with('$') {
+            return Err(refuse(ReplyRefusal::System));
+        }
+        let mut tokens = reply.split('.');
+        if tokens.next() == Some(INBOX_PREFIX) {
+            return match tokens.next() {
+                Some(owner) if owner == tenant || is_nuid(owner) => Ok(()),
+                _ => Err(refuse(ReplyRefusal::OtherInbox)),
+            };
+        }
+        if reply == self.prefix || reply.starts_with(&format!("{}.", self.prefix)) {
+            return match job_id {
+                Some(id) if reply == self.result(tenant, id) => Ok(()),
+                _ => Err(refuse(ReplyRefusal::Reserved)),
+            };
+        }
+        Err(refuse(ReplyRefusal::Unknown))
+    }
+
     /// The `(tenant, job_id)` of a cancel subject, if it is one.
     pub fn parse_cancel<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = subject
@@ -147,6 +253,48 @@ mod tests {
             Some(("acme", "job-1"))
         );
         assert_eq!(Subjects::new("x.y").exec("p", "t"), "x.y.exec.p.t");
+    }
+
+    #[test]
+    fn replies_go_only_where_the_tenant_reads() {
+        let subjects = Subjects::default();
+        let check = |reply: &str| {
+            subjects
+                .check_reply("acme", Some("job-1"), reply)
+                .map_err(|error| error.refusal)
+        };
+        assert_eq!(check("_INBOX.acme.x1.2"), Ok(()));
+        assert_eq!(check("_INBOX.acme"), Ok(()));
+        assert_eq!(check("_INBOX.abcdefghijABCDEFGHIJ01.7"), Ok(()));
+        assert_eq!(check("openshell.results.acme.job-1"), Ok(()));
+        assert_eq!(check("_INBOX.globex.x1.2"), Err(ReplyRefusal::OtherInbox));
+        assert_eq!(check("_INBOX"), Err(ReplyRefusal::OtherInbox));
+        assert_eq!(
+            check("openshell.results.globex.job-1"),
+            Err(ReplyRefusal::Reserved)
+        );
+        assert_eq!(
+            check("openshell.results.acme.job-2"),
+            Err(ReplyRefusal::Reserved)
+        );
+        assert_eq!(
+            check("openshell.audit.globex.none.finished"),
+            Err(ReplyRefusal::Reserved)
+        );
+        assert_eq!(
+            check("$JS.API.STREAM.PURGE.OPENSHELL_AUDIT"),
+            Err(ReplyRefusal::System)
+        );
+        assert_eq!(check("$KV.OPENSHELL_ATTEMPTS.x"), Err(ReplyRefusal::System));
+        assert_eq!(check("app.replies"), Err(ReplyRefusal::Unknown));
+        assert_eq!(check("_INBOX.acme.>"), Err(ReplyRefusal::Malformed));
+        assert_eq!(check("a..b"), Err(ReplyRefusal::Malformed));
+        assert_eq!(
+            subjects
+                .check_reply("acme", None, "openshell.results.acme.job-1")
+                .map_err(|error| error.refusal),
+            Err(ReplyRefusal::Reserved)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`slots`]: bounded concurrency, for taking no more work than there are slots.
 //! - [`dispatch`]: which waiting job gets the next slot (priority, tenant turns, [`quota`]).
 //! - [`running`]: the jobs running now, for cancellation and duplicate detection.
+//! - [`waiting`]: how many requests a pool holds before they get a slot (per pool, per tenant).
 
 pub mod admission;
 pub mod deadline;
@@ -16,6 +17,7 @@ pub mod quota;
 pub mod rejection;
 pub mod running;
 pub mod slots;
+pub mod waiting;
 
 pub use admission::{Admitted, admit};
 pub use dispatch::{DispatchPermit, Dispatcher, NoSlot};
@@ -24,3 +26,4 @@ pub use quota::TenantQuotas;
 pub use rejection::Rejection;
 pub use running::{RunningGuard, RunningJobs};
 pub use slots::{SlotPermit, Slots};
+pub use waiting::{Full, Seat, WaitingLimits, WaitingRoom};

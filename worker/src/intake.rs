@@ -48,20 +48,32 @@ pub async fn serve_pool(
         loop {
             tokio::select! {
                 message = subscription.next() => match message {
-                    Some(message) => { tracker.spawn(Arc::clone(&pool).handle(message)); }
+                    Some(message) => admit_waiting(&pool, &tracker, message).await,
                     None => break,
                 },
                 () = stop.cancelled() => {
                     // Stop new deliveries, then handle what the server already sent us.
                     let _ = subscription.unsubscribe().await;
                     while let Ok(Some(message)) = tokio::time::timeout(std::time::Duration::from_millis(200), subscription.next()).await {
-                        tracker.spawn(Arc::clone(&pool).handle(message));
+                        admit_waiting(&pool, &tracker, message).await;
                     }
                     break;
                 }
             }
         }
     }))
+}
+
+/// Gives `message` a seat in its pool's waiting room and handles it in a task, or refuses it
+/// as `overloaded` right here: refusing is cheap, and doing it in line keeps a flood from
+/// turning into as many tasks.
+async fn admit_waiting(pool: &Arc<PoolRuntime>, tracker: &TaskTracker, message: Message) {
+    match pool.waiting.try_enter(&pool.tenant_of(&message)) {
+        Ok(seat) => {
+            tracker.spawn(Arc::clone(pool).handle(message, seat));
+        }
+        Err(full) => pool.overloaded(&message, full).await,
+    }
 }
 
 /// Listens on `<prefix>.cancel.*.*` and cancels matching running jobs.

@@ -45,17 +45,16 @@ async fn same_job_id_twice_runs_once() {
     );
     assert_eq!(waited.status.code(), Some(0));
 
-    // After it finished, the same id again (here past dedup, through a new message id path):
+    // After it finished, the same id again (its queued copy is gone, so the stream takes it):
     // the worker finds the stored result and does not run it again.
     let (connection, client) = durable::client(&nats).await;
     let jetstream = async_nats::jetstream::new(connection.clone());
     let request = ExecRequest::command("twice", vec!["sh".into(), "-c".into(), "echo ran".into()]);
     jetstream
         .send_publish(
-            "openshell.jobs.none.default",
+            "openshell.jobs.none.default.twice",
             async_nats::jetstream::message::PublishMessage::build()
-                .payload(serde_json::to_vec(&request).expect("encode").into())
-                .message_id("twice-again"),
+                .payload(serde_json::to_vec(&request).expect("encode").into()),
         )
         .await
         .expect("publish")

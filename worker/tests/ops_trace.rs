@@ -149,10 +149,9 @@ async fn traceparent_header_of_a_queued_job_reaches_its_stored_result() {
     let payload = serde_json::to_vec(&request("queued", None)).expect("encode request");
     jetstream
         .send_publish(
-            "openshell.jobs.none.acme",
+            "openshell.jobs.none.acme.queued",
             async_nats::jetstream::message::PublishMessage::build()
                 .payload(payload.into())
-                .message_id("queued")
                 .header("traceparent", HEADER_TRACE),
         )
         .await

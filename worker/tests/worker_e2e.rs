@@ -290,7 +290,7 @@ async fn a_hundred_concurrent_jobs_get_exactly_one_result_each() {
         return;
     };
     let nats = client.nats().clone();
-    let mut inbox = nats.subscribe("test.replies.>").await.unwrap();
+    let mut inbox = nats.subscribe("_INBOX.default.replies.>").await.unwrap();
     for index in 0..100 {
         let request = ExecRequest::command(
             format!("job-{index}"),
@@ -299,7 +299,7 @@ async fn a_hundred_concurrent_jobs_get_exactly_one_result_each() {
         let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
         nats.publish_with_reply(
             "openshell.exec.none.default",
-            format!("test.replies.{index}"),
+            format!("_INBOX.default.replies.{index}"),
             payload,
         )
         .await

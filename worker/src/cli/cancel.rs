@@ -1,6 +1,7 @@
 //! `openshell cancel <id>`: stop a running job or keep a queued one from starting.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -21,6 +22,9 @@ pub struct CancelArgs {
     /// Tenant the job was submitted as (env OPENSHELL_TENANT).
     #[arg(long, env = "OPENSHELL_TENANT", default_value = "default")]
     tenant: String,
+    /// How long to wait for the job's stored result (`cancelled`, or its own if it had ended).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    wait: Duration,
 }
 
 /// Cancels the job and says what happened.
@@ -33,8 +37,15 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let client = DurableClient::new(nats, &args.nats.subject_prefix);
-    match client.cancel(&args.tenant, &args.id).await {
+    match client.cancel(&args.tenant, &args.id, args.wait).await {
         Ok(None) => {
+            println!(
+                "cancel sent for job {}; no stored result within {:?} (a core job that was running is stopped; a durable job needs a durable worker to record it)",
+                args.id, args.wait
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Some(result)) if result.status == openshell_protocol::Verdict::Cancelled => {
             println!("job {} cancelled", args.id);
             Ok(ExitCode::SUCCESS)
         }

@@ -10,12 +10,13 @@ use crate::durable::client::DurableClient;
 /// Queue a job on a durable pool; fetch its result later with `openshell result <id>`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Takes the same flags as `exec`. Resubmitting the same --id within the duplicate window is a no-op.\n\nExamples:\n  openshell submit --lang python -c 'print(6*7)'\n  id=$(openshell submit --id job-1 --command sleep 1 | tail -n1); openshell result \"$id\" --wait"
+    after_help = "Takes the same flags as `exec`. Resubmitting an --id the tenant has queued, or whose result is stored, is a no-op.\n\nExamples:\n  openshell submit --lang python -c 'print(6*7)'\n  id=$(openshell submit --id job-1 --command sleep 1 | tail -n1); openshell result \"$id\" --wait"
 )]
 pub struct SubmitArgs {
     #[command(flatten)]
     job: ExecArgs,
-    /// Also publish the result to this NATS subject once it is stored.
+    /// Also publish the result to this NATS subject once it is stored: the tenant's inbox
+    /// (`_INBOX.<tenant>.…`) or the job's result subject; workers refuse anything else.
     #[arg(long)]
     reply_to: Option<String>,
 }

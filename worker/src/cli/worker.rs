@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use openshell_protocol::Subjects;
-use openshell_scheduler::{Dispatcher, RunningJobs};
+use openshell_scheduler::{Dispatcher, RunningJobs, WaitingRoom};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -90,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             capabilities: backend.capabilities(),
             backend,
             slots: Dispatcher::new(pool.slots, pool.quotas()),
+            waiting: WaitingRoom::new(pool.waiting_limits()),
             running: running.clone(),
             audit: audit.clone(),
             nats: nats.clone(),

@@ -3,7 +3,6 @@
 //! | key (`[durable]`) | env | default | meaning |
 //! |---|---|---|---|
 //! | `enabled` | `OPENSHELL_DURABLE` | `false` | also serve the JetStream work queue |
-//! | `duplicate_window` | `OPENSHELL_DURABLE_DUPLICATE_WINDOW` | `2m` | resubmitting a job id within it is a no-op |
 //! | `jobs_max_age` | — | `7d` | a queued job no worker took within it is dropped |
 //! | `results_max_age` | `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `24h` | how long results can be fetched by id |
 //! | `audit_max_age` | — | `90d` | audit events older than this are removed |
@@ -20,8 +19,6 @@ use serde::{Deserialize, Serialize};
 pub struct DurableConfig {
     /// Serve the JetStream work queue beside core request/reply.
     pub enabled: bool,
-    /// Jobs-stream duplicate window: a job id resubmitted within it is dropped.
-    pub duplicate_window: DurationMs,
     /// Jobs-stream `max_age`.
     pub jobs_max_age: DurationMs,
     /// Results-stream `max_age`.
@@ -40,7 +37,6 @@ impl Default for DurableConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            duplicate_window: DurationMs::secs(120),
             jobs_max_age: DurationMs::secs(7 * 24 * 3600),
             results_max_age: DurationMs::secs(24 * 3600),
             audit_max_age: DurationMs::secs(90 * 24 * 3600),

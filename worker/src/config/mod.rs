@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use openshell_protocol::subjects::{DEFAULT_PREFIX, check_token};
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_scheduler::{PoolPolicy, TenantFilter, TenantQuotas};
+use openshell_scheduler::{PoolPolicy, TenantFilter, TenantQuotas, WaitingLimits};
 use serde::{Deserialize, Serialize};
 
 pub use durable::DurableConfig;
@@ -139,6 +139,11 @@ pub struct PoolConfig {
     pub tenant_quota: usize,
     /// Quotas of named tenants, overriding `tenant_quota` (0: no quota for that tenant).
     pub tenant_quotas: BTreeMap<String, usize>,
+    /// Core requests this worker holds for the pool before they get a slot; more are refused
+    /// as `overloaded` (`OPENSHELL_MAX_WAITING`).
+    pub max_waiting: usize,
+    /// Of those, how many one tenant may hold (`OPENSHELL_TENANT_MAX_WAITING`).
+    pub tenant_max_waiting: usize,
     /// Tenants allowed, `["*"]` for all.
     pub tenants: TenantFilter,
     /// Whether explicit `command` jobs are allowed.
@@ -179,6 +184,8 @@ impl PoolConfig {
             slots: default_slots(),
             tenant_quota: 0,
             tenant_quotas: BTreeMap::new(),
+            max_waiting: 1024,
+            tenant_max_waiting: 256,
             tenants: TenantFilter::Any,
             allow_commands: true,
             allow_network: false,
@@ -217,6 +224,14 @@ impl PoolConfig {
         TenantQuotas {
             tenants: self.tenant_quotas.clone(),
             ..TenantQuotas::uniform(self.tenant_quota)
+        }
+    }
+
+    /// The bounds of the pool's waiting room.
+    pub fn waiting_limits(&self) -> WaitingLimits {
+        WaitingLimits {
+            pool: self.max_waiting,
+            tenant: self.tenant_max_waiting,
         }
     }
 
@@ -355,6 +370,21 @@ impl Config {
             if pool.slots == 0 {
                 return Err(invalid(key("slots"), "must be at least 1".into()));
             }
+            if pool.max_waiting == 0 || pool.tenant_max_waiting == 0 {
+                return Err(invalid(
+                    key("max_waiting"),
+                    "max_waiting and tenant_max_waiting must be at least 1".into(),
+                ));
+            }
+            if pool.tenant_max_waiting > pool.max_waiting {
+                return Err(invalid(
+                    key("tenant_max_waiting"),
+                    format!(
+                        "{} is above the pool's max_waiting {}: one tenant could fill the pool",
+                        pool.tenant_max_waiting, pool.max_waiting
+                    ),
+                ));
+            }
             for tenant in pool.tenant_quotas.keys() {
                 check_token("tenant", tenant)
                     .map_err(|error| invalid(key("tenant_quotas"), error.to_string()))?;
@@ -397,7 +427,15 @@ impl Config {
 
     /// The configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self)
+        let mut shown = self.clone();
+        // A password or token may also sit inside a server URL.
+        shown.nats.urls = self
+            .nats
+            .urls
+            .iter()
+            .map(|url| Secret::redact_url(url))
+            .collect();
+        toml::to_string_pretty(&shown)
             .unwrap_or_else(|error| format!("# cannot print configuration: {error}\n"))
     }
 }

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use openshell_protocol::subjects::check_token;
-use openshell_protocol::{ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects, Verdict};
+use openshell_protocol::{ExecRequest, ExecResult, Subjects};
 
 use super::DurableError;
-use super::results::{self, Stored};
+use super::results;
 use super::streams::RESULTS;
 use super::subjects::{DurableSubjects, REPLY_TO_HEADER};
 
@@ -20,7 +21,7 @@ pub struct Submitted {
     pub id: String,
     /// Stream sequence of the queued job.
     pub sequence: u64,
-    /// True when the id was already queued within the duplicate window (nothing was added).
+    /// True when the tenant had this id queued already (nothing was added).
     pub duplicate: bool,
 }
 
@@ -44,8 +45,10 @@ impl DurableClient {
         }
     }
 
-    /// Queues `request` for `pool` as `tenant`; the job id is the dedup key (`Nats-Msg-Id`).
-    /// With `reply_to`, the worker also publishes the result there once it is stored.
+    /// Queues `request` for `pool` as `tenant` on the job's own subject, so (tenant, id) is
+    /// queued at most once; a job whose result is stored already is not run again by workers.
+    /// With `reply_to` (the tenant's inbox or the job's result subject), the worker also
+    /// publishes the result there once it is stored.
     pub async fn submit(
         &self,
         pool: &str,
@@ -53,7 +56,7 @@ impl DurableClient {
         request: &ExecRequest,
         reply_to: Option<&str>,
     ) -> Result<Submitted, DurableError> {
-        let subject = self.subjects.job(pool, tenant);
+        let subject = self.subjects.job(pool, tenant, &request.id);
         let error = |message: String| DurableError::Publish {
             subject: subject.clone(),
             message,
@@ -68,26 +71,31 @@ impl DurableClient {
         let payload = serde_json::to_vec(request).map_err(|e| error(e.to_string()))?;
         let mut publish = PublishMessage::build()
             .payload(Bytes::from(payload))
-            .message_id(&request.id);
+            .expected_last_subject_sequence(0);
         if let Some(reply_to) = reply_to {
             publish = publish.header(REPLY_TO_HEADER, reply_to);
         }
-        let ack = self
+        let acked = self
             .jetstream
             .send_publish(subject.clone(), publish)
             .await
             .map_err(|e| error(e.to_string()))?
-            .await
-            .map_err(|e| {
-                error(format!(
-                    "{e} (is a durable worker running, so OPENSHELL_JOBS exists?)"
-                ))
-            })?;
-        Ok(Submitted {
-            id: request.id.clone(),
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+            .await;
+        match acked {
+            Ok(ack) => Ok(Submitted {
+                id: request.id.clone(),
+                sequence: ack.sequence,
+                duplicate: false,
+            }),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Submitted {
+                id: request.id.clone(),
+                sequence: 0,
+                duplicate: true,
+            }),
+            Err(e) => Err(error(format!(
+                "{e} (is a durable worker running, so OPENSHELL_JOBS exists?)"
+            ))),
+        }
     }
 
     /// The stored result of `job_id` of `tenant`, waiting up to `wait` for it (zero: look once).
@@ -105,12 +113,15 @@ impl DurableClient {
         results::wait(&self.nats, &stream, &subject, wait).await
     }
 
-    /// Cancels `job_id` of `tenant`: a running job is stopped, a queued one will not start.
-    /// Returns the job's stored result when it had already finished.
+    /// Cancels `job_id` of `tenant` with a message on its cancel subject: the worker running
+    /// it stops it, and a durable worker stores `cancelled` for it while it is still queued.
+    /// Returns the job's stored result (its own, or `cancelled`) once there is one, waiting up
+    /// to `wait`.
     pub async fn cancel(
         &self,
         tenant: &str,
         job_id: &str,
+        wait: Duration,
     ) -> Result<Option<ExecResult>, DurableError> {
         let cancel = self.core.cancel(tenant, job_id);
         self.nats
@@ -120,24 +131,7 @@ impl DurableClient {
                 subject: cancel,
                 message: e.to_string(),
             })?;
-        let subject = self.subjects.result(tenant, job_id);
-        let mut result = ExecResult::failed(
-            job_id,
-            ErrorInfo::new(
-                ErrorKind::Cancelled,
-                "cancelled by a client before it finished",
-            ),
-        );
-        result.status = Verdict::Cancelled;
-        result.tenant = tenant.to_string();
-        // A stored result is final: this one is kept only if the job had none.
-        match results::store(&self.jetstream, &subject, &mut result, 64 * 1024).await? {
-            Stored::New => Ok(None),
-            Stored::AlreadyThere => {
-                let stream = self.results_stream().await?;
-                results::fetch(&stream, &subject).await
-            }
-        }
+        self.result(tenant, job_id, wait).await
     }
 
     /// The results stream, without the STREAM.INFO call an agent need not be allowed.

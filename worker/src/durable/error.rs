@@ -75,6 +75,16 @@ pub enum DurableError {
         /// The cause.
         message: String,
     },
+    /// A subscription the durable worker needs was refused.
+    #[error(
+        "cannot subscribe to {subject}: {message}; check the NATS permissions of the worker's user"
+    )]
+    Subscribe {
+        /// Subject.
+        subject: String,
+        /// The cause.
+        message: String,
+    },
     /// A job's attempt count could not be read or written.
     #[error(
         "counting the runs of job {key} in KV bucket OPENSHELL_ATTEMPTS failed: {message}; the job is offered again later (check JetStream is up and may this user use $KV.OPENSHELL_ATTEMPTS.>)"

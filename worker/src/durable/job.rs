@@ -15,8 +15,8 @@ use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 use super::DurablePool;
 use super::attempts::Begin;
 use super::results::{self, Stored};
-use super::subjects::REPLY_TO_HEADER;
-use crate::job::Processed;
+use super::subjects::{JobSubject, REPLY_TO_HEADER};
+use crate::job::{Processed, Waiting};
 
 /// Delay before a job that could not be audited or stored is offered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -32,19 +32,52 @@ impl DurablePool {
     /// Handles one delivered job while holding one of the pool's intake slots.
     pub async fn handle(self: Arc<Self>, message: Message, _permit: SlotPermit) {
         let pool = &self.runtime.name;
-        let tenant = self
-            .subjects
-            .parse_job(pool, &message.subject)
-            .map(str::to_string);
-        let id = salvage_id(&message.payload);
-        let (Some(tenant), Some(id)) = (tenant, id) else {
-            return self.unstorable(&message, "no tenant or job id").await;
+        let named = self.subjects.parse_job(pool, &message.subject);
+        let payload_id = salvage_id(&message.payload);
+        let (tenant, id) = match named {
+            Some(JobSubject::Job { tenant, id }) => (tenant.to_string(), id.to_string()),
+            Some(JobSubject::WithoutId { tenant }) => {
+                let (Some(id), Ok(())) = (payload_id, check_token("tenant", tenant)) else {
+                    return self.unstorable(&message, "no job id in the subject").await;
+                };
+                let why = format!(
+                    "queue jobs on `{}` (the job id is part of the subject, so that no other tenant can claim it); this one was not run",
+                    self.subjects.job(pool, tenant, &id)
+                );
+                let error = ErrorInfo::new(ErrorKind::InvalidRequest, why);
+                return self.refuse(&message, tenant, &id, error, None).await;
+            }
+            None => {
+                return self
+                    .unstorable(&message, "not a job subject of this pool")
+                    .await;
+            }
         };
         if check_token("tenant", &tenant).is_err() || check_token("job id", &id).is_err() {
             return self
                 .unstorable(&message, "tenant or job id is not a subject token")
                 .await;
         }
+        if payload_id.as_deref() != Some(id.as_str()) {
+            let why = format!(
+                "the request's `id` ({}) is not the job id of its subject (`{id}`); the job was not run",
+                payload_id.as_deref().unwrap_or("missing or invalid")
+            );
+            let error = ErrorInfo::new(ErrorKind::InvalidRequest, why);
+            return self.refuse(&message, &tenant, &id, error, None).await;
+        }
+        let reply = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(REPLY_TO_HEADER))
+            .map(|value| value.as_str().to_string());
+        if let Some(reply) = &reply
+            && let Err(refused) = self.runtime.subjects.check_reply(&tenant, Some(&id), reply)
+        {
+            let error = ErrorInfo::new(ErrorKind::ReplyNotAllowed, refused.to_string());
+            return self.refuse(&message, &tenant, &id, error, None).await;
+        }
+        let reply = reply.as_deref();
         let (delivered, pending) = message
             .info()
             .map_or((1, 0), |info| (info.delivered, info.pending));
@@ -68,11 +101,12 @@ impl DurablePool {
         };
         let subject = self.subjects.result(&tenant, &id);
         match results::stored(&self.results, &subject).await {
-            Ok(true) => {
-                tracing::info!(%id, %tenant, "job already has a stored result; not run again");
-                return ack(&message, AckKind::Ack).await;
+            Ok(Some(stored)) => {
+                return self
+                    .already_stored(&message, &tenant, &id, stored.as_ref())
+                    .await;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
@@ -85,7 +119,7 @@ impl DurablePool {
             }
             Ok(Begin::Exhausted(started)) => {
                 let result = self.worker_lost(&message, &tenant, &id, started);
-                return self.finish(&message, &subject, result).await;
+                return self.finish(&message, &subject, result, reply).await;
             }
             Err(error) => {
                 tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
@@ -117,7 +151,61 @@ impl DurablePool {
             return ack(&message, AckKind::Nak(Some(delay))).await;
         }
         self.runtime.record_processed(&processed);
-        self.finish(&message, &subject, processed.result).await;
+        self.finish(&message, &subject, processed.result, reply)
+            .await;
+    }
+
+    /// A job refused before it ran: audited as `rejected`, and the refusal stored as its result
+    /// (sent to `reply` too, when that was allowed), so the agent learns why.
+    async fn refuse(
+        &self,
+        message: &Message,
+        tenant: &str,
+        id: &str,
+        error: ErrorInfo,
+        reply: Option<&str>,
+    ) {
+        tracing::info!(%id, %tenant, kind = %error.kind, "queued job refused: {}", error.message);
+        let result = self
+            .runtime
+            .refuse_raw(tenant, id, &message.payload, traceparent(message), error)
+            .await;
+        self.finish(message, &self.subjects.result(tenant, id), result, reply)
+            .await;
+    }
+
+    /// A delivery of a job whose result is stored already (a resubmission, or a job cancelled
+    /// while it was queued): not run, audited as `rejected`, removed from the queue.
+    async fn already_stored(
+        &self,
+        message: &Message,
+        tenant: &str,
+        id: &str,
+        stored: Option<&ExecResult>,
+    ) {
+        let cancelled = stored.is_some_and(|stored| {
+            stored.status == Verdict::Cancelled
+                && stored.error.as_ref().map(|error| error.kind) == Some(ErrorKind::Cancelled)
+        });
+        let status = stored.map_or("unreadable", |stored| stored.status.as_str());
+        let error = if cancelled {
+            ErrorInfo::new(
+                ErrorKind::Cancelled,
+                "the job was cancelled before it started; it was not run",
+            )
+        } else {
+            ErrorInfo::new(
+                ErrorKind::DuplicateJob,
+                format!(
+                    "job `{id}` of tenant `{tenant}` already has a stored result ({status}); it was not run again. Fetch it with `openshell result {id}`, or submit under a new id"
+                ),
+            )
+        };
+        tracing::info!(%id, %tenant, "job already has a stored result; not run again");
+        self.runtime
+            .refuse_raw(tenant, id, &message.payload, traceparent(message), error)
+            .await;
+        ack(message, AckKind::Ack).await;
     }
 
     /// Runs the job, sending an in-progress ack every third of `ack_wait`.
@@ -128,9 +216,10 @@ impl DurablePool {
         reserved: Option<DispatchPermit>,
     ) -> Processed {
         let traceparent = crate::intake::traceparent_header(message);
+        let waiting = reserved.map_or(Waiting::Unbounded, Waiting::Reserved);
         let work = self
             .runtime
-            .process(tenant, &message.payload, traceparent, reserved);
+            .process(tenant, &message.payload, traceparent, waiting);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(self.settings.ack_wait.as_duration() / 3);
         ticker.tick().await;
@@ -146,9 +235,15 @@ impl DurablePool {
         }
     }
 
-    /// Stores `result` (retrying while NATS recovers), sends it to the job's reply subject,
-    /// then acks. Left unacked when it cannot be stored, so it is redelivered.
-    async fn finish(&self, message: &Message, subject: &str, mut result: ExecResult) {
+    /// Stores `result` (retrying while NATS recovers), sends it to `reply` (checked by the
+    /// caller), then acks. Left unacked when it cannot be stored, so it is redelivered.
+    async fn finish(
+        &self,
+        message: &Message,
+        subject: &str,
+        mut result: ExecResult,
+        reply: Option<&str>,
+    ) {
         let max_payload = self.runtime.nats.server_info().max_payload.max(64 * 1024);
         let mut attempt = 0;
         let stored = loop {
@@ -167,11 +262,7 @@ impl DurablePool {
         };
         if stored == Stored::AlreadyThere {
             tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
-        } else if let Some(reply) = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(REPLY_TO_HEADER))
-        {
+        } else if let Some(reply) = reply {
             let payload = serde_json::to_vec(&result).unwrap_or_default();
             if let Err(error) = self
                 .runtime

@@ -4,7 +4,8 @@
 //! [`streams`] (created or checked at start-up) → [`consumer`] (one pull consumer per pool,
 //! pulling only free slots) → [`job`] (result already stored? tenant at its quota? too many
 //! started runs, counted in [`attempts`]? run through the shared [`crate::job::PoolRuntime`]
-//! with in-progress acks) → [`results`] (store, then ack). [`subjects`] names everything.
+//! with in-progress acks) → [`results`] (store, then ack). [`cancel`] records cancellations of
+//! queued jobs. [`subjects`] names everything.
 //!
 //! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
 //! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
@@ -15,6 +16,7 @@
 //! execution is at least once, the stored result exactly once.
 
 pub mod attempts;
+pub mod cancel;
 pub mod client;
 pub mod consumer;
 mod error;
@@ -67,7 +69,13 @@ pub async fn serve(
     let subjects = DurableSubjects::new(first.subjects.prefix());
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
     let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
-    let mut intakes = Vec::new();
+    let canceller = cancel::Canceller {
+        jetstream: jetstream.clone(),
+        jobs: streams.jobs.clone(),
+        subjects: first.subjects.clone(),
+        worker_id: first.worker_id.clone(),
+    };
+    let mut intakes = vec![canceller.serve(nats, stop.clone()).await?];
     for runtime in runtimes {
         let wanted = consumer::config(
             &runtime.name,

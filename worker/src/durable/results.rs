@@ -40,9 +40,10 @@ pub async fn store(
         subject: subject.to_string(),
         message,
     };
+    // No `Nats-Msg-Id`: deduplication by id is stream-wide, so another tenant's job with the
+    // same id would make this result a "duplicate". The subject is the identity.
     let publish = PublishMessage::build()
         .payload(Bytes::from(payload))
-        .message_id(&result.id)
         .expected_last_subject_sequence(0);
     let acked = match jetstream.send_publish(subject.to_string(), publish).await {
         Ok(future) => future.await,
@@ -69,10 +70,15 @@ pub async fn fetch<I>(
         .map_err(|e| read_error(subject, format!("not an ExecResult: {e}")))
 }
 
-/// Whether `subject` holds a stored message, readable as a result or not: either way the
-/// job's one result is taken.
-pub async fn stored<I>(results: &Stream<I>, subject: &str) -> Result<bool, DurableError> {
-    Ok(last(results, subject).await?.is_some())
+/// What `subject` holds: nothing, or a stored message, readable as a result (`Some`) or not
+/// (`None`); either way the job's one result is taken.
+pub async fn stored<I>(
+    results: &Stream<I>,
+    subject: &str,
+) -> Result<Option<Option<ExecResult>>, DurableError> {
+    Ok(last(results, subject)
+        .await?
+        .map(|payload| serde_json::from_slice(&payload).ok()))
 }
 
 async fn last<I>(results: &Stream<I>, subject: &str) -> Result<Option<Bytes>, DurableError> {

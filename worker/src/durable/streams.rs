@@ -2,15 +2,23 @@
 //!
 //! | stream | subjects | retention | storage | limits |
 //! |---|---|---|---|---|
-//! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_bytes` unlimited, `max_age` = `durable.jobs_max_age` (7d), `duplicate_window` = `durable.duplicate_window` (2m) |
-//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `duplicate_window` 2m, `allow_direct` (results are read by direct get), 1 message per subject with discard new per subject (the first result stored is final, whoever publishes) |
-//! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g), `duplicate_window` 2m |
+//! | `OPENSHELL_JOBS` | `<prefix>.jobs.>` | work queue (a job leaves once acked) | file | `max_bytes` unlimited, `max_age` = `durable.jobs_max_age` (7d), 1 message per subject with discard new per subject (a job id is queued once per tenant), `duplicate_window` 100 ms |
+//! | `OPENSHELL_RESULTS` | `<prefix>.results.>` | limits | file | `max_bytes` unlimited, `max_age` = `durable.results_max_age` (24h), `allow_direct` (results are read by direct get), 1 message per subject with discard new per subject (the first result stored is final, whoever publishes), `duplicate_window` 100 ms |
+//! | `OPENSHELL_AUDIT` | `<prefix>.audit.>` | limits, discard old | file | `max_age` = `durable.audit_max_age` (90d), `max_bytes` = `durable.audit_max_bytes` (1g), `duplicate_window` 100 ms |
 //!
-//! An existing stream whose subjects, retention, storage or direct get differ is an error (the worker
-//! does not start and does not change it); differing limits are logged and left as they are.
+//! Identity is by subject, never by `Nats-Msg-Id`: JetStream deduplicates message ids across
+//! the whole stream, so a tenant could pre-empt another tenant's id with that header. OpenShell
+//! sets none, and the duplicate window is the server's minimum, so a header an agent sets
+//! anyway reaches as little as possible.
+//!
+//! An existing stream whose subjects, retention, storage, direct get or per-subject limit differ
+//! is an error (the worker does not start and does not change it); differing limits are logged
+//! and left as they are.
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType, Stream};
+
+use std::time::Duration;
 
 use super::DurableError;
 use super::subjects::DurableSubjects;
@@ -22,6 +30,9 @@ pub const JOBS: &str = "OPENSHELL_JOBS";
 pub const RESULTS: &str = "OPENSHELL_RESULTS";
 /// Name of the audit stream.
 pub const AUDIT: &str = "OPENSHELL_AUDIT";
+
+/// The duplicate window of every stream: the server's minimum, since no identity rests on it.
+const DUPLICATE_WINDOW: Duration = Duration::from_millis(100);
 
 /// The streams a durable worker uses.
 #[derive(Debug, Clone)]
@@ -43,7 +54,10 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             storage: StorageType::File,
             max_bytes: -1,
             max_age: settings.jobs_max_age.as_duration(),
-            duplicate_window: settings.duplicate_window.as_duration(),
+            duplicate_window: DUPLICATE_WINDOW,
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
             ..Config::default()
         },
         Config {
@@ -54,10 +68,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             storage: StorageType::File,
             max_bytes: -1,
             max_age: settings.results_max_age.as_duration(),
-            duplicate_window: settings
-                .duplicate_window
-                .as_duration()
-                .min(settings.results_max_age.as_duration()),
+            duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
             max_messages_per_subject: 1,
             discard: DiscardPolicy::New,
@@ -73,7 +84,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             discard: DiscardPolicy::Old,
             max_age: settings.audit_max_age.as_duration(),
             max_bytes: i64::try_from(settings.audit_max_bytes.bytes()).unwrap_or(i64::MAX),
-            duplicate_window: settings.duplicate_window.as_duration(),
+            duplicate_window: DUPLICATE_WINDOW,
             ..Config::default()
         },
     ]
@@ -158,12 +169,9 @@ pub fn compare(found: &Config, wanted: &Config) -> (Vec<String>, Vec<String>) {
         && (!found.discard_new_per_subject || found.max_messages_per_subject != 1)
     {
         incompatible.push(format!(
-            "max_messages_per_subject {} with discard_new_per_subject {}: need 1 and true, so a job's first stored result is final (`nats stream edit {} --max-msgs-per-subject 1 --discard new --discard-per-subject`)",
+            "max_messages_per_subject {} with discard_new_per_subject {}: need 1 and true, so a job is queued and stored once per tenant and id (`nats stream edit {} --max-msgs-per-subject 1 --discard new --discard-per-subject`)",
             found.max_messages_per_subject, found.discard_new_per_subject, wanted.name
         ));
-    }
-    if wanted.retention == RetentionPolicy::WorkQueue && found.duplicate_window.is_zero() {
-        incompatible.push("duplicate_window: found 0, need > 0 (job-id dedup)".into());
     }
     for (name, found, wanted) in [
         ("max_age", found.max_age, wanted.max_age),

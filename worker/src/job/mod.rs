@@ -21,7 +21,8 @@ use openshell_protocol::{
 };
 use openshell_scheduler::deadline::check_deadline;
 use openshell_scheduler::{
-    Admitted, DispatchPermit, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, admit,
+    Admitted, DispatchPermit, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, Seat, WaitingRoom,
+    admit,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -49,6 +50,8 @@ pub struct PoolRuntime {
     pub capabilities: Capabilities,
     /// The pool's slots, handed to waiting jobs by priority and tenant turns within quotas.
     pub slots: Dispatcher,
+    /// Bounds the core requests held before they get a slot.
+    pub waiting: WaitingRoom,
     /// Running jobs, shared with the cancel listener.
     pub running: RunningJobs,
     /// Audit publisher.
@@ -101,6 +104,17 @@ impl From<ExecResult> for Refused {
     }
 }
 
+/// How a job gets its slot.
+pub enum Waiting {
+    /// It waits for one, holding its place in the pool's waiting room until then.
+    Seat(Seat),
+    /// It was given one already.
+    Reserved(DispatchPermit),
+    /// It waits for one; its caller bounds how many wait (durable mode pulls only for free
+    /// slots).
+    Unbounded,
+}
+
 /// When a job reached each step, for the worker-overhead histograms.
 struct Timings {
     received: Instant,
@@ -110,51 +124,125 @@ struct Timings {
     backend: Option<(Instant, Instant)>,
 }
 
-impl PoolRuntime {
-    /// Handles one request message to its single reply.
-    pub async fn handle(self: Arc<Self>, message: Message) {
-        let tenant = self
-            .subjects
-            .parse_exec(&message.subject)
-            .map(|(_, tenant)| tenant.to_string())
-            .unwrap_or_default();
-        let traceparent = crate::intake::traceparent_header(&message);
-        let processed = self
-            .process(&tenant, &message.payload, traceparent, None)
-            .await;
-        self.reply(&message, processed).await;
-    }
-
-    /// Takes one raw request of `tenant` through admission, audit and the backend to its
-    /// result; where the result goes is the caller's business. `traceparent` is the valid W3C
-    /// trace context the message's header brought; without one, the request's field stands in.
-    /// A job given a `reserved` slot runs in it instead of waiting for one.
-    pub async fn process(
-        &self,
-        tenant: &str,
-        raw: &Bytes,
-        traceparent: Option<String>,
-        reserved: Option<DispatchPermit>,
-    ) -> Processed {
-        let mut timings = Timings {
+impl Timings {
+    fn now() -> Self {
+        Self {
             received: Instant::now(),
             audit: Duration::ZERO,
             slot_wait: Duration::ZERO,
             backend: None,
+        }
+    }
+}
+
+impl PoolRuntime {
+    /// The tenant a request message was sent as (empty when the subject names none, which
+    /// decoding then refuses).
+    pub fn tenant_of(&self, message: &Message) -> String {
+        self.subjects
+            .parse_exec(&message.subject)
+            .map(|(_, tenant)| tenant.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Handles one request message, holding `seat` until it gets a slot, to its single reply.
+    /// A request whose reply subject the tenant could not read is refused and not answered.
+    pub async fn handle(self: Arc<Self>, message: Message, seat: Seat) {
+        let tenant = self.tenant_of(&message);
+        let traceparent = crate::intake::traceparent_header(&message);
+        if let Some(reply) = &message.reply {
+            let id = salvage_id(&message.payload);
+            if let Err(refused) = self.subjects.check_reply(&tenant, id.as_deref(), reply) {
+                let error = ErrorInfo::new(ErrorKind::ReplyNotAllowed, refused.to_string());
+                let id = id.unwrap_or_default();
+                let result = self
+                    .refuse_raw(&tenant, &id, &message.payload, traceparent, error)
+                    .await;
+                self.record(&result, &Timings::now());
+                return;
+            }
+        }
+        let processed = self
+            .process(&tenant, &message.payload, traceparent, Waiting::Seat(seat))
+            .await;
+        self.reply(&message, processed).await;
+    }
+
+    /// Refuses a request that found no seat in the pool's waiting room: `overloaded`.
+    pub async fn overloaded(&self, message: &Message, full: openshell_scheduler::Full) {
+        let tenant = self.tenant_of(message);
+        let id = salvage_id(&message.payload).unwrap_or_default();
+        let traceparent = crate::intake::traceparent_header(message);
+        let result = self
+            .refuse_raw(&tenant, &id, &message.payload, traceparent, full.into())
+            .await;
+        let reply_allowed = message
+            .reply
+            .as_ref()
+            .is_some_and(|reply| self.subjects.check_reply(&tenant, Some(&id), reply).is_ok());
+        let processed = Processed {
+            result,
+            audited: true,
+            timings: Timings::now(),
         };
-        let mut context = AuditContext {
+        if reply_allowed {
+            self.reply(message, processed).await;
+        } else {
+            self.record_processed(&processed);
+        }
+    }
+
+    /// Refuses request `id` of `tenant` without running it: audits `rejected` (with the raw
+    /// request's hash and size) and returns the result to answer with.
+    pub async fn refuse_raw(
+        &self,
+        tenant: &str,
+        id: &str,
+        raw: &[u8],
+        traceparent: Option<String>,
+        error: ErrorInfo,
+    ) -> ExecResult {
+        let context = self.context(tenant, traceparent);
+        if error.kind == ErrorKind::Overloaded {
+            // A flood would otherwise become a flood of log lines; the metric counts them.
+            tracing::debug!(%id, %tenant, "request refused: {}", error.message);
+        } else {
+            tracing::info!(%id, %tenant, kind = %error.kind, "request refused: {}", error.message);
+        }
+        self.audit_quietly(&AuditEvent::rejected_raw(id, raw, error.clone(), &context))
+            .await;
+        self.stamp(ExecResult::failed(id, error), &context)
+    }
+
+    fn context(&self, tenant: &str, traceparent: Option<String>) -> AuditContext {
+        AuditContext {
             tenant: tenant.to_string(),
             pool: self.name.clone(),
             backend: self.backend.kind().to_string(),
             worker_id: self.worker_id.clone(),
             traceparent,
-        };
+        }
+    }
+
+    /// Takes one raw request of `tenant` through admission, audit and the backend to its
+    /// result; where the result goes is the caller's business. `traceparent` is the valid W3C
+    /// trace context the message's header brought; without one, the request's field stands in.
+    /// `waiting` says how the job gets its slot.
+    pub async fn process(
+        &self,
+        tenant: &str,
+        raw: &Bytes,
+        traceparent: Option<String>,
+        waiting: Waiting,
+    ) -> Processed {
+        let mut timings = Timings::now();
+        let mut context = self.context(tenant, traceparent);
         let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name, traceparent = context.traceparent.as_deref());
         let (result, audited) = async {
             match self.accept(raw, &mut context).await {
                 Ok(accepted) => {
                     timings.audit = accepted.audit_time;
-                    let run = self.run(accepted, &context, reserved, &mut timings);
+                    let run = self.run(accepted, &context, waiting, &mut timings);
                     (run.await, true)
                 }
                 Err(refused) => (refused.result, refused.audited),
@@ -241,7 +329,7 @@ impl PoolRuntime {
         &self,
         accepted: Accepted,
         context: &AuditContext,
-        reserved: Option<DispatchPermit>,
+        waiting: Waiting,
         timings: &mut Timings,
     ) -> ExecResult {
         let Accepted {
@@ -255,9 +343,14 @@ impl PoolRuntime {
         let mut result = self.base_result(&request, &admitted, context);
         let queued = Instant::now();
         let wait_for_slot = async {
-            match reserved {
-                Some(slot) => slot,
-                None => self.slots.acquire(&context.tenant, request.priority).await,
+            match waiting {
+                Waiting::Reserved(slot) => slot,
+                Waiting::Seat(seat) => {
+                    let slot = self.slots.acquire(&context.tenant, request.priority).await;
+                    drop(seat);
+                    slot
+                }
+                Waiting::Unbounded => self.slots.acquire(&context.tenant, request.priority).await,
             }
         };
         let _slot = tokio::select! {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod prometheus;
 
 use std::path::PathBuf;

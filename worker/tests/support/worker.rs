@@ -87,6 +87,11 @@ impl WorkerProcess {
         status.expect("wait for worker")
     }
 
+    /// The worker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGKILL and waits for the exit.
     pub async fn kill(&mut self) -> ExitStatus {
         self.child.kill().await.expect("kill worker");
