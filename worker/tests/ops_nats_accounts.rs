@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openshell_protocol::{ExecRequest, ExecResult, Verdict};
+use openshell_worker::cli::audit::AUDITOR_INBOX;
 use openshell_worker::durable::client::DurableClient;
 use support::worker::WorkerProcess;
 use tokio::sync::mpsc;
@@ -69,7 +70,7 @@ async fn start_server() -> Option<Server> {
     panic!("nats-server with accounts.conf did not start on port {port}");
 }
 
-/// Connects as `user`, with `_INBOX.<inbox>` as inbox prefix; server errors go to the receiver.
+/// Connects as `user`, with `inbox` as inbox prefix; server errors go to the receiver.
 async fn connect(
     url: &str,
     user: &str,
@@ -78,7 +79,7 @@ async fn connect(
 ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
     let (errors, receiver) = mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-        .custom_inbox_prefix(format!("_INBOX.{inbox}"))
+        .custom_inbox_prefix(inbox)
         .event_callback(move |event| {
             let errors = errors.clone();
             async move {
@@ -124,13 +125,14 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
         ("SANDBOX_BACKEND", "none"),
     ])
     .await;
-    let (auditor, _) = connect(&server.url, "auditor", "auditor-secret", "auditor").await;
+    let (auditor, _) = connect(&server.url, "auditor", "auditor-secret", AUDITOR_INBOX).await;
     let mut audit = auditor
         .subscribe("openshell.audit.>")
         .await
         .expect("auditor subscribes to audit");
     auditor.flush().await.expect("flush");
-    let (acme, mut acme_errors) = connect(&server.url, "agent-acme", "acme-secret", "acme").await;
+    let (acme, mut acme_errors) =
+        connect(&server.url, "agent-acme", "acme-secret", "_INBOX.acme").await;
 
     // Its own tenant: the worker runs the job and the reply reaches acme's inbox.
     let reply = tokio::time::timeout(
@@ -272,4 +274,217 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
         other.is_err(),
         "acme read globex's stored result: {other:?}"
     );
+}
+
+/// The auditor through the CLI: `openshell audit tail` follows live events and, with --since,
+/// replays the OPENSHELL_AUDIT stream (all tenants, or one) on the auditor's grants alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let url = server.url.as_str();
+    let _worker = WorkerProcess::start(&[
+        ("NATS_URL", url),
+        ("NATS_USER", "worker"),
+        ("NATS_PASSWORD", "worker-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_DURABLE", "true"),
+    ])
+    .await;
+    let auditor = [
+        ("NATS_URL", url),
+        ("NATS_USER", "auditor"),
+        ("NATS_PASSWORD", "auditor-secret"),
+    ];
+    let agent = [
+        ("NATS_URL", url),
+        ("NATS_USER", "agent-acme"),
+        ("NATS_PASSWORD", "acme-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_TENANT", "acme"),
+    ];
+
+    // Live: the tail is following before the job runs, and prints its events.
+    let mut live = Tail::start(&["audit", "tail", "--tenant", "acme"], &auditor).await;
+    let out = support::cli(["exec", "--lang", "bash", "-c", "echo audited"], &agent).await;
+    assert!(out.status.success(), "exec as agent-acme: {out:?}");
+    let line = live.next_line().await;
+    assert!(line.contains("tenant=acme"), "{line}");
+
+    // Stored: every event of the job, from the stream, then the command ends.
+    let out = support::cli(["audit", "tail", "--since", "1h", "--no-follow"], &auditor).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "audit tail --since as auditor: {out:?}"
+    );
+    for event in ["received", "started", "finished"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.contains(event) && line.contains("tenant=acme")),
+            "no {event} event of acme in:\n{stdout}"
+        );
+    }
+    let only_acme = [
+        "audit",
+        "tail",
+        "--since",
+        "1h",
+        "--no-follow",
+        "--tenant",
+        "acme",
+    ];
+    let out = support::cli(only_acme, &auditor).await;
+    assert!(out.status.success(), "audit tail --tenant acme: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tenant=acme"),
+        "{out:?}"
+    );
+    let only_globex = [
+        "audit",
+        "tail",
+        "--since",
+        "1h",
+        "--no-follow",
+        "--tenant",
+        "globex",
+    ];
+    let out = support::cli(only_globex, &auditor).await;
+    assert!(out.status.success(), "audit tail --tenant globex: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{out:?}");
+
+    // Stored, then live: the job's three stored events, then a new job's three, each once.
+    let replay_then_follow = ["audit", "tail", "--since", "1h", "--tenant", "acme"];
+    let mut tail = Tail::start(&replay_then_follow, &auditor).await;
+    let mut stored = Vec::new();
+    for _ in 0..3 {
+        stored.push(job_of(&tail.next_line().await));
+    }
+    let out = support::cli(["exec", "--lang", "bash", "-c", "echo again"], &agent).await;
+    assert!(out.status.success(), "second exec as agent-acme: {out:?}");
+    for _ in 0..3 {
+        let job = job_of(&tail.next_line().await);
+        assert!(
+            !stored.contains(&job),
+            "a stored event came again live: {job}"
+        );
+    }
+
+    // An agent lacks these grants: the CLI names the refused permission instead of timing out.
+    let out = support::cli(["audit", "tail", "--since", "1h", "--no-follow"], &agent).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "agent read the audit stream: {out:?}"
+    );
+    assert!(stderr.contains("Permissions Violation"), "{stderr}");
+    assert!(stderr.contains("deploy/nats/accounts.conf"), "{stderr}");
+}
+
+/// The auditor can change nothing: no publishing on openshell.*, no purge or delete of the
+/// audit stream or its messages, no consumers, no other stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn auditor_cannot_publish_purge_or_delete() {
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let _worker = WorkerProcess::start(&[
+        ("NATS_URL", server.url.as_str()),
+        ("NATS_USER", "worker"),
+        ("NATS_PASSWORD", "worker-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_DURABLE", "true"),
+    ])
+    .await;
+    let (auditor, mut errors) =
+        connect(&server.url, "auditor", "auditor-secret", AUDITOR_INBOX).await;
+    let refused = [
+        "openshell.exec.none.acme",
+        "openshell.jobs.none.acme",
+        "openshell.audit.acme.none.finished",
+        "openshell.results.acme.forged",
+        "$JS.API.STREAM.PURGE.OPENSHELL_AUDIT",
+        "$JS.API.STREAM.DELETE.OPENSHELL_AUDIT",
+        "$JS.API.STREAM.UPDATE.OPENSHELL_AUDIT",
+        "$JS.API.STREAM.MSG.DELETE.OPENSHELL_AUDIT",
+        "$JS.API.STREAM.INFO.OPENSHELL_AUDIT",
+        // A push consumer would let it have the server deliver audit events onto any subject.
+        "$JS.API.CONSUMER.CREATE.OPENSHELL_AUDIT.peek.openshell.audit.>",
+        "$JS.API.CONSUMER.CREATE.OPENSHELL_AUDIT",
+        "$JS.API.STREAM.MSG.GET.OPENSHELL_RESULTS",
+        "$JS.API.DIRECT.GET.OPENSHELL_RESULTS.openshell.results.acme.x",
+    ];
+    for subject in refused {
+        auditor
+            .publish(subject, "{}".into())
+            .await
+            .expect("publish is sent; the server refuses it");
+        violation(&mut errors, subject).await;
+    }
+    // Nor read anything but audit events and its own replies.
+    for subject in ["openshell.results.>", "openshell.exec.>", "_INBOX.acme.>"] {
+        let _refused = auditor.subscribe(subject).await.expect("sent");
+        violation(&mut errors, subject).await;
+    }
+}
+
+/// The job id of a summary line of `audit tail` (`... job=<id> ...`).
+fn job_of(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("job="))
+        .unwrap_or_else(|| panic!("no job in {line:?}"))
+        .to_string()
+}
+
+/// `openshell` running until killed, its stdout read line by line.
+struct Tail {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Tail {
+    /// Starts `openshell args` and waits for its `following` line on stderr.
+    async fn start(args: &[&str], envs: &[(&str, &str)]) -> Tail {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_openshell"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn openshell");
+        let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let following = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut seen = String::new();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if line.starts_with("following ") {
+                    return Ok(());
+                }
+                seen.push_str(&line);
+            }
+            Err(seen)
+        })
+        .await;
+        assert_eq!(following, Ok(Ok(())), "openshell {args:?} is not following");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Tail { child, stdout }
+    }
+
+    /// The next line printed.
+    async fn next_line(&mut self) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.stdout.next_line()).await;
+        match line {
+            Ok(Ok(Some(line))) => line,
+            other => panic!(
+                "no line from the tail: {other:?}; exit: {:?}",
+                self.child.try_wait()
+            ),
+        }
+    }
 }

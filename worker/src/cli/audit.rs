@@ -1,11 +1,19 @@
 //! `openshell audit tail`: follow audit events as they are published.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::response::Response;
+use async_nats::jetstream::stream::RawMessage;
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use openshell_protocol::AuditEvent;
+use serde::Deserialize;
+use serde_json::json;
 
 use super::NatsArgs;
 use crate::durable::streams::AUDIT;
@@ -47,10 +55,18 @@ pub struct TailArgs {
     no_follow: bool,
 }
 
+/// Inbox prefix of `openshell audit tail`: the stream reads of `--since` are answered there, and
+/// deploy/nats/accounts.conf lets the `auditor` user read it. It lies outside `_INBOX.`, so no
+/// tenant's `_INBOX.<tenant>` can be it.
+pub const AUDITOR_INBOX: &str = "_INBOX_AUDITOR";
+
 /// Runs an audit command.
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     let AuditCommand::Tail(args) = command;
-    let nats = args.nats.connect().await?;
+    let config = args.nats.config()?;
+    let connect =
+        crate::nats::connect_once_watched(&config, "openshell-audit", Some(AUDITOR_INBOX));
+    let (nats, violations) = connect.await.with_context(|| args.nats.hint())?;
     let any = |filter: &Option<String>| filter.clone().unwrap_or_else(|| "*".to_string());
     let subject = format!(
         "{}.audit.{}.{}.{}",
@@ -59,82 +75,184 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         any(&args.pool),
         any(&args.event)
     );
-    if let Some(since) = &args.since {
-        return replay(nats, subject, since, &args).await;
+    let tail = async {
+        match &args.since {
+            Some(since) => replay(nats, subject, since, &args).await,
+            None => follow(nats, subject, &args).await,
+        }
+    };
+    // The server drops what it refuses and reports it on the side: without this, a missing
+    // grant would look like silence or a timeout.
+    tokio::select! {
+        outcome = tail => outcome,
+        violation = violations.first() => Err(refused(&violation, config.user.as_deref(), &args)),
     }
+}
+
+/// The error for a permission the server refused, naming it and the grants `audit tail` needs.
+fn refused(violation: &str, user: Option<&str>, args: &TailArgs) -> anyhow::Error {
+    let prefix = &args.nats.subject_prefix;
+    let user = user.map_or_else(
+        || "this NATS user".to_string(),
+        |user| format!("NATS user {user}"),
+    );
+    anyhow::anyhow!(
+        "the NATS server refused a permission: {violation}. `openshell audit tail` as {user} needs to subscribe on {prefix}.audit.> and, with --since, to subscribe on {AUDITOR_INBOX}.> and publish on $JS.API.STREAM.MSG.GET.{AUDIT}; grant what is missing (see the auditor user in deploy/nats/accounts.conf)"
+    )
+}
+
+/// Prints the events published on `subject` from now on (core NATS).
+async fn follow(
+    nats: async_nats::Client,
+    subject: String,
+    args: &TailArgs,
+) -> anyhow::Result<ExitCode> {
     let mut subscription = nats.subscribe(subject.clone()).await?;
     eprintln!("following {subject} (Ctrl-C to stop)");
     while let Some(message) = subscription.next().await {
-        match serde_json::from_slice::<AuditEvent>(&message.payload) {
-            Ok(event) if args.json => println!("{}", serde_json::to_string(&event)?),
-            Ok(event) => println!("{}", summary(&event)),
-            Err(error) => eprintln!("unreadable audit event on {}: {error}", message.subject),
-        }
+        print_event(&message.subject, &message.payload, None, args)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the stored events on `subject` from `since` on, then follows unless --no-follow.
+///
+/// Live events are subscribed to before the replay starts, so none falls between the two; a
+/// live event the replay printed too (one stored after `before`) is skipped.
 async fn replay(
     nats: async_nats::Client,
     subject: String,
     since: &str,
     args: &TailArgs,
 ) -> anyhow::Result<ExitCode> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-
     let since = start_time(since)?;
-    let start_time = async_nats::datetime::parse_rfc3339(&since.to_rfc3339())
-        .map_err(|error| anyhow::anyhow!("--since {since}: {error}"))?;
-    let jetstream = async_nats::jetstream::new(nats);
-    let stream = jetstream
-        .get_stream(AUDIT)
-        .await
-        .with_context(|| format!("reading stream {AUDIT}: is a durable worker (OPENSHELL_DURABLE=true) running, so that it exists?"))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
-            ..OrderedConfig::default()
-        })
-        .await
-        .with_context(|| format!("creating an ordered consumer on {AUDIT} for {subject}"))?;
-    let pending = consumer.cached_info().num_pending;
-    if pending == 0 && args.no_follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .with_context(|| format!("reading {subject} from {AUDIT}"))?;
-    while let Some(message) = messages.next().await {
-        let message = message.with_context(|| format!("reading {subject} from {AUDIT}"))?;
-        match serde_json::from_slice::<AuditEvent>(&message.payload) {
-            // The server may start a little early; the event's own time decides.
-            Ok(event) if event.timestamp < since => {}
-            Ok(event) if args.json => println!("{}", serde_json::to_string(&event)?),
-            Ok(event) => println!("{}", summary(&event)),
-            Err(error) => eprintln!("unreadable audit event on {}: {error}", message.subject),
+    let stored = StoredAudit {
+        jetstream: async_nats::jetstream::new(nats.clone()),
+        filter: subject.clone(),
+    };
+    let (before, mut live) = if args.no_follow {
+        (0, None)
+    } else {
+        let before = stored.last_sequence().await?;
+        let live = nats.subscribe(subject.clone()).await?;
+        nats.flush().await?;
+        (before, Some(live))
+    };
+    let mut replayed = HashSet::new();
+    let mut next = stored.first_since(since).await?;
+    while let Some(message) = next {
+        print_event(&message.subject, &message.payload, Some(since), args)?;
+        if live.is_some() && message.sequence > before {
+            replayed.insert(message.payload.clone());
         }
-        let caught_up = message.info().is_ok_and(|info| info.pending == 0);
-        if caught_up && args.no_follow {
-            break;
+        next = stored.after(message.sequence).await?;
+    }
+    let Some(live) = &mut live else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!("following {subject} (Ctrl-C to stop)");
+    while let Some(message) = live.next().await {
+        if !replayed.remove(&message.payload) {
+            print_event(&message.subject, &message.payload, None, args)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `OPENSHELL_AUDIT` stream read message by message with `$JS.API.STREAM.MSG.GET`. That
+/// grant is read-only; a consumer would need `CONSUMER.CREATE`, whose push form lets its creator
+/// have the server deliver the stream onto any subject, past the creator's publish permissions.
+struct StoredAudit {
+    jetstream: async_nats::jetstream::Context,
+    /// Subjects read, e.g. `openshell.audit.acme.*.*`.
+    filter: String,
+}
+
+/// The body of a `STREAM.MSG.GET` answer.
+#[derive(Deserialize)]
+struct MsgGet {
+    message: RawMessage,
+}
+
+impl StoredAudit {
+    /// The first event stored at or after `since`.
+    async fn first_since(&self, since: DateTime<Utc>) -> anyhow::Result<Option<StreamMessage>> {
+        let since = since.to_rfc3339_opts(SecondsFormat::Nanos, true);
+        self.get(json!({ "start_time": since, "next_by_subj": self.filter }))
+            .await
+    }
+
+    /// The first event stored after sequence `sequence`.
+    async fn after(&self, sequence: u64) -> anyhow::Result<Option<StreamMessage>> {
+        self.get(json!({ "seq": sequence + 1, "next_by_subj": self.filter }))
+            .await
+    }
+
+    /// The sequence of the last event stored, 0 if none.
+    async fn last_sequence(&self) -> anyhow::Result<u64> {
+        let last = self.get(json!({ "last_by_subj": self.filter })).await?;
+        Ok(last.map_or(0, |message| message.sequence))
+    }
+
+    async fn get(&self, request: serde_json::Value) -> anyhow::Result<Option<StreamMessage>> {
+        let response: Response<MsgGet> = self
+            .jetstream
+            .request(format!("STREAM.MSG.GET.{AUDIT}"), &request)
+            .await
+            .with_context(|| {
+                format!(
+                    "reading {} from stream {AUDIT}: is JetStream enabled on the server?",
+                    self.filter
+                )
+            })?;
+        match response {
+            Response::Ok(MsgGet { message }) => {
+                StreamMessage::try_from(message).map(Some).map_err(|error| {
+                    anyhow::anyhow!("a stored event in {AUDIT} is malformed: {error}")
+                })
+            }
+            Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => {
+                Ok(None)
+            }
+            Response::Err { error } if error.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                Err(anyhow::anyhow!(
+                    "stream {AUDIT} does not exist: start a durable worker (OPENSHELL_DURABLE=true), which creates it"
+                ))
+            }
+            Response::Err { error } => Err(anyhow::Error::from(error)
+                .context(format!("reading {} from stream {AUDIT}", self.filter))),
+        }
+    }
+}
+
+/// Prints one event as the flags ask, skipping events before `since`.
+fn print_event(
+    subject: &str,
+    payload: &[u8],
+    since: Option<DateTime<Utc>>,
+    args: &TailArgs,
+) -> anyhow::Result<()> {
+    match serde_json::from_slice::<AuditEvent>(payload) {
+        // The server may start a little early; the event's own time decides.
+        Ok(event) if since.is_some_and(|since| event.timestamp < since) => {}
+        Ok(event) if args.json => println!("{}", serde_json::to_string(&event)?),
+        Ok(event) => println!("{}", summary(&event)),
+        Err(error) => eprintln!("unreadable audit event on {subject}: {error}"),
+    }
+    Ok(())
+}
+
 /// `since` as an instant: RFC 3339, or a duration before now.
-fn start_time(since: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(instant) = chrono::DateTime::parse_from_rfc3339(since) {
-        return Ok(instant.with_timezone(&chrono::Utc));
+fn start_time(since: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(instant) = DateTime::parse_from_rfc3339(since) {
+        return Ok(instant.with_timezone(&Utc));
     }
     let ago = humantime::parse_duration(since).map_err(|error| {
         anyhow::anyhow!(
             "--since {since:?}: {error}; give RFC 3339 (2026-01-01T00:00:00Z) or a duration such as 10m"
         )
     })?;
-    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
+    Ok(Utc::now() - chrono::Duration::from_std(ago)?)
 }
 
 fn summary(event: &AuditEvent) -> String {

@@ -138,7 +138,7 @@ pub fn check_clock() -> Finding {
 
 /// NATS: the configured servers answer with these credentials.
 pub async fn check_nats(config: &Config) -> Finding {
-    let urls = config.nats.urls.join(",");
+    let urls = crate::config::Secret::redact_urls(&config.nats.urls);
     let connect = crate::nats::connect_once(&config.nats, "openshell-doctor", None);
     match tokio::time::timeout(CHECK_TIMEOUT, connect).await {
         Ok(Ok(client)) => {
@@ -158,7 +158,8 @@ pub async fn check_nats(config: &Config) -> Finding {
             Status::Fail,
             "nats",
             format!(
-                "{error}; start nats-server (deploy/setup.sh) or set NATS_URL and the NATS_* credentials"
+                "{:#}; start nats-server (deploy/setup.sh) or set NATS_URL and the NATS_* credentials",
+                anyhow::Error::from(error)
             ),
         ),
         Err(_) => finding(

@@ -86,7 +86,7 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// Connects with the same options as the worker (credentials from the environment).
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let options = crate::nats::connect_once(&self.config(), "openshell-cli", None).await;
+        let options = crate::nats::connect_once(&self.config()?, "openshell-cli", None).await;
         options.with_context(|| self.hint())
     }
 
@@ -95,22 +95,25 @@ impl NatsArgs {
     pub async fn connect_as(&self, tenant: &str) -> anyhow::Result<async_nats::Client> {
         let inbox = format!("_INBOX.{tenant}");
         let options =
-            crate::nats::connect_once(&self.config(), "openshell-cli", Some(&inbox)).await;
+            crate::nats::connect_once(&self.config()?, "openshell-cli", Some(&inbox)).await;
         options.with_context(|| self.hint())
     }
 
-    fn config(&self) -> crate::config::NatsConfig {
-        let mut config = Config::load(None, &Overrides::default())
-            .map(|config| config.nats)
-            .unwrap_or_default();
+    /// The NATS settings of the worker configuration (file, then `NATS_*` variables) with the
+    /// servers of `--nats`/`NATS_URL`. A bad setting is an error naming it: skipping it would
+    /// drop credentials or TLS and connect without them.
+    fn config(&self) -> anyhow::Result<crate::config::NatsConfig> {
+        let mut config = crate::config::env::load_nats(|name| std::env::var(name).ok())
+            .context("reading the NATS settings of this command")?;
         config.urls = crate::config::env::split_list(&self.url);
-        config
+        Ok(config)
     }
 
     fn hint(&self) -> String {
+        let urls = crate::config::env::split_list(&self.url);
         format!(
             "connecting to NATS at {}; is nats-server running (deploy/setup.sh)?",
-            self.url
+            crate::config::Secret::redact_urls(&urls)
         )
     }
 }

@@ -15,12 +15,12 @@
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use openshell_protocol::{ByteSize, DurationMs};
 
-use super::{Config, ConfigError, DEFAULT_BACKEND, PoolConfig, Secret};
+use super::{Config, ConfigError, DEFAULT_BACKEND, NatsConfig, PoolConfig, Secret};
 
 /// Path of the TOML configuration file.
 pub const CONFIG: &str = "OPENSHELL_CONFIG";
@@ -204,6 +204,18 @@ fn apply_pools(
         pool.tenant_quota = tenant_quota.unwrap_or(pool.tenant_quota);
     }
     Ok(())
+}
+
+/// The NATS settings alone, for the client commands: defaults < the `[nats]` table of the file
+/// named by `OPENSHELL_CONFIG` < the `NATS_*` variables. The worker's other settings are not
+/// read, so a client does not fail on them; a bad NATS setting is an error naming it.
+pub fn load_nats(env: impl Fn(&str) -> Option<String>) -> Result<NatsConfig, ConfigError> {
+    let mut config = match env(CONFIG) {
+        Some(path) => Config::from_file(Path::new(&path))?,
+        None => Config::default(),
+    };
+    apply_nats(&mut config, &env)?;
+    Ok(config.nats)
 }
 
 fn apply_nats(

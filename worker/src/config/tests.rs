@@ -135,3 +135,57 @@ fn secrets_are_redacted_when_printed() {
     assert!(text.contains("<redacted>"));
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+#[test]
+fn urls_are_shown_without_their_password_or_token() {
+    let cases = [
+        ("nats://user:pw@host:4222", "nats://user:***@host:4222"),
+        ("nats://token@host:4222", "nats://***@host:4222"),
+        ("tls://user:p%40ss:w@host", "tls://user:***@host"),
+        ("user:pw@host:4222", "user:***@host:4222"),
+        ("nats://host:4222", "nats://host:4222"),
+        // Malformed: everything up to the last `@` is hidden rather than shown.
+        ("nats://user:pa/ss@host", "nats://user:***@host"),
+        ("", ""),
+    ];
+    for (url, shown) in cases {
+        assert_eq!(Secret::redact_url(url), shown, "{url}");
+    }
+    assert_eq!(
+        Secret::redact_urls(&["nats://a:x@h:1", "nats://h:2"]),
+        "nats://a:***@h:1,nats://h:2"
+    );
+}
+
+#[test]
+fn printed_configuration_hides_a_password_in_a_url() {
+    let config = load(
+        None,
+        &[("NATS_URL", "nats://ops:hunter2@a:1,nats://tok3n@b:2")],
+        Overrides::default(),
+    )
+    .unwrap();
+    let text = config.to_redacted_toml();
+    assert!(
+        !text.contains("hunter2") && !text.contains("tok3n"),
+        "{text}"
+    );
+    assert!(text.contains("nats://ops:***@a:1"), "{text}");
+    assert!(text.contains("nats://***@b:2"), "{text}");
+}
+
+#[test]
+fn client_nats_settings_fail_on_a_bad_variable_and_skip_worker_settings() {
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("NATS_USER", "agent"),
+        ("NATS_PASSWORD", "pw"),
+        ("SANDBOX_DOCKER_MEMORY", "lots"),
+    ]);
+    let nats = env::load_nats(|name| vars.get(name).map(|value| value.to_string())).unwrap();
+    assert_eq!(nats.user.as_deref(), Some("agent"));
+    assert_eq!(nats.password.as_ref().map(Secret::expose), Some("pw"));
+
+    let error = env::load_nats(|name| (name == "NATS_TLS_REQUIRED").then(|| "maybe".to_string()))
+        .unwrap_err();
+    assert!(error.to_string().contains("NATS_TLS_REQUIRED"), "{error}");
+}
