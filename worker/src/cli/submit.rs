@@ -40,6 +40,18 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let client = DurableClient::new(nats, &job.nats.subject_prefix);
+    // A job with a stored result is never run again; say so rather than queue it for nothing.
+    if let Ok(Some(stored)) = client
+        .result(&job.tenant, &request.id, std::time::Duration::ZERO)
+        .await
+    {
+        eprintln!(
+            "openshell submit: job {} already has a stored result ({}); not run again (`openshell result {}`)",
+            request.id, stored.status, request.id
+        );
+        println!("{}", request.id);
+        return Ok(ExitCode::SUCCESS);
+    }
     match client
         .submit(&pool, &job.tenant, &request, args.reply_to.as_deref())
         .await

@@ -11,7 +11,8 @@
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
 //! | `OPENSHELL_CONFIG` | the TOML file |
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_TENANT_QUOTA`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots and default tenant quota of every pool, shutdown grace, largest request |
-//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_DUPLICATE_WINDOW`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
+//! | `OPENSHELL_MAX_WAITING`, `OPENSHELL_TENANT_MAX_WAITING` | requests every pool holds before they get a slot, in all and per tenant |
+//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -58,6 +59,10 @@ pub const WORKER_ID: &str = "OPENSHELL_WORKER_ID";
 pub const SLOTS: &str = "OPENSHELL_SLOTS";
 /// Jobs one tenant may run at once per pool per worker (0: no quota).
 pub const TENANT_QUOTA: &str = "OPENSHELL_TENANT_QUOTA";
+/// Requests a pool holds before they get a slot.
+pub const MAX_WAITING: &str = "OPENSHELL_MAX_WAITING";
+/// Of those, how many of one tenant.
+pub const TENANT_MAX_WAITING: &str = "OPENSHELL_TENANT_MAX_WAITING";
 /// Shutdown grace period.
 pub const SHUTDOWN_GRACE: &str = "OPENSHELL_SHUTDOWN_GRACE";
 /// Metrics listen address.
@@ -71,8 +76,6 @@ pub const DURABLE: &str = "OPENSHELL_DURABLE";
 pub const DURABLE_ACK_WAIT: &str = "OPENSHELL_DURABLE_ACK_WAIT";
 /// Deliveries of a durable job that may run it.
 pub const DURABLE_MAX_DELIVER: &str = "OPENSHELL_DURABLE_MAX_DELIVER";
-/// Jobs-stream duplicate window.
-pub const DURABLE_DUPLICATE_WINDOW: &str = "OPENSHELL_DURABLE_DUPLICATE_WINDOW";
 /// Results-stream max age.
 pub const DURABLE_RESULTS_MAX_AGE: &str = "OPENSHELL_DURABLE_RESULTS_MAX_AGE";
 /// Splits a comma-separated list, dropping empty entries.
@@ -177,6 +180,24 @@ fn apply_pools(
     let tenant_quota = env(TENANT_QUOTA)
         .map(|value| parse::<usize>(TENANT_QUOTA, &value, "a whole number of jobs, 0 for none"))
         .transpose()?;
+    let max_waiting = env(MAX_WAITING)
+        .map(|value| {
+            parse::<usize>(
+                MAX_WAITING,
+                &value,
+                "a whole number of requests, at least 1",
+            )
+        })
+        .transpose()?;
+    let tenant_max_waiting = env(TENANT_MAX_WAITING)
+        .map(|value| {
+            parse::<usize>(
+                TENANT_MAX_WAITING,
+                &value,
+                "a whole number of requests, at least 1",
+            )
+        })
+        .transpose()?;
     for pool in config.pools.values_mut() {
         match pool.backend.as_str() {
             "docker" => {
@@ -202,6 +223,8 @@ fn apply_pools(
         }
         pool.slots = slots.unwrap_or(pool.slots);
         pool.tenant_quota = tenant_quota.unwrap_or(pool.tenant_quota);
+        pool.max_waiting = max_waiting.unwrap_or(pool.max_waiting);
+        pool.tenant_max_waiting = tenant_max_waiting.unwrap_or(pool.tenant_max_waiting);
     }
     Ok(())
 }
@@ -264,9 +287,6 @@ fn apply_durable(
     }
     if let Some(value) = env(DURABLE_MAX_DELIVER) {
         durable.max_deliver = parse(DURABLE_MAX_DELIVER, &value, "a whole number, at least 1")?;
-    }
-    if let Some(value) = env(DURABLE_DUPLICATE_WINDOW) {
-        durable.duplicate_window = duration(DURABLE_DUPLICATE_WINDOW, &value)?;
     }
     if let Some(value) = env(DURABLE_RESULTS_MAX_AGE) {
         durable.results_max_age = duration(DURABLE_RESULTS_MAX_AGE, &value)?;

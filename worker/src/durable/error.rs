@@ -85,6 +85,16 @@ pub enum DurableError {
         /// The cause.
         message: String,
     },
+    /// A job's run lease could not be read or written.
+    #[error(
+        "taking the run lease of job {key} in KV bucket OPENSHELL_LEASES failed: {message}; the job is offered again later (check JetStream is up and may this user use $KV.OPENSHELL_LEASES.>)"
+    )]
+    Lease {
+        /// Key, `<tenant>.<job id>`.
+        key: String,
+        /// The cause.
+        message: String,
+    },
     /// A job's attempt count could not be read or written.
     #[error(
         "counting the runs of job {key} in KV bucket OPENSHELL_ATTEMPTS failed: {message}; the job is offered again later (check JetStream is up and may this user use $KV.OPENSHELL_ATTEMPTS.>)"

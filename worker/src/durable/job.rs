@@ -14,6 +14,7 @@ use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 
 use super::DurablePool;
 use super::attempts::Begin;
+use super::lease::{Acquired, Lease};
 use super::results::{self, Stored};
 use super::subjects::{JobSubject, REPLY_TO_HEADER};
 use crate::job::{Processed, Waiting};
@@ -113,22 +114,41 @@ impl DurablePool {
             }
         }
         let key = format!("{tenant}.{id}");
+        let lease = match self.leases.acquire(&key).await {
+            Ok(Acquired::Held(lease)) => *lease,
+            Ok(Acquired::Busy(holder)) => {
+                let delay = self.settings.ack_wait.as_duration() / 2;
+                tracing::info!(%id, %tenant, %holder, ?delay, "job is running under another worker's lease; offered again later, not run");
+                return ack(&message, AckKind::Nak(Some(delay))).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        };
         match self.attempts.begin(&key, self.settings.max_deliver).await {
             Ok(Begin::Run(attempt)) => {
                 tracing::debug!(%id, %tenant, attempt, delivered, "running queued job");
             }
             Ok(Begin::Exhausted(started)) => {
                 let result = self.worker_lost(&message, &tenant, &id, started);
-                return self.finish(&message, &subject, result, reply).await;
+                self.finish(&message, &subject, result, reply).await;
+                return lease.release().await;
             }
             Err(error) => {
                 tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
+                lease.release().await;
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         }
-        let processed = self
-            .process_with_progress(&message, &tenant, reserved)
+        let (processed, lease) = self
+            .process_with_progress(&message, &tenant, &id, reserved, lease)
             .await;
+        let Some(lease) = lease else {
+            // Another run may hold the job now: its result, not this stopped one, is stored.
+            tracing::warn!(%id, %tenant, "run stopped after losing its lease; result not stored");
+            return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+        };
         let not_run = match processed.result.error.as_ref().map(|e| e.kind) {
             _ if !processed.audited => Some(("audit stream unavailable: job not run", RETRY_DELAY)),
             // Still running here (a redelivery raced the in-progress ack): leave it to that run.
@@ -148,11 +168,13 @@ impl DurablePool {
                 tracing::warn!(%error, %id, "an attempt that did not run stays counted");
             }
             tracing::warn!(%id, %tenant, "{why}; offered again in {delay:?}");
+            lease.release().await;
             return ack(&message, AckKind::Nak(Some(delay))).await;
         }
         self.runtime.record_processed(&processed);
         self.finish(&message, &subject, processed.result, reply)
             .await;
+        lease.release().await;
     }
 
     /// A job refused before it ran: audited as `rejected`, and the refusal stored as its result
@@ -208,13 +230,16 @@ impl DurablePool {
         ack(message, AckKind::Ack).await;
     }
 
-    /// Runs the job, sending an in-progress ack every third of `ack_wait`.
+    /// Runs the job, sending an in-progress ack and renewing its lease every third of
+    /// `ack_wait`; a lost lease stops the run and comes back as `None`.
     async fn process_with_progress(
         &self,
         message: &Message,
         tenant: &str,
+        id: &str,
         reserved: Option<DispatchPermit>,
-    ) -> Processed {
+        mut lease: Lease,
+    ) -> (Processed, Option<Lease>) {
         let traceparent = crate::intake::traceparent_header(message);
         let waiting = reserved.map_or(Waiting::Unbounded, Waiting::Reserved);
         let work = self
@@ -225,10 +250,15 @@ impl DurablePool {
         ticker.tick().await;
         loop {
             tokio::select! {
-                processed = &mut work => return processed,
+                processed = &mut work => return (processed, Some(lease)),
                 _ = ticker.tick() => {
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!(%error, "in-progress ack failed; the job may be redelivered");
+                    }
+                    if let Err(lost) = lease.renew().await {
+                        tracing::error!(%lost, %id, %tenant, "stopping the run");
+                        self.runtime.running.cancel(tenant, id);
+                        return ((&mut work).await, None);
                     }
                 }
             }

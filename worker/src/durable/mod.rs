@@ -2,14 +2,16 @@
 //!
 //! Beside core request/reply, not instead of it. The flow, one file each:
 //! [`streams`] (created or checked at start-up) → [`consumer`] (one pull consumer per pool,
-//! pulling only free slots) → [`job`] (result already stored? tenant at its quota? too many
-//! started runs, counted in [`attempts`]? run through the shared [`crate::job::PoolRuntime`]
-//! with in-progress acks) → [`results`] (store, then ack). [`cancel`] records cancellations of
+//! pulling only free slots) → [`job`] (result already stored? tenant at its quota? another
+//! run holding the job's [`lease`]? too many started runs, counted in [`attempts`]? run
+//! through the shared [`crate::job::PoolRuntime`] with in-progress acks and lease renewals)
+//! → [`results`] (store, ack, release the lease). [`cancel`] records cancellations of
 //! queued jobs. [`subjects`] names everything.
 //!
 //! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
 //! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
-//! finished is not run again; once `max_deliver` runs were started without a result, the next
+//! finished is not run again, and runs only under the job's lease, so a redelivery while its
+//! first run is alive (after a NATS crash) is put back instead of running the code twice; once `max_deliver` runs were started without a result, the next
 //! delivery stores `worker_lost` (a job put back unrun, for a quota or an audit outage, does
 //! not count). Code that
 //! was running when its worker died may have had side effects and runs again on redelivery:
@@ -21,6 +23,7 @@ pub mod client;
 pub mod consumer;
 mod error;
 pub mod job;
+pub mod lease;
 pub mod results;
 pub mod streams;
 pub mod subjects;
@@ -49,6 +52,8 @@ pub struct DurablePool {
     pub subjects: DurableSubjects,
     /// Runs started per job.
     pub attempts: attempts::Attempts,
+    /// Which worker runs each job.
+    pub leases: lease::Leases,
     /// Durable settings.
     pub settings: DurableConfig,
 }
@@ -69,6 +74,9 @@ pub async fn serve(
     let subjects = DurableSubjects::new(first.subjects.prefix());
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
     let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
+    let leases =
+        lease::Leases::ensure(&jetstream, settings.ack_wait.as_duration(), &first.worker_id)
+            .await?;
     let canceller = cancel::Canceller {
         jetstream: jetstream.clone(),
         jobs: streams.jobs.clone(),
@@ -92,6 +100,7 @@ pub async fn serve(
             jetstream: jetstream.clone(),
             results: streams.results.clone(),
             attempts: attempts.clone(),
+            leases: leases.clone(),
             subjects: subjects.clone(),
             settings: settings.clone(),
         });

@@ -242,8 +242,7 @@ impl PoolRuntime {
             match self.accept(raw, &mut context).await {
                 Ok(accepted) => {
                     timings.audit = accepted.audit_time;
-                    let run = self.run(accepted, &context, waiting, &mut timings);
-                    (run.await, true)
+                    self.run(accepted, &context, waiting, &mut timings).await
                 }
                 Err(refused) => (refused.result, refused.audited),
             }
@@ -324,14 +323,16 @@ impl PoolRuntime {
         })
     }
 
-    /// Wait for a slot, run on the backend, audit `finished`.
+    /// Wait for a slot, audit `started` (acknowledged, like `received`), run on the backend,
+    /// audit `finished`. The flag is false when `started` could not be recorded: the code did
+    /// not run.
     async fn run(
         &self,
         accepted: Accepted,
         context: &AuditContext,
         waiting: Waiting,
         timings: &mut Timings,
-    ) -> ExecResult {
+    ) -> (ExecResult, bool) {
         let Accepted {
             request,
             admitted,
@@ -355,8 +356,8 @@ impl PoolRuntime {
         };
         let _slot = tokio::select! {
             slot = wait_for_slot => slot,
-            () = cancel.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::Cancelled)).await,
-            () = self.shutdown.cancelled() => return self.finish(received_event, ended_early(result, ErrorKind::ShuttingDown)).await,
+            () = cancel.cancelled() => return (self.finish(received_event, ended_early(result, ErrorKind::Cancelled)).await, true),
+            () = self.shutdown.cancelled() => return (self.finish(received_event, ended_early(result, ErrorKind::ShuttingDown)).await, true),
         };
         timings.slot_wait = queued.elapsed();
         self.metrics.queued(&self.name, timings.slot_wait);
@@ -368,7 +369,7 @@ impl PoolRuntime {
                 error: Some(rejection.into()),
                 ..result
             };
-            return self.finish(received_event, result).await;
+            return (self.finish(received_event, result).await, true);
         }
         let started = AuditEvent {
             event: AuditEventType::Started,
@@ -376,7 +377,16 @@ impl PoolRuntime {
             code: None,
             ..received_event.clone()
         };
-        self.audit_quietly(&started).await;
+        let published = self.audit.publish_flushed(&started).await;
+        self.metrics.audit(published.is_ok());
+        if let Err(error) = published {
+            tracing::error!(%error, "audit unavailable: job not run");
+            let message =
+                format!("{error}; the job was not run because its start could not be audited");
+            result.status = Verdict::BackendError;
+            result.error = Some(ErrorInfo::new(ErrorKind::Internal, message));
+            return (self.finish(received_event, result).await, false);
+        }
         let language = request
             .language
             .as_ref()
@@ -408,7 +418,7 @@ impl PoolRuntime {
         drop(_slot);
         self.metrics
             .slots(&self.name, self.slots.in_use(), self.slots.available());
-        self.finish(received_event, result).await
+        (self.finish(received_event, result).await, true)
     }
 
     fn decode(&self, raw: &Bytes, tenant: &str) -> Result<ExecRequest, ErrorInfo> {

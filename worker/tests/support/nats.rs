@@ -77,6 +77,19 @@ impl NatsServer {
         }
     }
 
+    /// Kills the server with SIGKILL, as a crash would; a no-op if stopped.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped (or killed) server again on the same port with the same store.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     /// Stops and starts again on the same port with the same JetStream store.
     pub async fn restart(&mut self) {
         self.stop().await;
