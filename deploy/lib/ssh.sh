@@ -1,15 +1,18 @@
 # shellcheck shell=bash
 # OpenSSH for the SSH backend: the client tools (ssh-keygen, ssh-keyscan) the worker's
-# operators use, and the server binary that the SSH backend's tests start on their own
-# loopback port. The system sshd service is never started here.
+# operators use, and what the SSH backend's tests need on this machine: the server binary
+# they start on their own loopback port, and sudo and bubblewrap for the job sandbox that
+# deploy/ssh-host/prepare.sh (run by the tests) sets up. The system sshd service is never
+# started here.
 # Needs lib/common.sh sourced first.
 
 SSHD_BIN=/usr/sbin/sshd
 
-# Installs openssh-server and openssh-client unless present, without starting sshd.
+# Installs openssh-server, openssh-client, sudo and bubblewrap unless present, without
+# starting sshd.
 ssh_install() {
-    if [[ -x $SSHD_BIN ]] && have ssh-keygen && have ssh-keyscan; then
-        say "openssh-server already installed: $SSHD_BIN"
+    if [[ -x $SSHD_BIN ]] && have ssh-keygen && have ssh-keyscan && have sudo && have bwrap; then
+        say "openssh-server, sudo and bubblewrap already installed: $SSHD_BIN"
         return 0
     fi
     # A policy-rc.d that answers 101 keeps the package from starting a system sshd on port 22.
@@ -19,11 +22,12 @@ ssh_install() {
         own_policy=yes
     fi
     local ok=yes
-    apt_install "the SSH backend (sshd for its tests, ssh-keygen, ssh-keyscan)" \
-        openssh-server openssh-client || ok=no
+    apt_install "the SSH backend (sshd, sudo and bubblewrap for its tests, ssh-keygen, ssh-keyscan)" \
+        openssh-server openssh-client sudo bubblewrap || ok=no
     if [[ $own_policy == yes ]]; then
         as_root rm -f "$policy"
     fi
     [[ $ok == yes && -x $SSHD_BIN ]] || die "openssh-server did not install $SSHD_BIN"
-    say "installed openssh-server: $SSHD_BIN (not started; tests start their own)"
+    have bwrap && have sudo || die "sudo and bubblewrap did not install"
+    say "installed openssh-server, sudo and bubblewrap: $SSHD_BIN (not started; tests start their own)"
 }

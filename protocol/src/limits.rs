@@ -59,10 +59,13 @@ pub enum LimitName {
     Output,
     /// [`Limits::disk`].
     Disk,
+    /// Not a field of [`Limits`]: how a job without network access (`network: false`) was cut
+    /// off from the network. Reports carry it; [`LimitName::ALL`] does not.
+    Network,
 }
 
 impl LimitName {
-    /// Every limit, in wire order.
+    /// Every limit of [`Limits`], in wire order.
     pub const ALL: [LimitName; 8] = [
         LimitName::Timeout,
         LimitName::CpuTime,
@@ -85,6 +88,7 @@ impl LimitName {
             LimitName::OpenFiles => "open_files",
             LimitName::Output => "output",
             LimitName::Disk => "disk",
+            LimitName::Network => "network",
         }
     }
 }
@@ -131,6 +135,7 @@ impl Limits {
             LimitName::OpenFiles => self.open_files.map(LimitValue::Count),
             LimitName::Output => self.output.map(LimitValue::Size),
             LimitName::Disk => self.disk.map(LimitValue::Size),
+            LimitName::Network => None,
         }
     }
 

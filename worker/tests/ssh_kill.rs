@@ -1,5 +1,5 @@
-//! Timeout, cancel and output limit kill the job's whole process group on the host, and the
-//! job's directory is removed: a /proc scan finds no process with the job's marker.
+//! Timeout, cancel and output limit kill the job's whole sandbox on the host: a /proc scan of
+//! the host finds no process with the job's marker, not even one that left the job's session.
 
 mod support;
 
@@ -12,25 +12,23 @@ use tokio_util::sync::CancellationToken;
 use support::jobs::{bash_job, marker, run};
 use support::sshd::{SshdBackend, processes_with};
 
-/// A job that prints its directory, leaves a background process named `marker`, and loops.
+/// A job that prints its directory, leaves a background process and a new session named
+/// `marker`, and loops.
 fn lingering(marker: &str) -> openshell_worker::backend::Job {
     bash_job(&format!(
-        "pwd\n(exec -a {marker} sleep 600) &\nwhile :; do sleep 1; done\n"
+        "pwd\n(exec -a {marker} sleep 600) &\nsetsid bash -c 'exec -a {marker} sleep 600' &\nwhile :; do sleep 1; done\n"
     ))
 }
 
-/// Nothing of the job is left: no process with `marker`, no directory `dir`.
-async fn assert_gone(marker: &str, dir: &str) {
+/// Nothing of the job is left: no process with `marker` anywhere on the host.
+async fn assert_gone(marker: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let (left, exists) = (processes_with(marker), std::path::Path::new(dir).exists());
-        if left.is_empty() && !exists {
+        let left = processes_with(marker);
+        if left.is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: processes {left:?}, directory {dir} exists: {exists}"
-        );
+        assert!(Instant::now() < deadline, "left behind: processes {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -52,9 +50,8 @@ async fn a_timeout_kills_every_process_of_the_job_on_the_host() {
         "took {:?}",
         started.elapsed()
     );
-    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(dir.starts_with("/tmp/openshell-job."), "{dir}");
-    assert_gone(&marker, &dir).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "/workspace\n");
+    assert_gone(&marker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,8 +71,8 @@ async fn a_cancel_kills_every_process_of_the_job_on_the_host() {
     });
     let (result, output) = run(&ssh.backend, lingering(&marker), cancel).await;
     assert_eq!(result.expect("ran").ending, Ending::Cancelled);
-    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert_gone(&marker, &dir).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "/workspace\n");
+    assert_gone(&marker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,5 +87,5 @@ async fn the_output_limit_kills_the_job_and_keeps_exactly_the_limit() {
     assert_eq!(result.expect("ran").ending, Ending::OutputLimit);
     assert_eq!(output.stdout.len() + output.stderr.len(), 64 * 1024);
     assert!(output.stdout_truncated);
-    assert_gone(&marker, "/nonexistent").await;
+    assert_gone(&marker).await;
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use openshell_protocol::limits::LimitValue;
 use openshell_protocol::{
-    Enforcement, EnforcementReport, EnforcementStatus, ErrorKind, ExecRequest, Limits,
+    Enforcement, EnforcementReport, EnforcementStatus, ErrorKind, ExecRequest, LimitName, Limits,
 };
 
 use crate::deadline::check_deadline;
@@ -44,7 +44,10 @@ pub fn admit(
     check_deadline(request.deadline, now)?;
     let limits = request.limits.or(&policy.defaults);
     check_ceilings(&limits, policy)?;
-    let enforcement = plan_enforcement(&limits, policy, capabilities)?;
+    let mut enforcement = plan_enforcement(&limits, policy, capabilities)?;
+    if !request.network {
+        enforcement.insert(LimitName::Network, plan_network(policy, capabilities));
+    }
     Ok(Admitted {
         limits,
         enforcement,
@@ -142,6 +145,19 @@ fn plan_enforcement(
         }
     }
     Ok(report)
+}
+
+/// How a job without network access is cut off: the backend's way, or a `not_enforced` entry
+/// saying that it shares the host's network. Never a refusal: backends without network
+/// isolation (the local one without bubblewrap) still run jobs, and the report says so.
+fn plan_network(policy: &PoolPolicy, capabilities: &EnforcementReport) -> Enforcement {
+    match capabilities.get(&LimitName::Network) {
+        Some(plan) if plan.status != EnforcementStatus::NotEnforced => plan.clone(),
+        _ => Enforcement::not_enforced(format!(
+            "the {} backend cannot cut the job off the network: it shares the network of the host it runs on",
+            policy.backend
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,34 @@ fn fills_defaults_and_plans_enforcement() {
     .unwrap();
     assert_eq!(admitted.limits.timeout, Some(DurationMs::secs(30)));
     assert_eq!(admitted.limits.memory, Some(ByteSize::mib(512)));
-    assert_eq!(admitted.enforcement.len(), 2);
+    // Timeout, memory, and how the network was (not) cut.
+    assert_eq!(admitted.enforcement.len(), 3);
+}
+
+#[test]
+fn jobs_without_network_report_how_it_was_cut() {
+    let request = python(Limits::default());
+    let admitted = admit(&request, "acme", &policy(), &capabilities(), Utc::now()).unwrap();
+    let network = &admitted.enforcement[&LimitName::Network];
+    assert_eq!(
+        network.status,
+        openshell_protocol::EnforcementStatus::NotEnforced
+    );
+    assert!(network.mechanism.contains("none backend"), "{network:?}");
+    let mut isolating = capabilities();
+    isolating.insert(LimitName::Network, Enforcement::enforced("netns"));
+    let admitted = admit(&request, "acme", &policy(), &isolating, Utc::now()).unwrap();
+    assert_eq!(admitted.enforcement[&LimitName::Network].mechanism, "netns");
+    let open = PoolPolicy {
+        allow_network: true,
+        ..policy()
+    };
+    let networked = ExecRequest {
+        network: true,
+        ..request
+    };
+    let admitted = admit(&networked, "acme", &open, &isolating, Utc::now()).unwrap();
+    assert!(!admitted.enforcement.contains_key(&LimitName::Network));
 }
 
 #[test]

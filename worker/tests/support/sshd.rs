@@ -1,7 +1,16 @@
-//! A throw-away OpenSSH server on a free loopback port: its own host key, a dedicated
-//! unprivileged user (`openshell-test`, created once), a temporary client key in a temporary
-//! authorized_keys, and a known_hosts file for the test. Killed on drop.
+//! A throw-away OpenSSH server on a free loopback port, serving this machine as prepared by
+//! `deploy/ssh-host/prepare.sh` itself, so the documented host set-up is what the tests run
+//! against: transport user `openshell-test`, its root-owned authorized key, the sandbox
+//! helper and its sudo rule, the job uid pool and the sshd `Match` block. The server has its
+//! own host key and known_hosts file, includes the `Match` block prepare.sh wrote, and is
+//! killed on drop.
+//!
+//! prepare.sh runs once per machine and version of the scripts (a stamp under
+//! [`PREPARED_DIR`], taken under a lock, so concurrent test processes wait for one run).
 
+use std::collections::hash_map::DefaultHasher;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 use openshell_protocol::DurationMs;
@@ -17,67 +27,69 @@ use tempfile::TempDir;
 
 /// The OpenSSH server binary.
 const SSHD: &str = "/usr/sbin/sshd";
-/// The unprivileged user jobs run as in tests.
+/// The transport user the tests log in as (prepare.sh --user).
 pub const TEST_USER: &str = "openshell-test";
+/// The host set-up under test.
+const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/prepare.sh");
+/// The sandbox helper prepare.sh installs.
+const HELPER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox");
+/// The client key prepare.sh authorizes, and the stamps of its runs.
+const PREPARED_DIR: &str = "/var/lib/openshell-test";
+/// Tools prepare.sh installs that the tests cannot do without.
+const TOOLS: [&str; 3] = [SSHD, "/usr/bin/bwrap", "/usr/bin/sudo"];
 /// How long the server may take to greet.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running sshd; killed (with its connections) on drop.
 pub struct Sshd {
-    user: &'static str,
     dir: TempDir,
     port: u16,
     child: Option<Child>,
 }
 
 impl Sshd {
-    /// Starts a server, or returns `None` with a skip message when sshd or root is missing
-    /// outside CI. Under `CI=true` a missing sshd panics.
+    /// Prepares this machine with prepare.sh (once) and starts a server, or returns `None`
+    /// with a skip message when a tool or root is missing outside CI. Under `CI=true` a
+    /// missing tool panics.
     pub async fn start() -> Option<Sshd> {
-        Self::start_as(TEST_USER).await
-    }
-
-    /// Like [`Sshd::start`], for jobs of `user` (created once if missing). Tests that hold
-    /// many processes use their own user: RLIMIT_NPROC counts every process of a user.
-    pub async fn start_as(user: &'static str) -> Option<Sshd> {
-        if !Path::new(SSHD).exists() {
+        if let Some(missing) = TOOLS.iter().find(|tool| !Path::new(tool).exists()) {
             if super::in_ci() {
                 panic!(
-                    "{SSHD} not found: run deploy/setup.sh --install-only (installs openssh-server)"
+                    "{missing} not found: run deploy/setup.sh --install-only (installs openssh-server, sudo, bubblewrap)"
                 );
             }
-            eprintln!(
-                "SKIP: {SSHD} not found (apt-get install openssh-server, or deploy/setup.sh)"
-            );
+            eprintln!("SKIP: {missing} not found (deploy/setup.sh --install-only installs it)");
             return None;
         }
         if !Uid::effective().is_root() {
             if super::in_ci() {
-                panic!("the SSH tests start sshd and create user {TEST_USER}: run them as root");
+                panic!(
+                    "the SSH tests run deploy/ssh-host/prepare.sh and start sshd: run them as root"
+                );
             }
             eprintln!(
-                "SKIP: the SSH tests need root (they start sshd and create user {TEST_USER})"
+                "SKIP: the SSH tests need root (they run deploy/ssh-host/prepare.sh and start sshd)"
             );
             return None;
         }
-        ensure_user(user).await;
+        let client_key = ensure_prepared();
         let dir = tempfile::tempdir().expect("tempdir for sshd");
-        // sshd reads authorized_keys as the user: the directory must be traversable.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let mut sshd = Sshd {
-            user,
             port: super::free_port(),
             dir,
             child: None,
         };
         keygen(&sshd.host_key());
-        keygen(&sshd.client_key());
-        let public =
-            std::fs::read(sshd.client_key().with_extension("pub")).expect("client public key");
-        let authorized = sshd.path("authorized_keys");
-        std::fs::write(&authorized, public).expect("authorized_keys");
-        std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644))
+        // A copy per server: tests change its mode.
+        std::fs::copy(&client_key, sshd.client_key()).expect("copy the client key");
+        std::fs::copy(
+            client_key.with_extension("pub"),
+            sshd.client_key().with_extension("pub"),
+        )
+        .expect("copy the client public key");
+        std::fs::set_permissions(sshd.client_key(), std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
         sshd.write_config();
         sshd.write_known_hosts();
@@ -109,7 +121,7 @@ impl Sshd {
     pub fn settings(&self) -> SshSettings {
         SshSettings {
             hosts: vec![format!("127.0.0.1:{}", self.port)],
-            user: self.user.to_string(),
+            user: TEST_USER.to_string(),
             key_path: Some(self.client_key()),
             port: self.port,
             known_hosts: Some(self.known_hosts()),
@@ -151,15 +163,6 @@ impl Sshd {
         self.spawn().await;
     }
 
-    /// Lets the holder of `key` (a private key with `key.pub` beside it) log in too.
-    pub fn authorize(&self, key: &Path) {
-        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
-        let path = self.path("authorized_keys");
-        let mut keys = std::fs::read_to_string(&path).unwrap_or_default();
-        keys.push_str(&public);
-        std::fs::write(path, keys).expect("authorized_keys");
-    }
-
     /// TCP connections established to this server now, from /proc/net/tcp.
     pub fn established_connections(&self) -> usize {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
@@ -182,16 +185,16 @@ impl Sshd {
         self.path("host_key")
     }
 
+    /// This server's own settings, then the `Match` block prepare.sh wrote for the test user
+    /// (keys, sessions, no forwarding), exactly as the host's own sshd would read it.
     fn write_config(&self) {
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n\
-             PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPermitRootLogin no\nAllowUsers {user}\n\
-             MaxSessions 10\nMaxStartups 100:30:200\nLogLevel VERBOSE\n",
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\n\
+             AllowUsers {TEST_USER}\nMaxStartups 100:30:200\nLogLevel VERBOSE\n\
+             Include /etc/ssh/sshd_config.d/openshell-{TEST_USER}.conf\n",
             port = self.port,
             host_key = self.host_key().display(),
-            authorized = self.path("authorized_keys").display(),
-            user = self.user,
         );
         std::fs::write(self.path("sshd_config"), config).expect("sshd_config");
     }
@@ -317,31 +320,47 @@ pub fn keygen(path: &Path) {
     assert!(status.success(), "ssh-keygen failed");
 }
 
-/// Creates the test user once: a login shell, a home, and no password (not locked, so
-/// sshd without PAM accepts its keys). Concurrent test binaries may race: retry.
-async fn ensure_user(user: &str) {
-    for _ in 0..50 {
-        if nix::unistd::User::from_name(user).ok().flatten().is_some() {
-            return;
-        }
-        let created = Command::new("useradd")
-            .args([
-                "--create-home",
-                "--shell",
-                "/bin/sh",
-                "--password",
-                "*",
-                user,
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if created {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Runs deploy/ssh-host/prepare.sh for [`TEST_USER`] unless this version of it (and of the
+/// sandbox helper) already ran on this machine; returns the authorized client key.
+fn ensure_prepared() -> PathBuf {
+    std::fs::create_dir_all(PREPARED_DIR).expect("create the prepared-host directory");
+    let lock = File::create(Path::new(PREPARED_DIR).join("prepare.lock")).expect("prepare lock");
+    // Held until this function returns: one prepare.sh run at a time on this machine.
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, error)| panic!("lock {PREPARED_DIR}/prepare.lock: {error}"));
+    let key = Path::new(PREPARED_DIR).join("client_key");
+    if !key.exists() {
+        keygen(&key);
     }
-    panic!("could not create user {user} with useradd");
+    let mut hasher = DefaultHasher::new();
+    for file in [PREPARE, HELPER_SOURCE] {
+        std::fs::read(file)
+            .unwrap_or_else(|error| panic!("read {file}: {error}"))
+            .hash(&mut hasher);
+    }
+    std::fs::read(key.with_extension("pub"))
+        .expect("client public key")
+        .hash(&mut hasher);
+    let stamp = Path::new(PREPARED_DIR).join(format!("prepared-{:016x}", hasher.finish()));
+    if !stamp.exists() {
+        let output = Command::new("bash")
+            .arg(PREPARE)
+            .arg("--pubkey")
+            .arg(key.with_extension("pub"))
+            .args(["--user", TEST_USER])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run deploy/ssh-host/prepare.sh");
+        assert!(
+            output.status.success(),
+            "deploy/ssh-host/prepare.sh failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(&stamp, &output.stdout).expect("write the prepared stamp");
+    }
+    key
 }
 
 /// An SSH backend together with the server it talks to, so both live as long as the test.
@@ -355,12 +374,7 @@ pub struct SshdBackend {
 impl SshdBackend {
     /// A fresh server and a started backend on it; `None` when the tests must skip.
     pub async fn start() -> Option<Self> {
-        Self::start_as(TEST_USER).await
-    }
-
-    /// Like [`SshdBackend::start`], for jobs of `user`.
-    pub async fn start_as(user: &'static str) -> Option<Self> {
-        let sshd = Sshd::start_as(user).await?;
+        let sshd = Sshd::start().await?;
         let backend = openshell_worker::backend::ssh::SshBackend::start(sshd.settings())
             .await
             .unwrap_or_else(|error| {

@@ -48,6 +48,9 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
             "tmpfs of that size on the working directory and on /tmp (each), setrlimit(RLIMIT_FSIZE) per \
              file; the root filesystem is read-only and tmpfs pages count toward the memory limit",
         ),
+        LimitName::Network => Enforcement::enforced(
+            "network mode `none`: the container's own network namespace with only a loopback interface",
+        ),
     }
 }
 
@@ -55,6 +58,7 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
 pub(super) fn capabilities() -> Capabilities {
     LimitName::ALL
         .into_iter()
+        .chain([LimitName::Network])
         .map(|limit| (limit, mechanism(limit, None)))
         .collect()
 }
@@ -145,7 +149,7 @@ mod tests {
     #[test]
     fn every_limit_is_a_capability_and_cpu_time_is_partial() {
         let capabilities = capabilities();
-        assert_eq!(capabilities.len(), LimitName::ALL.len());
+        assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
         assert_eq!(
             capabilities[&LimitName::CpuTime].status,
             EnforcementStatus::Partial

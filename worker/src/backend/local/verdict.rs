@@ -36,6 +36,9 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs) -> Enforcement {
         LimitName::Disk => {
             Enforcement::partial("setrlimit(RLIMIT_FSIZE) caps each file, not total disk")
         }
+        LimitName::Network => {
+            Enforcement::not_enforced("jobs share the worker host's network namespace")
+        }
     }
 }
 

@@ -57,8 +57,9 @@ pub enum SshError {
     },
     /// The server refused the key.
     #[error(
-        "{CONNECTION_FAILED}: auth refused: {addr} did not accept key {key} for user `{user}`; add its public \
-         key (`ssh-keygen -y -f {key}`) to ~{user}/.ssh/authorized_keys on the host (deploy/ssh-host/prepare.sh does)"
+        "{CONNECTION_FAILED}: auth refused: {addr} did not accept key {key} for user `{user}`; on the host, \
+         run deploy/ssh-host/prepare.sh --user {user} --pubkey FILE with its public key (`ssh-keygen -y -f {key}`), \
+         which writes the root-owned /etc/openshell/authorized_keys/{user}"
     )]
     AuthRefused {
         /// host:port.
@@ -76,7 +77,7 @@ pub enum SshError {
         /// Why, and what to do.
         cause: String,
     },
-    /// The remote account maps to uid 0 or lacks the tools the job wrapper needs.
+    /// The host's sandbox helper is missing, refuses, or finds the host unfit for jobs.
     #[error("host {addr} is not prepared for jobs: {cause}")]
     HostUnfit {
         /// host:port.
@@ -92,7 +93,7 @@ pub enum SshError {
         /// What was happening.
         cause: String,
     },
-    /// Preparing the job's directory on the host failed.
+    /// The sandbox helper could not start the job on the host.
     #[error("preparing the job on {addr} failed: {cause}")]
     Setup {
         /// host:port.
@@ -102,8 +103,8 @@ pub enum SshError {
     },
     /// The remote refused an operation with EACCES.
     #[error(
-        "Permission denied in sandbox: {cause} on {addr}; check that the remote user may write to \
-         work_root and run the job's program"
+        "Permission denied in sandbox: {cause} on {addr}; check that the job's program is readable and \
+         executable by every user on the host"
     )]
     Denied {
         /// host:port.

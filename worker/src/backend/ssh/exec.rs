@@ -1,5 +1,5 @@
-//! Running one job on a channel: upload, header, output into the sink, and a kill from a
-//! second channel on timeout, cancellation or output limit.
+//! Running one job on a channel: upload, header, output into the sink, and a kill through the
+//! host's sandbox helper from a second channel on timeout, cancellation or output limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::channel::{self, ExecChannel};
 use super::pool::Connection;
-use super::script;
+use super::request;
 use super::upload::Upload;
 use crate::backend::output::Flow;
 use crate::backend::{Ending, JobControl, Stream};
@@ -37,8 +37,8 @@ pub enum Finish {
     NotStarted(String),
     /// The connection dropped while the program ran.
     Lost {
-        /// The job's process group on the host, to kill from another connection.
-        pgid: Option<u32>,
+        /// The job's token on the host, to kill it from another connection.
+        token: Option<String>,
         /// What happened.
         cause: String,
     },
@@ -59,14 +59,15 @@ pub struct Ran {
     pub killed: bool,
 }
 
-/// Runs the job described by `upload` on `connection`, feeding `stdin` after the upload.
+/// Runs the job described by `upload` on `connection`, feeding `stdin` after the upload;
+/// kills go through the sandbox helper at `helper`.
 pub async fn run(
     connection: &Arc<Connection>,
     upload: Upload,
     stdin: Vec<u8>,
     timeout: Option<Duration>,
     control: &JobControl,
-    cgroup_parent: Option<String>,
+    helper: &str,
 ) -> Finish {
     let mut channel = match ExecChannel::start(&connection.handle, &upload.command).await {
         Ok(channel) => channel,
@@ -78,7 +79,7 @@ pub async fn run(
         }
     };
     let writer = feed(&channel, upload.prefix, stdin);
-    let mut job = Job::new(connection.clone(), timeout, control, cgroup_parent);
+    let mut job = Job::new(connection.clone(), timeout, control, helper);
     let finish = job.follow(&mut channel).await;
     writer.abort();
     finish
@@ -113,7 +114,7 @@ struct Job<'a> {
     connection: Arc<Connection>,
     timeout: Option<Duration>,
     control: &'a JobControl,
-    cgroup_parent: Option<String>,
+    helper: &'a str,
     header: Header,
     early_stderr: Vec<u8>,
     started: Option<Instant>,
@@ -130,13 +131,13 @@ impl<'a> Job<'a> {
         connection: Arc<Connection>,
         timeout: Option<Duration>,
         control: &'a JobControl,
-        cgroup_parent: Option<String>,
+        helper: &'a str,
     ) -> Self {
         Self {
             connection,
             timeout,
             control,
-            cgroup_parent,
+            helper,
             header: Header::default(),
             early_stderr: Vec::new(),
             started: None,
@@ -181,11 +182,11 @@ impl<'a> Job<'a> {
                 () = cancel.cancelled(), if wants_stop => self.stop = Some(Ending::Cancelled),
                 () = output.limit_reached(), if wants_stop => self.stop = Some(Ending::OutputLimit),
             }
-            if self.stop.is_some() && !self.killed && self.header.pgid.is_some() {
+            if self.stop.is_some() && !self.killed && self.header.token.is_some() {
                 self.kill();
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             }
-            if self.stop.is_some() && self.header.pgid.is_none() && drain_until.is_none() {
+            if self.stop.is_some() && self.header.token.is_none() && drain_until.is_none() {
                 // Nothing has started yet: closing the channel cuts the upload, and the
                 // wrapper gives up at the sentinel.
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
@@ -244,18 +245,19 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Kills the job's group from a short second channel, without blocking the reader.
+    /// Kills the job through the helper from a short second channel, without blocking the
+    /// reader.
     fn kill(&mut self) {
-        let Some(pgid) = self.header.pgid else {
+        let Some(token) = self.header.token.clone() else {
             return;
         };
         self.killed = true;
         let connection = self.connection.clone();
-        let command = script::kill_command(pgid, self.cgroup_parent.as_deref());
+        let command = request::kill_command(self.helper, &token);
         tokio::spawn(async move {
             let _permit = connection.spare.acquire().await;
             if let Err(error) = channel::run(&connection.handle, &command, KILL_TIMEOUT).await {
-                tracing::warn!(host = %connection.addr, pgid, "killing a job's process group failed: {error}");
+                tracing::warn!(host = %connection.addr, %token, "killing a job failed: {error}");
             }
         });
     }
@@ -271,7 +273,7 @@ impl<'a> Job<'a> {
                     killed: self.killed,
                 });
             }
-            if self.header.pgid.is_none() && !self.closed {
+            if self.header.token.is_none() && !self.closed {
                 return Finish::NotStarted(
                     "the channel closed before the job wrapper started".into(),
                 );
@@ -285,7 +287,7 @@ impl<'a> Job<'a> {
         if !reported && self.stop.is_none() {
             self.connection.mark_broken();
             return Finish::Lost {
-                pgid: self.header.pgid,
+                token: self.header.token.clone(),
                 cause: "the connection dropped while the job ran".into(),
             };
         }
@@ -300,11 +302,11 @@ impl<'a> Job<'a> {
     }
 }
 
-/// Strips the wrapper's two header lines off the start of stdout.
+/// Strips the helper's two header lines off the start of stdout.
 #[derive(Debug, Default)]
 struct Header {
     buffer: Vec<u8>,
-    pgid: Option<u32>,
+    token: Option<String>,
     running: bool,
 }
 
@@ -321,9 +323,10 @@ impl Header {
             };
             let line: Vec<u8> = self.buffer.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line[..end]).into_owned();
-            if let Some(pid) = line.strip_prefix(script::HEADER) {
-                self.pgid = pid.trim().parse().ok();
-            } else if line == script::RUN {
+            if let Some(token) = line.strip_prefix(request::HEADER) {
+                self.token =
+                    Some(token.trim().to_string()).filter(|token| request::is_token(token));
+            } else if line == request::RUN {
                 self.running = true;
             }
         }
@@ -337,17 +340,20 @@ mod tests {
 
     #[test]
     fn the_header_is_stripped_however_the_bytes_arrive() {
-        let stream = b"@openshell 4242\n@run\nhello\nworld";
+        let stream = b"@openshell 12-0123456789abcdef\n@run\nhello\nworld";
         for split in 0..stream.len() {
             let mut header = Header::default();
             let mut body = header.feed(&stream[..split]);
             body.extend(header.feed(&stream[split..]));
             assert_eq!(body, b"hello\nworld", "split at {split}");
-            assert_eq!(header.pgid, Some(4242));
+            assert_eq!(header.token.as_deref(), Some("12-0123456789abcdef"));
             assert!(header.running);
         }
         let mut failed = Header::default();
-        assert!(failed.feed(b"@openshell 7\n").is_empty());
-        assert_eq!((failed.pgid, failed.running), (Some(7), false));
+        assert!(failed.feed(b"@openshell 7-0123456789abcdef\n").is_empty());
+        assert!(failed.token.is_some() && !failed.running);
+        let mut forged = Header::default();
+        assert!(forged.feed(b"@openshell 7; reboot\n").is_empty());
+        assert_eq!(forged.token, None);
     }
 }

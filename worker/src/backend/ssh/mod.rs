@@ -2,15 +2,19 @@
 //!
 //! Per job: `hosts` picks a host and leases a channel on one of its pooled connections
 //! (`pool`, opened by `connect` with the host key checked by `known_hosts` and the client key
-//! from `key`, probed once by `probe`); `plan` turns the job into the remote wrapper
-//! (`script`) and its stdin (`upload`); `exec` runs it on the channel, moving output into the
-//! sink and killing the job's process group from a second channel on timeout, cancel or
-//! output limit; `verdict` says how it ended and how each limit was enforced.
+//! from `key`, probed once by `probe`); `plan` turns the job into a request for the host's
+//! sandbox helper (`request`) and the channel's stdin (`upload`); `exec` runs it on the
+//! channel, moving output into the sink and killing the job through the helper from a second
+//! channel on timeout, cancel or output limit; `verdict` says how it ended and how each limit
+//! was enforced.
 //!
-//! Jobs run as the configured unprivileged user, each in its own session and process group
-//! (sshd makes one per channel), in a fresh `mktemp -d` directory that a keeper process
-//! removes afterwards. As on the local backend, a process that calls `setsid` leaves the
-//! group; with a delegated cgroup (`cgroup_parent`) the kill reaches it too.
+//! The worker logs in as a transport user that never runs jobs itself: each job goes through
+//! `sudo` to the host's sandbox helper (`deploy/ssh-host/sandbox`), which runs it under a uid
+//! of its own from a pool, in bubblewrap's pid, mount, ipc, uts and network namespaces, with
+//! a cgroup per job where the host has the controllers, private tmpfs for its working
+//! directory, /tmp, /var/tmp and /dev/shm, and no user namespaces. When the job's own process
+//! ends, the namespace dies with everything in it; the helper reports that process's exit
+//! status or signal.
 
 pub mod channel;
 pub mod connect;
@@ -22,12 +26,12 @@ pub mod known_hosts;
 pub mod plan;
 pub mod pool;
 pub mod probe;
-pub mod script;
+pub mod request;
 pub mod settings;
 pub mod upload;
 pub mod verdict;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
 use openshell_protocol::ErrorKind;
@@ -39,7 +43,7 @@ use self::error::SshError;
 use self::exec::{Finish, Ran};
 use self::hosts::{Host, Hosts};
 use self::pool::LeaseManager;
-use self::verdict::Mechanism;
+use self::verdict::Cgroups;
 use crate::backend::{
     Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl, Stream,
 };
@@ -63,7 +67,8 @@ pub struct SshBackend {
     pool: String,
     settings: SshSettings,
     hosts: Hosts,
-    cgroups_everywhere: AtomicBool,
+    /// The cgroup controllers every probed host has: what the pool promises admission.
+    common: RwLock<Cgroups>,
 }
 
 /// One host's connections and leases, for monitoring and tests.
@@ -103,11 +108,11 @@ impl SshBackend {
             .into_iter()
             .map(|addr| {
                 let target = Target::new(&settings, addr, key.clone());
-                let cgroup = (settings.cgroup_parent.clone(), settings.require_cgroups);
+                let sandbox = (settings.helper.clone(), settings.require_cgroups);
                 let channels = settings.channels_per_connection;
                 Host::new(
                     target.addr(),
-                    |on_connect| LeaseManager::new(target, pool, channels, cgroup, on_connect),
+                    |on_connect| LeaseManager::new(target, pool, channels, sandbox, on_connect),
                     settings.max_connections,
                 )
             })
@@ -117,7 +122,7 @@ impl SshBackend {
             pool: pool.to_string(),
             settings,
             hosts: Hosts::new(hosts, max_backoff),
-            cgroups_everywhere: AtomicBool::new(false),
+            common: RwLock::new(Cgroups::default()),
         })
     }
 
@@ -142,7 +147,7 @@ impl SshBackend {
         {
             return Err(error.into());
         }
-        backend.learn_mechanism().await;
+        backend.learn_cgroups().await;
         backend.report();
         Ok(backend)
     }
@@ -174,21 +179,23 @@ impl SshBackend {
         statuses
     }
 
-    async fn learn_mechanism(&self) {
-        let mut everywhere = self.settings.cgroup_parent.is_some();
+    /// Learns what every host's sandbox has, from the probes of live connections. A host not
+    /// probed yet counts as having nothing, unless `require_cgroups` keeps such hosts out.
+    async fn learn_cgroups(&self) {
+        let mut common = Cgroups::ALL;
         for host in &self.hosts.hosts {
-            let probe = host.pool.manager().probe().await;
-            everywhere &= probe.is_some_and(|probe| probe.cgroup);
+            let found = match host.pool.manager().probe().await {
+                Some(probe) => probe.cgroups,
+                None if self.settings.require_cgroups => Cgroups::ALL,
+                None => Cgroups::default(),
+            };
+            common = common.common(found);
         }
-        self.cgroups_everywhere.store(everywhere, Ordering::Relaxed);
+        *self.common.write().unwrap_or_else(PoisonError::into_inner) = common;
     }
 
-    fn mechanism(&self) -> Mechanism {
-        if self.cgroups_everywhere.load(Ordering::Relaxed) || self.settings.require_cgroups {
-            Mechanism::Cgroup
-        } else {
-            Mechanism::Rlimits
-        }
+    fn cgroups(&self) -> Cgroups {
+        *self.common.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `job` once on a leased channel; `Ok(None)` asks for another attempt.
@@ -200,27 +207,22 @@ impl SshBackend {
         let (index, lease) = self.hosts.lease().await?;
         self.report();
         let connection = lease.connection.clone();
-        let (upload, mechanism) = plan::prepare(job, &self.settings, &connection.probe)?;
+        let (upload, cgroups) = plan::prepare(job, &self.settings, &connection.probe)?;
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
-        let cgroup = self
-            .settings
-            .cgroup_parent
-            .clone()
-            .filter(|_| mechanism == Mechanism::Cgroup);
         let finish = exec::run(
             &connection,
             upload,
             job.stdin.as_bytes().to_vec(),
             timeout,
             control,
-            cgroup.clone(),
+            &self.settings.helper,
         )
         .await;
         drop(lease);
         self.report();
         let addr = connection.addr.clone();
         match finish {
-            Finish::Ran(ran) => Ok(Some(self.execution(job, control, ran, mechanism))),
+            Finish::Ran(ran) => Ok(Some(self.execution(job, control, ran, cgroups))),
             Finish::NotStarted(cause) => {
                 tracing::warn!(job = %job.id, host = %addr, "job not started, retrying elsewhere: {cause}");
                 Ok(None)
@@ -228,9 +230,9 @@ impl SshBackend {
             Finish::SetupFailed { stderr, status } => {
                 Err(setup_error(addr, &stderr, status).into())
             }
-            Finish::Lost { pgid, cause } => {
-                if let Some(pgid) = pgid {
-                    self.kill_later(index, pgid, cgroup);
+            Finish::Lost { token, cause } => {
+                if let Some(token) = token {
+                    self.kill_later(index, token);
                 }
                 Err(SshError::Lost {
                     addr,
@@ -246,13 +248,13 @@ impl SshBackend {
 
     /// Kills a job whose connection died, from a fresh connection to the same host, retrying
     /// while the host comes back (a restarted sshd takes a moment to listen again).
-    fn kill_later(&self, index: usize, pgid: u32, cgroup: Option<String>) {
+    fn kill_later(&self, index: usize, token: String) {
         let Some(host) = self.hosts.hosts.get(index) else {
             return;
         };
         let (pool, addr) = (host.pool.clone(), host.addr.clone());
+        let command = request::kill_command(&self.settings.helper, &token);
         tokio::spawn(async move {
-            let command = script::kill_command(pgid, cgroup.as_deref());
             let mut pause = KILL_RETRY_FIRST;
             let deadline = tokio::time::Instant::now() + KILL_RETRY_FOR;
             while tokio::time::Instant::now() < deadline {
@@ -269,19 +271,13 @@ impl SshBackend {
             }
             tracing::warn!(
                 host = %addr,
-                pgid,
-                "could not reach the host to kill a job whose connection dropped; its keeper kills it at the backstop"
+                %token,
+                "could not reach the host to kill a job whose connection dropped; its sandbox helper kills it at the backstop"
             );
         });
     }
 
-    fn execution(
-        &self,
-        job: &Job,
-        control: &JobControl,
-        ran: Ran,
-        mechanism: Mechanism,
-    ) -> Execution {
+    fn execution(&self, job: &Job, control: &JobControl, ran: Ran, cgroups: Cgroups) -> Execution {
         let Ran {
             ending,
             exit_code,
@@ -292,14 +288,14 @@ impl SshBackend {
         let stderr = control.output.snapshot().stderr;
         let ending = match ending {
             Ending::Exited if control.output.is_limit_reached() => Ending::OutputLimit,
-            // The keeper's backstop killed it: the worker's own timer missed the deadline.
+            // The helper's backstop killed it: the worker's own timer missed the deadline.
             Ending::Exited if !killed && signal == Some(9) && past_timeout(job, wall_time) => {
                 Ending::Timeout
             }
             Ending::Exited
                 if verdict::looks_out_of_memory(
                     job.limits.memory.is_some(),
-                    mechanism,
+                    cgroups.memory,
                     (exit_code, signal),
                     &stderr,
                 ) =>
@@ -321,7 +317,7 @@ impl SshBackend {
             wall_time,
             cpu_time: None,
             peak_memory_bytes: None,
-            enforcement: verdict::report(&job.limits, mechanism, &self.settings.user),
+            enforcement: verdict::report(&job.limits, cgroups),
         }
     }
 }
@@ -336,17 +332,17 @@ fn past_timeout(job: &Job, wall_time: std::time::Duration) -> bool {
 fn setup_error(addr: String, stderr: &str, status: Option<u32>) -> SshError {
     let message = stderr
         .lines()
-        .filter_map(|line| line.strip_prefix(script::SETUP_ERROR))
+        .filter_map(|line| line.strip_prefix(request::SETUP_ERROR))
         .collect::<Vec<_>>()
         .join("; ");
     let cause = match (message.is_empty(), status) {
         (false, _) => message,
         (true, Some(status)) => format!(
-            "the job wrapper exited with status {status} before starting the program: {}",
+            "the sandbox helper exited with status {status} before starting the program: {}",
             stderr.trim()
         ),
         (true, None) => format!(
-            "sshd closed the channel before the job wrapper started: {}",
+            "sshd closed the channel before the sandbox helper started: {}",
             stderr.trim()
         ),
     };
@@ -364,11 +360,12 @@ impl Backend for SshBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities(self.mechanism(), &self.settings.user)
+        verdict::capabilities(self.cgroups())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
         let leased = self.hosts.lease().await.map(drop);
+        self.learn_cgroups().await;
         self.report();
         leased.map_err(BackendError::from)
     }
@@ -387,7 +384,7 @@ impl Backend for SshBackend {
             return Ok(Execution {
                 ending: Ending::Cancelled,
                 exit_code: None,
-                enforcement: verdict::report(&job.limits, self.mechanism(), &self.settings.user),
+                enforcement: verdict::report(&job.limits, self.cgroups()),
                 ..Execution::exited(0)
             });
         }

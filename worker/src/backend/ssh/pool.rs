@@ -80,7 +80,7 @@ pub type OnConnect = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct LeaseManager {
     target: Target,
     channels: usize,
-    cgroup_parent: Option<String>,
+    helper: String,
     require_cgroups: bool,
     connections: Mutex<Vec<Arc<Connection>>>,
     next_id: AtomicU64,
@@ -95,19 +95,20 @@ pub struct LeaseManager {
 }
 
 impl LeaseManager {
-    /// A manager for `target` in OpenShell pool `pool`, `channels` leases per connection.
+    /// A manager for `target` in OpenShell pool `pool`, `channels` leases per connection;
+    /// `sandbox` is the host's helper and whether hosts without every cgroup are refused.
     pub fn new(
         target: Target,
         pool: &str,
         channels: usize,
-        cgroup: (Option<String>, bool),
+        sandbox: (String, bool),
         on_connect: OnConnect,
     ) -> Self {
         Self {
             target,
             channels,
-            cgroup_parent: cgroup.0,
-            require_cgroups: cgroup.1,
+            helper: sandbox.0,
+            require_cgroups: sandbox.1,
             connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             on_connect,
@@ -140,13 +141,7 @@ impl LeaseManager {
     async fn open(&self) -> Result<Arc<Connection>, SshError> {
         let handle = connect::connect(&self.target).await?;
         let addr = self.target.addr();
-        let probe = probe::probe(
-            &handle,
-            &addr,
-            self.cgroup_parent.as_deref(),
-            self.require_cgroups,
-        )
-        .await?;
+        let probe = probe::probe(&handle, &addr, &self.helper, self.require_cgroups).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(host = %addr, connection = id, ?probe, "ssh connection opened");
         (self.on_connect)(&addr);

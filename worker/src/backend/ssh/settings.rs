@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use openshell_protocol::DurationMs;
+use openshell_protocol::{ByteSize, DurationMs};
 use serde::{Deserialize, Serialize};
 
 /// sshd's default `MaxSessions`: channels one connection may carry at once.
 pub const SSHD_MAX_SESSIONS: usize = 10;
+/// Where `deploy/ssh-host/prepare.sh` installs the sandbox helper.
+pub const DEFAULT_HELPER: &str = "/usr/local/libexec/openshell/sandbox";
 
 /// How the SSH backend reaches its hosts and runs jobs there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,7 +16,8 @@ pub const SSHD_MAX_SESSIONS: usize = 10;
 pub struct SshSettings {
     /// Hosts jobs spread across (`SSH_HOST`, comma-separated); `host` or `host:port`.
     pub hosts: Vec<String>,
-    /// Remote user; never root (`SSH_USER`).
+    /// Remote (transport) user the worker logs in as; never root, and never the user jobs run
+    /// as: jobs get a uid of the host's pool (`SSH_USER`).
     pub user: String,
     /// Private key file, ed25519 or RSA, mode 600 (`SSH_KEY_PATH`).
     pub key_path: Option<PathBuf>,
@@ -39,16 +42,15 @@ pub struct SshSettings {
     pub keepalive_max: usize,
     /// How long a down host is skipped at most before it is tried again.
     pub retry_down_host_after: DurationMs,
-    /// Directory on the remote host under which each job gets a fresh `mktemp -d` directory.
-    pub work_root: String,
+    /// The sandbox helper on the hosts, run through sudo (installed by
+    /// `deploy/ssh-host/prepare.sh`).
+    pub helper: String,
     /// PATH given to jobs on the remote host.
     pub path: String,
-    /// A cgroup v2 directory delegated to the remote user (e.g. `/sys/fs/cgroup/openshell`,
-    /// prepared by `deploy/ssh-host/prepare.sh`); memory, CPU share and processes are then
-    /// enforced there per job. Unset: rlimits only.
-    pub cgroup_parent: Option<String>,
-    /// Refuse to run jobs on a host where `cgroup_parent` is not usable (fail closed),
-    /// instead of falling back to rlimits.
+    /// Size of the working directory, /tmp and /var/tmp tmpfs of a job without a disk limit.
+    pub tmpfs_size: ByteSize,
+    /// Refuse hosts whose sandbox lacks a memory, pids, cpu or CPU accounting cgroup (fail
+    /// closed for the whole host), instead of refusing only the limits that need them.
     pub require_cgroups: bool,
 }
 
@@ -67,9 +69,9 @@ impl Default for SshSettings {
             keepalive: DurationMs::secs(15),
             keepalive_max: 3,
             retry_down_host_after: DurationMs::secs(30),
-            work_root: "/tmp".to_string(),
+            helper: DEFAULT_HELPER.to_string(),
             path: "/usr/local/bin:/usr/bin:/bin".to_string(),
-            cgroup_parent: None,
+            tmpfs_size: ByteSize::mib(256),
             require_cgroups: false,
         }
     }
@@ -105,8 +107,8 @@ impl SshSettings {
             return Some((
                 "user",
                 format!(
-                    "`{}` cannot run jobs: jobs never run as root; set SSH_USER to a dedicated unprivileged \
-                     user created by deploy/ssh-host/prepare.sh",
+                    "`{}` cannot be the transport user (nothing OpenShell starts may run as root); set \
+                     SSH_USER to the unprivileged user deploy/ssh-host/prepare.sh --user creates",
                     self.user
                 ),
             ));
@@ -129,17 +131,17 @@ impl SshSettings {
         if self.max_connections == 0 {
             return Some(("max_connections", "must be at least 1".into()));
         }
-        if !self.work_root.starts_with('/') || self.work_root.contains('\'') {
+        if !self.helper.starts_with('/') {
             return Some((
-                "work_root",
-                "must be an absolute path without quotes".into(),
+                "helper",
+                format!(
+                    "`{}` is not an absolute path; the default is {DEFAULT_HELPER}",
+                    self.helper
+                ),
             ));
         }
-        if self.require_cgroups && self.cgroup_parent.is_none() {
-            return Some((
-                "cgroup_parent",
-                "require_cgroups is set, so name the delegated cgroup directory".into(),
-            ));
+        if self.tmpfs_size.bytes() == 0 {
+            return Some(("tmpfs_size", "must be more than 0 bytes".into()));
         }
         None
     }
@@ -188,6 +190,9 @@ mod tests {
         settings.user = "root".into();
         assert_eq!(settings.problem().map(|(key, _)| key), Some("user"));
         settings.user = "u".into();
+        settings.helper = "sandbox".into();
+        assert_eq!(settings.problem().map(|(key, _)| key), Some("helper"));
+        settings.helper = DEFAULT_HELPER.into();
         settings.channels_per_connection = 10;
         assert_eq!(
             settings.problem().map(|(key, _)| key),

@@ -1,11 +1,11 @@
-//! What goes down the channel's stdin before the job's own: the wrapper, each file's bytes,
-//! and the sentinel line; and the checks that keep paths, names and values expressible.
+//! What goes down the channel's stdin before the job's own: the request headers, each file's
+//! bytes, and the sentinel line; and the checks that keep paths, names and values expressible.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use super::error::SshError;
-use super::script::{self, FileEntry, Plan};
+use super::request::{self, FileEntry, Plan};
 use crate::backend::JobFile;
 
 /// The exec request and the bytes to send ahead of the job's stdin.
@@ -13,23 +13,22 @@ use crate::backend::JobFile;
 pub struct Upload {
     /// The channel's exec command.
     pub command: String,
-    /// Wrapper, file contents and sentinel.
+    /// Headers, file contents and sentinel.
     pub prefix: Vec<u8>,
 }
 
-/// Builds the upload for `plan`, whose `files` describe `contents` in the same order.
-pub fn build(plan: &Plan, contents: &[&[u8]]) -> Upload {
-    let wrapper = script::wrapper(plan);
-    let size = wrapper.len() + contents.iter().map(|c| c.len()).sum::<usize>() + 64;
-    let mut prefix = Vec::with_capacity(size);
-    prefix.extend_from_slice(wrapper.as_bytes());
+/// Builds the upload for `plan`, whose `files` describe `contents` in the same order, for the
+/// sandbox helper at `helper`.
+pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
+    let mut prefix = request::headers(plan);
+    prefix.reserve(contents.iter().map(|c| c.len()).sum::<usize>() + 32);
     for content in contents {
         prefix.extend_from_slice(content);
     }
-    prefix.extend_from_slice(script::SENTINEL.as_bytes());
+    prefix.extend_from_slice(request::SENTINEL.as_bytes());
     prefix.push(b'\n');
     Upload {
-        command: script::bootstrap(wrapper.len()),
+        command: request::run_command(helper),
         prefix,
     }
 }
