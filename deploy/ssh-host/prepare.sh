@@ -14,7 +14,7 @@
 #
 # It installs openssh-server, sudo, bubblewrap and the tools jobs need; creates the transport
 # user with a root-owned home and a root-owned authorized_keys; creates one account per job
-# uid; installs the sandbox helper (deploy/ssh-host/sandbox) and the one sudo rule that lets
+# uid; installs the sandbox helper (deploy/ssh-host/sandbox, sandbox-init) and the one sudo rule that lets
 # the transport user run it; hardens sshd for that user; and checks the result with
 # `sandbox check`. See README.md.
 set -euo pipefail
@@ -62,7 +62,8 @@ uid_count=${BASH_REMATCH[2]}
 ((uid_first >= 1000 && uid_count >= 1 && uid_count <= 65536)) ||
     die "--uids: FIRST must be at least 1000 and COUNT 1 to 65536"
 [[ $nproc =~ ^[0-9]+$ && $nofile =~ ^[0-9]+$ ]] || die "--nproc and --nofile take numbers"
-[[ -f $here/sandbox ]] || die "$here/sandbox is missing: copy deploy/ssh-host/ whole to the host"
+[[ -f $here/sandbox && -f $here/sandbox-init ]] ||
+    die "$here/sandbox or sandbox-init is missing: copy deploy/ssh-host/ whole to the host"
 
 install_packages() {
     local wanted=(openssh-server sudo bubblewrap coreutils util-linux perl-base) missing=()
@@ -127,10 +128,13 @@ create_job_users() {
 }
 
 install_helper() {
-    say "installing the sandbox helper as $HELPER"
+    say "installing the sandbox helper as $HELPER (and $HELPER-init, pid 1 of each sandbox)"
     install -d -o root -g root -m 0755 "$HELPER_DIR" "$CONFIG_DIR"
-    install -o root -g root -m 0755 "$here/sandbox" "$HELPER.new"
-    mv -f "$HELPER.new" "$HELPER"
+    local file
+    for file in sandbox-init sandbox; do
+        install -o root -g root -m 0755 "$here/$file" "$HELPER_DIR/$file.new"
+        mv -f "$HELPER_DIR/$file.new" "$HELPER_DIR/$file"
+    done
     local binds=()
     [[ -d /opt ]] && binds+=(/opt)
     cat >"$CONFIG_DIR/sandbox.conf.new" <<CONF

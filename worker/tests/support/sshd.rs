@@ -31,8 +31,11 @@ const SSHD: &str = "/usr/sbin/sshd";
 pub const TEST_USER: &str = "openshell-test";
 /// The host set-up under test.
 const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/prepare.sh");
-/// The sandbox helper prepare.sh installs.
-const HELPER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox");
+/// The sandbox helper prepare.sh installs, and pid 1 of each sandbox.
+const HELPER_SOURCES: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox"),
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox-init"),
+];
 /// The client key prepare.sh authorizes, and the stamps of its runs.
 const PREPARED_DIR: &str = "/var/lib/openshell-test";
 /// Tools prepare.sh installs that the tests cannot do without.
@@ -333,7 +336,7 @@ fn ensure_prepared() -> PathBuf {
         keygen(&key);
     }
     let mut hasher = DefaultHasher::new();
-    for file in [PREPARE, HELPER_SOURCE] {
+    for file in std::iter::once(PREPARE).chain(HELPER_SOURCES) {
         std::fs::read(file)
             .unwrap_or_else(|error| panic!("read {file}: {error}"))
             .hash(&mut hasher);
