@@ -7,7 +7,8 @@
 //! | `SANDBOX_DOCKER_MEMORY`, `SANDBOX_DOCKER_CPUS`, `SANDBOX_DOCKER_TIMEOUT` | default limits of every `docker` pool |
 //! | `SSH_HOST` (comma-separated), `SSH_USER`, `SSH_KEY_PATH`, `SSH_PORT`, `SSH_KNOWN_HOSTS` | connection of every `ssh` pool |
 //! | `SSH_TIMEOUT` | default wall timeout of every `ssh` pool (bare number = seconds) |
-//! | `LOG_LEVEL` | `worker.log_level` |
+//! | `LOG_LEVEL` | `worker.log_level`: a level, or a filter whose every directive names one (`verbose` is refused) |
+//! | `RUST_LOG` | `worker.log_level` too, winning over `LOG_LEVEL`; checked the same way |
 //! | `NATS_URL` (comma-separated), `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`, `NATS_TLS_REQUIRED` | `nats.*` |
 //! | `OPENSHELL_CONFIG` | the TOML file |
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_TENANT_QUOTA`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots and default tenant quota of every pool, shutdown grace, largest request |
@@ -19,9 +20,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use openshell_protocol::{ByteSize, DurationMs};
+use openshell_protocol::limits::LimitValue;
+use openshell_protocol::{ByteSize, DurationMs, LimitName};
 
-use super::{Config, ConfigError, DEFAULT_BACKEND, NatsConfig, PoolConfig, Secret};
+use super::{Config, ConfigError, DEFAULT_BACKEND, NatsConfig, PoolConfig, Secret, limits};
 
 /// Path of the TOML configuration file.
 pub const CONFIG: &str = "OPENSHELL_CONFIG";
@@ -49,6 +51,8 @@ pub const SSH_KNOWN_HOSTS: &str = "SSH_KNOWN_HOSTS";
 pub const SSH_TIMEOUT: &str = "SSH_TIMEOUT";
 /// Log filter.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
+/// Log filter in full syntax; wins over [`LOG_LEVEL`].
+pub const RUST_LOG: &str = "RUST_LOG";
 /// NATS server URLs, comma-separated.
 pub const NATS_URL: &str = "NATS_URL";
 /// Subject prefix.
@@ -101,6 +105,40 @@ where
         })
 }
 
+/// Refuses a default limit of `backend` set by `var` that can never let a job run (a zero
+/// timeout, a memory below what the backend accepts).
+fn usable<T>(
+    var: &'static str,
+    value: &str,
+    backend: &str,
+    limit: LimitName,
+    parsed: T,
+    as_value: impl Fn(T) -> LimitValue,
+) -> Result<T, ConfigError>
+where
+    T: Copy,
+{
+    match limits::unusable(backend, limit, as_value(parsed)) {
+        None => Ok(parsed),
+        Some(reason) => Err(ConfigError::Env {
+            var,
+            value: value.to_string(),
+            reason,
+        }),
+    }
+}
+
+fn log_filter(var: &'static str, value: String) -> Result<String, ConfigError> {
+    match crate::logging::check_filter(&value) {
+        Ok(()) => Ok(value),
+        Err(source) => Err(ConfigError::LogFilter {
+            setting: var,
+            value,
+            source,
+        }),
+    }
+}
+
 fn duration(var: &'static str, value: &str) -> Result<DurationMs, ConfigError> {
     DurationMs::parse_seconds_default(value).map_err(|error| ConfigError::Env {
         var,
@@ -118,7 +156,10 @@ pub fn apply(
     apply_nats(config, env)?;
     apply_durable(config, env)?;
     if let Some(level) = env(LOG_LEVEL) {
-        config.worker.log_level = level;
+        config.worker.log_level = log_filter(LOG_LEVEL, level)?;
+    }
+    if let Some(filter) = env(RUST_LOG) {
+        config.worker.log_level = log_filter(RUST_LOG, filter)?;
     }
     if let Some(id) = env(WORKER_ID) {
         config.worker.id = id;
@@ -160,17 +201,50 @@ fn apply_pools(
         None => {}
     }
     let docker_memory = env(SANDBOX_DOCKER_MEMORY)
-        .map(|value| parse::<ByteSize>(SANDBOX_DOCKER_MEMORY, &value, "a size such as 512m"))
+        .map(|value| {
+            let size = parse::<ByteSize>(SANDBOX_DOCKER_MEMORY, &value, "a size such as 512m")?;
+            let var = SANDBOX_DOCKER_MEMORY;
+            usable(
+                var,
+                &value,
+                "docker",
+                LimitName::Memory,
+                size,
+                LimitValue::Size,
+            )
+        })
         .transpose()?;
     let docker_cpus = env(SANDBOX_DOCKER_CPUS)
-        .map(|value| parse::<f64>(SANDBOX_DOCKER_CPUS, &value, "a number of cores such as 1.0"))
+        .map(|value| {
+            let cores = parse::<f64>(SANDBOX_DOCKER_CPUS, &value, "a number of cores such as 1.0")?;
+            let var = SANDBOX_DOCKER_CPUS;
+            usable(
+                var,
+                &value,
+                "docker",
+                LimitName::Cpus,
+                cores,
+                LimitValue::Cores,
+            )
+        })
         .transpose()?;
-    let docker_timeout = env(SANDBOX_DOCKER_TIMEOUT)
-        .map(|value| duration(SANDBOX_DOCKER_TIMEOUT, &value))
-        .transpose()?;
-    let ssh_timeout = env(SSH_TIMEOUT)
-        .map(|value| duration(SSH_TIMEOUT, &value))
-        .transpose()?;
+    let timeout = |var: &'static str, backend: &str| {
+        env(var)
+            .map(|value| {
+                let wall = duration(var, &value)?;
+                usable(
+                    var,
+                    &value,
+                    backend,
+                    LimitName::Timeout,
+                    wall,
+                    LimitValue::Duration,
+                )
+            })
+            .transpose()
+    };
+    let docker_timeout = timeout(SANDBOX_DOCKER_TIMEOUT, "docker")?;
+    let ssh_timeout = timeout(SSH_TIMEOUT, "ssh")?;
     let ssh_port = env(SSH_PORT)
         .map(|value| parse::<u16>(SSH_PORT, &value, "a TCP port such as 22"))
         .transpose()?;

@@ -39,6 +39,18 @@ pub enum ConfigError {
         /// What is expected.
         reason: String,
     },
+    /// A log filter (`LOG_LEVEL`, `RUST_LOG` or `worker.log_level`) would silence the worker or
+    /// does not parse.
+    #[error("{setting}={value:?} is not a usable log filter")]
+    LogFilter {
+        /// The variable or key that set it.
+        setting: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        #[source]
+        source: crate::logging::FilterError,
+    },
     /// The merged configuration breaks a rule.
     #[error("invalid configuration at `{key}`: {reason}")]
     Invalid {

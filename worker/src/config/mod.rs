@@ -8,6 +8,7 @@
 mod durable;
 pub mod env;
 mod error;
+pub mod limits;
 mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -152,9 +153,13 @@ pub struct PoolConfig {
     pub allow_network: bool,
     /// Accept limits the backend cannot enforce (reported as not enforced) instead of failing closed.
     pub allow_unenforced_limits: bool,
-    /// Limits for requests that set none.
+    /// Limits for requests that set none. Read from a file, limits left out come from the
+    /// pool's own backend ([`PoolConfig::for_backend`]), not from the default pool's: a missing
+    /// table is empty here and filled in by [`Config::from_file`].
+    #[serde(default)]
     pub defaults: Limits,
-    /// Highest limits a request may ask for.
+    /// Highest limits a request may ask for; filled in like `defaults`.
+    #[serde(default)]
     pub ceilings: Limits,
     /// Languages and how to run them; replaces the built-in table when given.
     pub languages: BTreeMap<String, LanguageSpec>,
@@ -290,7 +295,8 @@ impl Config {
     }
 
     /// Parses a TOML file; unknown keys are errors. A pool's `defaults` and `ceilings` tables
-    /// override the built-in ones limit by limit rather than replacing them whole.
+    /// override the built-in ones of the pool's backend limit by limit rather than replacing
+    /// them whole, so an `ssh` or `none` pool never inherits Docker's CPU share.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -350,6 +356,13 @@ impl Config {
                 "at least 300ms, so in-progress acks can keep up".into(),
             ));
         }
+        crate::logging::check_filter(&self.worker.log_level).map_err(|source| {
+            ConfigError::LogFilter {
+                setting: "worker.log_level",
+                value: self.worker.log_level.clone(),
+                source,
+            }
+        })?;
         if self.pools.is_empty() {
             return Err(invalid("pools".into(), "define at least one pool".into()));
         }
@@ -400,6 +413,11 @@ impl Config {
                     key("defaults.output"),
                     "every pool needs a default output limit".into(),
                 ));
+            }
+            for (table, limits) in [("defaults", &pool.defaults), ("ceilings", &pool.ceilings)] {
+                if let Some((limit, reason)) = limits::first_unusable(&pool.backend, limits) {
+                    return Err(invalid(key(&format!("{table}.{limit}")), reason));
+                }
             }
             for (limit, value) in pool.defaults.iter() {
                 if let Some(ceiling) = pool.ceilings.get(limit)

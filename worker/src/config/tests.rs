@@ -189,3 +189,116 @@ fn client_nats_settings_fail_on_a_bad_variable_and_skip_worker_settings() {
         .unwrap_err();
     assert!(error.to_string().contains("NATS_TLS_REQUIRED"), "{error}");
 }
+
+#[test]
+fn file_pools_take_the_defaults_of_their_own_backend() {
+    for backend in ["none", "ssh"] {
+        let bare = format!("[pools.p]\nbackend = \"{backend}\"\n");
+        let with_table = format!("{bare}defaults = {{ timeout = \"10s\" }}\n");
+        for file in [bare, with_table] {
+            let config = load(Some(&file), &[], Overrides::default()).unwrap();
+            let defaults = &config.pools["p"].defaults;
+            assert_eq!(defaults.cpus, None, "no CPU share on {backend}: {file}");
+            assert_eq!(defaults.memory, Some(ByteSize::mib(512)), "{file}");
+            assert_eq!(
+                config.pools["p"].ceilings,
+                PoolConfig::for_backend(backend).ceilings
+            );
+        }
+    }
+    let config = load(
+        Some("[pools.p]\nbackend = \"docker\"\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.pools["p"].defaults.cpus, Some(1.0));
+    let config = load(Some("[pools.p]\n"), &[], Overrides::default()).unwrap();
+    assert_eq!(
+        config.pools["p"].defaults.cpus,
+        Some(1.0),
+        "docker by default"
+    );
+}
+
+/// Loads with `vars` and returns the error text; panics if loading succeeds.
+fn refused(file: Option<&str>, vars: &[(&str, &str)]) -> String {
+    match load(file, vars, Overrides::default()) {
+        Ok(config) => panic!("accepted {vars:?} {file:?}: {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn settings_that_fail_every_job_are_refused_naming_the_variable() {
+    let cases = [
+        ("SANDBOX_DOCKER_MEMORY", "1k", "minimum memory of 6m"),
+        ("SANDBOX_DOCKER_MEMORY", "0", "memory of 0"),
+        ("SANDBOX_DOCKER_TIMEOUT", "0", "timeout of 0"),
+        ("SANDBOX_DOCKER_TIMEOUT", "0s", "timeout of 0"),
+        ("SANDBOX_DOCKER_CPUS", "0", "cpus"),
+        ("SANDBOX_DOCKER_CPUS", "NaN", "cpus"),
+        ("SSH_TIMEOUT", "0", "timeout of 0"),
+        ("LOG_LEVEL", "verbose", "not a usable log filter"),
+        ("LOG_LEVEL", "", "not a usable log filter"),
+        ("RUST_LOG", "loud", "not a usable log filter"),
+    ];
+    for (var, value, reason) in cases {
+        let error = refused(None, &[(var, value)]);
+        assert!(
+            error.contains(var) && error.contains(reason),
+            "{var}={value}: {error}"
+        );
+    }
+    assert!(
+        load(
+            None,
+            &[
+                ("SANDBOX_DOCKER_MEMORY", "6m"),
+                ("LOG_LEVEL", "warn,openshell_worker=debug")
+            ],
+            Overrides::default()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn file_limits_that_fail_every_job_are_refused_naming_the_key() {
+    let cases = [
+        (
+            "[pools.p]\ndefaults = { memory = \"1k\" }\n",
+            "pools.p.defaults.memory",
+        ),
+        (
+            "[pools.p]\nceilings = { memory = \"5m\" }\n",
+            "pools.p.ceilings.memory",
+        ),
+        (
+            "[pools.p]\ndefaults = { timeout = 0 }\n",
+            "pools.p.defaults.timeout",
+        ),
+        (
+            "[pools.p]\nceilings = { timeout = \"0s\" }\n",
+            "pools.p.ceilings.timeout",
+        ),
+        (
+            "[pools.p]\nbackend = \"ssh\"\ndefaults = { timeout = 0 }\n",
+            "pools.p.defaults.timeout",
+        ),
+        (
+            "[pools.p]\nbackend = \"none\"\ndefaults = { processes = 0 }\n",
+            "pools.p.defaults.processes",
+        ),
+        ("[worker]\nlog_level = \"verbose\"\n", "worker.log_level"),
+    ];
+    for (file, key) in cases {
+        let error = refused(Some(file), &[]);
+        assert!(error.contains(key), "{file}: {error}");
+    }
+    let tiny_local = "[pools.p]\nbackend = \"none\"\ndefaults = { memory = \"1m\" }\n";
+    assert!(
+        load(Some(tiny_local), &[], Overrides::default()).is_ok(),
+        "no minimum off docker"
+    );
+}
