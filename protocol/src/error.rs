@@ -48,8 +48,11 @@ pub enum ErrorKind {
     OutputLimitExceeded,
     /// The sandbox refused an operation (exit 126, EACCES).
     PermissionDenied,
-    /// The sandbox could not be created or started.
+    /// The sandbox could not be created or started: the job did not run.
     SandboxStartFailed,
+    /// The sandbox, or the connection to it, was lost while the job ran: it may have had
+    /// side effects; resubmit it if that is safe.
+    SandboxLost,
     /// A bug or unexpected state in the worker.
     Internal,
 }
@@ -78,6 +81,7 @@ impl ErrorKind {
             ErrorKind::OutputLimitExceeded => "output_limit_exceeded",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::SandboxStartFailed => "sandbox_start_failed",
+            ErrorKind::SandboxLost => "sandbox_lost",
             ErrorKind::Internal => "internal",
         }
     }

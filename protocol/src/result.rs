@@ -63,6 +63,7 @@ impl Verdict {
             ErrorKind::ConnectionFailed
             | ErrorKind::PermissionDenied
             | ErrorKind::SandboxStartFailed
+            | ErrorKind::SandboxLost
             | ErrorKind::Internal => Verdict::BackendError,
             ErrorKind::InvalidRequest
             | ErrorKind::PayloadTooLarge

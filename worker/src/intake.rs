@@ -26,42 +26,83 @@ pub struct IntakeError {
     pub message: String,
 }
 
-/// Subscribes `pool` to its request subject in its queue group and handles each request in
-/// a task on `tracker`, until `stop` fires. Pending messages are drained, not dropped.
+/// Serves `pool` on its request subject in its queue group while the pool is ready, handling
+/// each request in a task on `tracker`, until `stop` fires. While the pool's backend is
+/// unhealthy the worker leaves the queue group, so requests go to workers that can run them.
+/// Pending messages are drained, not dropped.
 pub async fn serve_pool(
     pool: Arc<PoolRuntime>,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, IntakeError> {
     let subject = pool.subjects.exec_wildcard(&pool.name);
+    // The first subscription is made here, so that a refused one stops the worker.
+    let first = if pool.readiness.is_ready() {
+        Some(subscribe(&pool).await?)
+    } else {
+        tracing::warn!(pool = %pool.name, "pool not ready: not taking jobs until its backend passes a check");
+        None
+    };
+    tracing::info!(pool = %pool.name, backend = pool.backend.kind(), %subject, slots = pool.slots.total(), "serving pool");
+    Ok(tokio::spawn(async move {
+        let mut readiness = pool.readiness.clone();
+        let mut subscription = first;
+        loop {
+            let mut current = match subscription.take() {
+                Some(current) => current,
+                None => {
+                    tokio::select! {
+                        () = readiness.ready() => {}
+                        () = stop.cancelled() => break,
+                    }
+                    match subscribe(&pool).await {
+                        Ok(current) => {
+                            tracing::info!(pool = %pool.name, "pool ready: taking jobs again");
+                            current
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "pool not serving");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let stopping = loop {
+                tokio::select! {
+                    message = current.next() => match message {
+                        Some(message) => admit_waiting(&pool, &tracker, message).await,
+                        None => break true,
+                    },
+                    () = readiness.unready() => break false,
+                    () = stop.cancelled() => break true,
+                }
+            };
+            // Leave the queue group, then handle what the server already sent us.
+            let _ = current.unsubscribe().await;
+            while let Ok(Some(message)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), current.next()).await
+            {
+                admit_waiting(&pool, &tracker, message).await;
+            }
+            if stopping {
+                break;
+            }
+            tracing::warn!(pool = %pool.name, "pool not ready: left the queue group until its backend passes a check");
+        }
+    }))
+}
+
+async fn subscribe(pool: &PoolRuntime) -> Result<async_nats::Subscriber, IntakeError> {
+    let subject = pool.subjects.exec_wildcard(&pool.name);
     let queue = pool.subjects.queue_group(&pool.name);
-    let mut subscription = pool
-        .nats
+    pool.nats
         .queue_subscribe(subject.clone(), queue)
         .await
         .map_err(|error| IntakeError {
-            subject: subject.clone(),
+            subject,
             message: error.to_string(),
-        })?;
-    tracing::info!(pool = %pool.name, backend = pool.backend.kind(), %subject, slots = pool.slots.total(), "serving pool");
-    Ok(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                message = subscription.next() => match message {
-                    Some(message) => admit_waiting(&pool, &tracker, message).await,
-                    None => break,
-                },
-                () = stop.cancelled() => {
-                    // Stop new deliveries, then handle what the server already sent us.
-                    let _ = subscription.unsubscribe().await;
-                    while let Ok(Some(message)) = tokio::time::timeout(std::time::Duration::from_millis(200), subscription.next()).await {
-                        admit_waiting(&pool, &tracker, message).await;
-                    }
-                    break;
-                }
-            }
-        }
-    }))
+        })
 }
 
 /// Gives `message` a seat in its pool's waiting room and handles it in a task, or refuses it

@@ -64,7 +64,8 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
     assert_serves(&backend).await;
     backend.health().await.expect("healthy");
 
-    // A job in flight when the daemon restarts fails with a connection error, not a verdict.
+    // A job in flight when the daemon restarts fails as `sandbox_lost` (it ran, in part), not
+    // with a verdict, and not as a connection failure (which means it never started).
     let in_flight = tokio::spawn({
         let backend = Arc::clone(&backend);
         async move { execute(&backend, job(&["sleep", "30"])).await.0 }
@@ -75,7 +76,7 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
         .await
         .expect("join")
         .expect_err("a job outlived its daemon");
-    assert_eq!(error.kind, ErrorKind::ConnectionFailed, "{error}");
+    assert_eq!(error.kind, ErrorKind::SandboxLost, "{error}");
     assert!(
         error.message.contains("lost the Docker daemon") && error.message.contains("resubmit"),
         "{error}"

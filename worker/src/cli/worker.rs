@@ -7,23 +7,23 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use openshell_protocol::Subjects;
-use openshell_scheduler::{Dispatcher, RunningJobs, WaitingRoom};
+use openshell_scheduler::{Dispatcher, PoolPolicy, RunningJobs, WaitingRoom};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditPublisher;
-use crate::backend::registry;
+use crate::backend::{Backend, registry};
 use crate::config::{Config, Overrides};
 use crate::intake;
 use crate::job::PoolRuntime;
-use crate::metrics::health::Health;
+use crate::metrics::health::{Canary, Health};
 use crate::metrics::{Metrics, server};
 use crate::service::{PoolHandle, StatusSource};
 
 /// Run a worker: take jobs from NATS and run them on the configured backends.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  openshell worker                      # one pool on SANDBOX_BACKEND (default none)\n  SANDBOX_BACKEND=none LOG_LEVEL=debug openshell worker\n  openshell worker --config /etc/openshell/worker.toml --nats nats://10.0.0.5:4222"
+    after_help = "Examples:\n  openshell worker                      # one pool on SANDBOX_BACKEND (default docker)\n  SANDBOX_BACKEND=none LOG_LEVEL=debug openshell worker\n  openshell worker --config /etc/openshell/worker.toml --nats nats://10.0.0.5:4222"
 )]
 pub struct WorkerArgs {
     /// TOML configuration file (env OPENSHELL_CONFIG).
@@ -32,7 +32,7 @@ pub struct WorkerArgs {
     /// NATS server URL(s), comma-separated (env NATS_URL).
     #[arg(long)]
     pub nats: Option<String>,
-    /// Serve a single pool on this backend, named after it (env SANDBOX_BACKEND).
+    /// Serve a single pool on this backend, named after it (env SANDBOX_BACKEND; default docker).
     #[arg(long)]
     pub backend: Option<String>,
     /// Jobs run at once per pool (env OPENSHELL_SLOTS).
@@ -83,7 +83,14 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let backend = registry::build(name, pool)
             .await
             .with_context(|| format!("pool `{name}`"))?;
-        health.watch(name, Arc::clone(&backend)).await;
+        metrics.pool_started(name, backend.kind(), pool.slots);
+        let readiness = health
+            .watch(
+                name,
+                Arc::clone(&backend),
+                canary(&backend, pool.policy(name)),
+            )
+            .await;
         let runtime = Arc::new(PoolRuntime {
             name: name.clone(),
             policy: pool.policy(name),
@@ -91,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             backend,
             slots: Dispatcher::new(pool.slots, pool.quotas()),
             waiting: WaitingRoom::new(pool.waiting_limits()),
+            readiness,
             running: running.clone(),
             audit: audit.clone(),
             nats: nats.clone(),
@@ -156,6 +164,18 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     nats.flush().await.ok();
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pool's canary: a tiny job through `backend` under `policy`'s defaults.
+fn canary(backend: &Arc<dyn Backend>, policy: PoolPolicy) -> Canary {
+    let backend = Arc::clone(backend);
+    Arc::new(move || {
+        let (backend, policy) = (Arc::clone(&backend), policy.clone());
+        Box::pin(async move {
+            let capabilities = backend.capabilities();
+            crate::job::canary::run(backend.as_ref(), &policy, &capabilities).await
+        })
+    })
 }
 
 async fn wait_for_signal() {

@@ -87,8 +87,9 @@ pub async fn ensure(jobs: &Stream, wanted: Config) -> Result<Consumer<Config>, D
     Ok(consumer)
 }
 
-/// Pulls the pool's jobs while it has free `gate` slots and handles each in a task on
-/// `tracker`, until `stop` fires.
+/// Pulls the pool's jobs while it is ready and has free `gate` slots, and handles each in a
+/// task on `tracker`, until `stop` fires. An unready pool (backend down) pulls nothing, so
+/// its jobs wait in the stream for a worker that can run them.
 pub fn serve(
     pool: Arc<DurablePool>,
     consumer: Consumer<Config>,
@@ -97,7 +98,12 @@ pub fn serve(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut readiness = pool.runtime.readiness.clone();
         loop {
+            tokio::select! {
+                () = readiness.ready() => {}
+                () = stop.cancelled() => break,
+            }
             let first = tokio::select! {
                 permit = gate.acquire() => permit,
                 () = stop.cancelled() => break,

@@ -161,6 +161,12 @@ impl DurablePool {
                 "worker shutting down before the job started",
                 Duration::ZERO,
             )),
+            // The backend could not start it and is down (an outage): the job waits for a
+            // backend instead of failing. With the backend up, the job itself is at fault.
+            Some(kind) if crate::job::never_started(kind) && self.backend_down().await => Some((
+                "the backend is down and could not start the job",
+                RETRY_DELAY,
+            )),
             _ => None,
         };
         if let Some((why, delay)) = not_run {
@@ -175,6 +181,15 @@ impl DurablePool {
         self.finish(&message, &subject, processed.result, reply)
             .await;
         lease.release().await;
+    }
+
+    /// True when the pool's backend fails its health check now.
+    async fn backend_down(&self) -> bool {
+        let check = self.runtime.backend.health();
+        !matches!(
+            tokio::time::timeout(crate::metrics::health::CHECK_TIMEOUT, check).await,
+            Ok(Ok(()))
+        )
     }
 
     /// A job refused before it ran: audited as `rejected`, and the refusal stored as its result

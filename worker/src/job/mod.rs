@@ -4,6 +4,7 @@
 //! [`PoolRuntime::process`] is the part both paths share: core request/reply
 //! ([`PoolRuntime::handle`]) replies with its result, durable mode (`crate::durable`) stores it.
 
+pub mod canary;
 mod outcome;
 mod prepare;
 
@@ -31,6 +32,7 @@ use crate::audit::AuditPublisher;
 use crate::backend::{Backend, Capabilities, JobControl, OutputSink};
 use crate::config::PoolConfig;
 use crate::metrics::Metrics;
+use crate::metrics::health::PoolReadiness;
 
 pub use outcome::encode_within;
 
@@ -52,6 +54,8 @@ pub struct PoolRuntime {
     pub slots: Dispatcher,
     /// Bounds the core requests held before they get a slot.
     pub waiting: WaitingRoom,
+    /// Whether the pool takes jobs (its backend and canary passed their last check).
+    pub readiness: PoolReadiness,
     /// Running jobs, shared with the cancel listener.
     pub running: RunningJobs,
     /// Audit publisher.
@@ -407,6 +411,12 @@ impl PoolRuntime {
         let backend_start = Instant::now();
         let outcome = self.backend.execute(job, control).await;
         timings.backend = Some((backend_start, Instant::now()));
+        if let Err(error) = &outcome
+            && never_started(error.kind)
+        {
+            // Likely an outage: check now, so the pool stops taking jobs until it is back.
+            self.readiness.recheck();
+        }
         outcome::apply_execution(
             &mut result,
             outcome,
@@ -527,6 +537,15 @@ impl PoolRuntime {
             self.metrics.overhead(&self.name, "reply", end.elapsed());
         }
     }
+}
+
+/// True for backend failures that come before the job's program starts (the backend or its
+/// sandbox could not be reached or started): the job did not run and may be offered again.
+pub fn never_started(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionFailed | ErrorKind::SandboxStartFailed
+    )
 }
 
 /// `result` ended before running: cancelled by a client, or the worker is shutting down.

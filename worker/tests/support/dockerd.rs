@@ -184,6 +184,11 @@ impl PrivateDockerd {
         }
     }
 
+    /// Starts a stopped daemon again with the same data.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     /// Starts it again with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;

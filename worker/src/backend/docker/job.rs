@@ -130,7 +130,7 @@ pub(super) async fn conclude(
             } else {
                 Usage::default()
             };
-            factory.kill(id).await?;
+            factory.kill(id).await.map_err(mid_run)?;
             (stopped(&stop), None, usage)
         }
         Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
@@ -189,11 +189,19 @@ fn stopped(stop: &Stop) -> Ending {
     }
 }
 
+/// A failure after the job's program started: the job did run, so it is not "never started".
+fn mid_run(mut error: BackendError) -> BackendError {
+    if error.kind == ErrorKind::ConnectionFailed {
+        error.kind = ErrorKind::SandboxLost;
+    }
+    error
+}
+
 /// The daemon went away (or restarted) while the job ran.
 fn lost(factory: &Factory, job: &Job, id: &str, failure: &ApiError) -> BackendError {
     factory.conn.note(failure);
     error::error(
-        ErrorKind::ConnectionFailed,
+        ErrorKind::SandboxLost,
         format!("{} {}", factory.conn.endpoint(), container(id)),
         format!(
             "lost the Docker daemon while job `{}` ran ({}); the job's processes died with its container: \

@@ -1,0 +1,127 @@
+//! Health that tells the truth, tried with faults: a worker whose backend cannot run anything
+//! stays out of its pool (core: out of the queue group; durable: pulls nothing), and a short
+//! Docker outage leaves queued durable jobs waiting instead of failing them. Needs
+//! nats-server, dockerd and the sandbox image.
+
+mod durable;
+mod ops;
+mod support;
+
+use std::time::Duration;
+
+use openshell_protocol::{Client, ExecRequest, Verdict};
+use support::dockerd::{self, PrivateDockerd};
+use support::nats::NatsServer;
+use support::worker::WorkerProcess;
+
+/// A durable docker worker named `id` on `nats`, with `extra` variables.
+async fn docker_worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+    let url = nats.url();
+    let image = dockerd::image();
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let mut envs = vec![
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "docker"),
+        ("SANDBOX_DOCKER_IMAGE", image.as_str()),
+        ("OPENSHELL_DURABLE", "true"),
+        ("OPENSHELL_WORKER_ID", id),
+        ("OPENSHELL_SLOTS", "4"),
+    ];
+    if !docker_host.is_empty() {
+        envs.push(("DOCKER_HOST", docker_host.as_str()));
+    }
+    envs.extend_from_slice(extra);
+    WorkerProcess::start(&envs).await
+}
+
+fn job(id: &str) -> ExecRequest {
+    ExecRequest::command(id, vec!["echo".into(), id.into()])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_image_is_missing_takes_no_job() {
+    if !dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let healthy = docker_worker(&nats, "healthy", &[]).await;
+    let broken = docker_worker(
+        &nats,
+        "broken",
+        &[("SANDBOX_DOCKER_IMAGE", "openshell-missing-image:none")],
+    )
+    .await;
+    let (status, _) = ops::http_get(&ops::metrics_addr(&broken.logs()), "/readyz", "*/*").await;
+    assert_eq!(status, 503, "the broken worker says it is ready");
+    let (status, _) = ops::http_get(&ops::metrics_addr(&healthy.logs()), "/readyz", "*/*").await;
+    assert_eq!(status, 200, "{}", healthy.logs());
+
+    let client = Client::connect(&nats.url()).await.expect("client");
+    let core = (0..20).map(|n| {
+        let client = client.clone();
+        async move {
+            client
+                .exec("docker", "default", &job(&format!("core-{n}")))
+                .await
+        }
+    });
+    for result in futures::future::join_all(core).await {
+        let result = result.expect("every core job is answered");
+        assert_eq!(result.status, Verdict::Completed, "{result:?}");
+        assert_eq!(result.worker_id, "healthy", "{result:?}");
+    }
+    let (_, durable) = durable::client(&nats).await;
+    let ids: Vec<String> = (0..20).map(|n| format!("queued-{n}")).collect();
+    for id in &ids {
+        durable
+            .submit("docker", "default", &job(id), None)
+            .await
+            .expect("submit");
+    }
+    let results = durable::await_results(&durable, "default", &ids, Duration::from_secs(120)).await;
+    for result in results.values() {
+        assert_eq!(result.status, Verdict::Completed, "{result:?}");
+        assert_eq!(result.worker_id, "healthy", "{result:?}");
+    }
+    assert!(
+        !broken.logs().contains("job finished"),
+        "the broken worker ran a job:\n{}",
+        broken.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_jobs_wait_out_a_docker_outage() {
+    if !dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut daemon = PrivateDockerd::start().await;
+    let host = daemon.host();
+    let worker = docker_worker(&nats, "outage", &[("DOCKER_HOST", host.as_str())]).await;
+    daemon.stop().await;
+    let (_, client) = durable::client(&nats).await;
+    let ids: Vec<String> = (0..30).map(|n| format!("outage-{n}")).collect();
+    for id in &ids {
+        client
+            .submit("docker", "default", &job(id), None)
+            .await
+            .expect("submit");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    daemon.start_again().await;
+    let results = durable::await_results(&client, "default", &ids, Duration::from_secs(120)).await;
+    for (id, result) in &results {
+        assert_eq!(
+            result.status,
+            Verdict::Completed,
+            "{id}: {result:?}\n{}",
+            worker.logs()
+        );
+        assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
+    }
+}
