@@ -42,7 +42,7 @@ const ROUNDS: u64 = 10;
 pub struct BenchArgs {
     #[command(flatten)]
     nats: NatsArgs,
-    /// Pool to load (default: SANDBOX_BACKEND or none).
+    /// Pool to load (default: SANDBOX_BACKEND, else docker).
     #[arg(long, env = "OPENSHELL_POOL")]
     pool: Option<String>,
     /// Tenant to submit as.

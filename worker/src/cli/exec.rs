@@ -43,7 +43,7 @@ pub mod exit {
 pub struct ExecArgs {
     #[command(flatten)]
     pub(crate) nats: NatsArgs,
-    /// Pool to run on (env OPENSHELL_POOL; default: SANDBOX_BACKEND or none).
+    /// Pool to run on (env OPENSHELL_POOL; default: SANDBOX_BACKEND, else docker).
     #[arg(long, env = "OPENSHELL_POOL")]
     pub(crate) pool: Option<String>,
     /// Tenant to run as (env OPENSHELL_TENANT).

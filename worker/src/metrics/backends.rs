@@ -119,6 +119,17 @@ impl BackendMetrics {
         );
     }
 
+    /// Creates the health series of `pool`'s `backend` before its first check: not up yet, no
+    /// failure counted.
+    pub fn pool_started(&self, pool: &str, backend: &str) {
+        let labels = BackendLabels {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+        };
+        drop(self.up.get_or_create(&labels));
+        drop(self.health_failures.get_or_create(&labels));
+    }
+
     /// Records the outcome of a health check of `pool`'s `backend`.
     pub fn health(&self, pool: &str, backend: &str, healthy: bool) {
         let labels = BackendLabels {

@@ -5,10 +5,16 @@
 //! only on `openshell_tenant_jobs_total`, opt-in and capped, see [`tenants`]).
 //!
 //! Backends that are built before a `Metrics` exists reach it through [`global`] / [`record`].
+//!
+//! Every series an alert in `deploy/prometheus/alerts.yml` reads exists from start-up, at 0:
+//! [`Metrics::new`] creates the unlabelled and audit ones, [`Metrics::pool_started`] each
+//! pool's. A counter that first appeared at 1 would show no `increase()`, so the alert would
+//! miss exactly the first failures. The `process_*` series come from [`process`].
 
 pub mod backends;
 pub mod connection;
 pub mod health;
+pub mod process;
 pub mod server;
 pub mod tenants;
 pub mod text_format;
@@ -22,6 +28,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use openshell_protocol::{ErrorKind, Verdict};
 
 /// Labels of per-pool series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +76,25 @@ pub struct LimitLabels {
     /// `timeout`, `memory`, `output` (the job was stopped) or `processes` (a fork was refused).
     pub limit: &'static str,
 }
+
+/// Every verdict a job can end with, so each pool's `jobs_total` series exist from start-up.
+pub const VERDICTS: [Verdict; 9] = [
+    Verdict::Completed,
+    Verdict::Timeout,
+    Verdict::OutOfMemory,
+    Verdict::OutputLimit,
+    Verdict::Cancelled,
+    Verdict::Rejected,
+    Verdict::Expired,
+    Verdict::BackendError,
+    Verdict::WorkerLost,
+];
+
+/// The `limits_hit_total` limits: what a verdict tells ([`limit_of`]) and `processes`.
+pub const LIMITS_HIT: [&str; 4] = ["timeout", "memory", "output", "processes"];
+
+/// Rejection kinds whose series exist from start-up: the ones an alert reads.
+pub const ALERTED_REJECTIONS: [ErrorKind; 1] = [ErrorKind::Overloaded];
 
 /// Labels of audit publishing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,7 +188,9 @@ impl Metrics {
             backends: backends::BackendMetrics::new(),
             tenants: tenants::TenantMetrics::from_env(),
         };
-        let mut registry = Registry::with_prefix("openshell");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("openshell");
         registry.register(
             "jobs",
             "Jobs ended, by pool, backend and verdict",
@@ -203,9 +232,9 @@ impl Metrics {
             "Jobs that hit a limit: stopped by timeout, memory or output, or refused a fork by processes",
             metrics.limits_hit.clone(),
         );
-        metrics.nats.register(&mut registry);
-        metrics.backends.register(&mut registry);
-        metrics.tenants.register(&mut registry);
+        metrics.nats.register(registry);
+        metrics.backends.register(registry);
+        metrics.tenants.register(registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![(
@@ -214,7 +243,41 @@ impl Metrics {
             )])
             .set(1);
         registry.register("build_info", "Build information", build);
-        (metrics, registry)
+        for outcome in ["published", "failed"] {
+            drop(metrics.audit_events.get_or_create(&AuditLabels { outcome }));
+        }
+        (metrics, root)
+    }
+
+    /// Creates, at their starting values, every series of pool `name` on `backend` with
+    /// `slots` slots, so alerts see the first event of each (see the module docs).
+    pub fn pool_started(&self, name: &str, backend: &str, slots: usize) {
+        let pool = || PoolLabels {
+            pool: name.to_string(),
+        };
+        for verdict in VERDICTS {
+            drop(self.jobs.get_or_create(&JobLabels {
+                pool: name.to_string(),
+                backend: backend.to_string(),
+                verdict: verdict.as_str().to_string(),
+            }));
+        }
+        for limit in LIMITS_HIT {
+            drop(self.limits_hit.get_or_create(&LimitLabels {
+                pool: name.to_string(),
+                limit,
+            }));
+        }
+        for kind in ALERTED_REJECTIONS {
+            drop(self.rejected.get_or_create(&RejectLabels {
+                pool: name.to_string(),
+                kind: kind.as_str().to_string(),
+            }));
+        }
+        drop(self.job_duration.get_or_create(&pool()));
+        drop(self.queue_wait.get_or_create(&pool()));
+        self.slots(name, 0, slots);
+        self.backends.pool_started(name, backend);
     }
 
     /// Records a finished job.
@@ -290,5 +353,55 @@ impl Metrics {
         };
         self.in_flight.get_or_create(&labels).set(in_use as i64);
         self.slots_free.get_or_create(&labels).set(free as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    /// Where `verdict` sits in [`VERDICTS`]; a new verdict does not compile until listed.
+    fn position(verdict: Verdict) -> usize {
+        match verdict {
+            Verdict::Completed => 0,
+            Verdict::Timeout => 1,
+            Verdict::OutOfMemory => 2,
+            Verdict::OutputLimit => 3,
+            Verdict::Cancelled => 4,
+            Verdict::Rejected => 5,
+            Verdict::Expired => 6,
+            Verdict::BackendError => 7,
+            Verdict::WorkerLost => 8,
+        }
+    }
+
+    #[test]
+    fn every_verdict_is_listed_once() {
+        for (index, verdict) in VERDICTS.into_iter().enumerate() {
+            assert_eq!(position(verdict), index, "{verdict:?}");
+        }
+    }
+
+    #[test]
+    fn a_started_pool_exports_its_alerted_series_at_zero() {
+        let (metrics, registry) = Metrics::new();
+        metrics.pool_started("p", "none", 3);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encodes");
+        for line in [
+            "openshell_audit_events_total{outcome=\"failed\"} 0",
+            "openshell_jobs_total{pool=\"p\",backend=\"none\",verdict=\"backend_error\"} 0",
+            "openshell_limits_hit_total{pool=\"p\",limit=\"memory\"} 0",
+            "openshell_requests_rejected_total{pool=\"p\",kind=\"overloaded\"} 0",
+            "openshell_backend_health_check_failures_total{pool=\"p\",backend=\"none\"} 0",
+            "openshell_slots_free{pool=\"p\"} 3",
+            "openshell_queue_wait_seconds_count{pool=\"p\"} 0",
+            "# TYPE process_cpu_seconds counter",
+            "# TYPE process_resident_memory_bytes gauge",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
     }
 }
