@@ -152,13 +152,13 @@ CONF
 
 allow_sudo() {
     local rule=/etc/sudoers.d/openshell-$user
-    say "sudo: $user may run '$HELPER run|kill TOKEN|check' as root, nothing else"
+    say "sudo: $user may run '$HELPER run|kill TOKEN|status TOKEN|check' as root, nothing else"
     install -d -m 0750 /etc/sudoers.d
     cat >"$rule.new" <<SUDO
 # OpenShell (deploy/ssh-host/prepare.sh): the SSH transport user starts, stops and checks
 # sandboxed jobs. No pty (stdin carries binary data), no PAM session and no log line per job.
 Defaults!$HELPER !use_pty, !pam_session, !pam_setcred, !log_allowed, !lecture, !fqdn, env_reset
-$user ALL=(root) NOPASSWD: $HELPER run, $HELPER kill *, $HELPER check
+$user ALL=(root) NOPASSWD: $HELPER run, $HELPER kill *, $HELPER status *, $HELPER check
 SUDO
     chmod 0440 "$rule.new"
     visudo -cq -f "$rule.new" || die "visudo rejects $rule.new"

@@ -1,5 +1,6 @@
 //! Timeout, cancel and output limit kill the job's whole sandbox on the host: a /proc scan of
-//! the host finds no process with the job's marker, not even one that left the job's session.
+//! the host finds no process with the job's marker, not even one that left the job's session;
+//! and a signal sshd cannot name still comes back by number.
 
 mod support;
 
@@ -88,4 +89,25 @@ async fn the_output_limit_kills_the_job_and_keeps_exactly_the_limit() {
     assert_eq!(output.stdout.len() + output.stderr.len(), 64 * 1024);
     assert!(output.stdout_truncated);
     assert_gone(&marker).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_sshd_cannot_name_is_reported_by_number() {
+    let Some(ssh) = SshdBackend::start().await else {
+        return;
+    };
+    for (name, number) in [("XFSZ", 25), ("SEGV", 11)] {
+        let (result, _) = run(
+            &ssh.backend,
+            bash_job(&format!("kill -s {name} $$\n")),
+            CancellationToken::new(),
+        )
+        .await;
+        let execution = result.expect("ran");
+        assert_eq!(
+            (execution.ending, execution.signal),
+            (Ending::Exited, Some(number)),
+            "SIG{name}: {execution:?}"
+        );
+    }
 }

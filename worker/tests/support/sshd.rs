@@ -34,7 +34,10 @@ const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/p
 /// The sandbox helper prepare.sh installs, and pid 1 of each sandbox.
 const HELPER_SOURCES: [&str; 2] = [
     concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox"),
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox-init"),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/ssh-host/sandbox-init"
+    ),
 ];
 /// The client key prepare.sh authorizes, and the stamps of its runs.
 const PREPARED_DIR: &str = "/var/lib/openshell-test";
@@ -166,6 +169,26 @@ impl Sshd {
         self.spawn().await;
     }
 
+    /// Host pids of the processes serving this server's connections whose command line
+    /// contains `pattern`: sshd's own (`sshd: openshell-test`), sudo, the sandbox helper
+    /// (`sandbox run`), and the jobs below them.
+    pub fn serving(&self, pattern: &str) -> Vec<i32> {
+        let Some(listener) = self.child.as_ref().map(Child::id) else {
+            return Vec::new();
+        };
+        let listener = i32::try_from(listener).expect("pid fits i32");
+        descendants(listener)
+            .into_iter()
+            .filter(|(pid, _)| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(pattern)
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
     /// TCP connections established to this server now, from /proc/net/tcp.
     pub fn established_connections(&self) -> usize {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
@@ -280,6 +303,15 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
 
 /// Every `sshd` process below `root` (per-connection monitors and their unprivileged children).
 fn sshd_descendants(root: i32) -> Vec<i32> {
+    descendants(root)
+        .into_iter()
+        .filter(|(_, comm)| comm.starts_with("sshd"))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every process below `root`, with its command name.
+fn descendants(root: i32) -> Vec<(i32, String)> {
     let processes: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -306,9 +338,9 @@ fn sshd_descendants(root: i32) -> Vec<i32> {
         index += 1;
     }
     processes
-        .iter()
-        .filter(|(pid, _, comm)| *pid != root && found.contains(pid) && comm.starts_with("sshd"))
-        .map(|(pid, _, _)| *pid)
+        .into_iter()
+        .filter(|(pid, _, _)| *pid != root && found.contains(pid))
+        .map(|(pid, _, comm)| (pid, comm))
         .collect()
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use russh::ChannelMsg;
+use russh::{ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -20,6 +20,9 @@ use crate::backend::{Ending, JobControl, Stream};
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Time allowed for the kill command itself.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// What sshd sends in place of a signal name it does not know (SIGXCPU, SIGSYS, ...): the
+/// number is then asked of the host's sandbox helper.
+const UNNAMED_SIGNAL: &str = "SIG@openssh.com";
 
 /// How a job's channel ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +127,8 @@ struct Job<'a> {
     stop: Option<Ending>,
     killed: bool,
     closed: bool,
+    /// sshd reported a signal it could not name.
+    unnamed_signal: bool,
 }
 
 impl<'a> Job<'a> {
@@ -147,6 +152,7 @@ impl<'a> Job<'a> {
             stop: None,
             killed: false,
             closed: false,
+            unnamed_signal: false,
         }
     }
 
@@ -192,7 +198,33 @@ impl<'a> Job<'a> {
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             }
         }
+        if self.unnamed_signal {
+            self.ask_signal().await;
+        }
         self.finish()
+    }
+
+    /// Asks the helper which signal ended the job, when sshd could not name it.
+    async fn ask_signal(&mut self) {
+        let Some(token) = self.header.token.clone() else {
+            return;
+        };
+        let command = request::status_command(self.helper, &token);
+        match channel::run(&self.connection.handle, &command, KILL_TIMEOUT).await {
+            Ok(output) => {
+                let text = String::from_utf8_lossy(&output.stdout);
+                if let Some(number) = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("signal="))
+                    .and_then(|number| number.trim().parse().ok())
+                {
+                    self.signal = Some(number);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(host = %self.connection.addr, %token, "asking which signal ended a job failed: {error}");
+            }
+        }
     }
 
     fn deadline(&self, begun: Instant, drain_until: Option<Instant>) -> Option<Instant> {
@@ -230,6 +262,8 @@ impl<'a> Job<'a> {
             }
             ChannelMsg::ExitSignal { signal_name, .. } => {
                 self.exited = Some(Instant::now());
+                self.unnamed_signal =
+                    matches!(&signal_name, Sig::Custom(name) if name == UNNAMED_SIGNAL);
                 self.signal = Some(channel::signal_number(&signal_name));
             }
             _ => {}

@@ -11,8 +11,9 @@
 //!    rlimits and the files, read inside the sandbox by the job's own uid;
 //! 3. each file's bytes, the [`SENTINEL`] line, then the job's stdin.
 //!
-//! The helper answers on stdout with `@openshell <token>` (the token [`kill_command`] takes),
-//! then `@run` right before the program starts, then the program's own output.
+//! The helper answers on stdout with `@openshell <token>` (the token [`kill_command`] and
+//! [`status_command`] take), then `@run` right before the program starts, then the program's
+//! own output, and ends as the program's own process ended.
 
 use std::fmt::Write as _;
 
@@ -106,6 +107,12 @@ pub fn run_command(helper: &str) -> String {
 /// The command a second channel runs to kill the job that printed `token`.
 pub fn kill_command(helper: &str, token: &str) -> String {
     format!("exec sudo -n {} kill {}", quote(helper), quote(token))
+}
+
+/// The command a second channel runs to learn which signal ended the job that printed
+/// `token`, when sshd could not name it (it names only 13 signals).
+pub fn status_command(helper: &str, token: &str) -> String {
+    format!("exec sudo -n {} status {}", quote(helper), quote(token))
 }
 
 /// The command run once per connection: what the host's sandbox enforces.
@@ -293,6 +300,9 @@ mod tests {
             "exec sudo -n '/usr/local/libexec/openshell/sandbox' run"
         );
         assert!(kill_command("/h", "3-0123456789abcdef").ends_with("kill '3-0123456789abcdef'"));
+        assert!(
+            status_command("/h", "3-0123456789abcdef").ends_with("status '3-0123456789abcdef'")
+        );
         assert!(check_command("/h'x").contains("'/h'\\''x'"));
         assert!(is_token("63-0123456789abcdef"));
         for bad in [
