@@ -48,12 +48,17 @@ pub enum ConnectError {
 }
 
 /// Connects as `name` using `config`. The first connect is retried in the background, so this
-/// returns at once; [`wait_connected`] waits for the connection. For the worker.
-pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Client, ConnectError> {
-    let options = options(config, name, Violations::default())
+/// returns at once; [`wait_connected`] waits for the connection. For the worker, which also
+/// gets the permissions violations the server reports, to check its own grants.
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+) -> Result<(async_nats::Client, Violations), ConnectError> {
+    let violations = Violations::default();
+    let options = options(config, name, violations.clone())
         .await?
         .retry_on_initial_connect();
-    open(config, options).await
+    Ok((open(config, options).await?, violations))
 }
 
 /// Connects once, failing if the server cannot be reached. For the client commands, with

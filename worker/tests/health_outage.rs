@@ -125,3 +125,25 @@ async fn queued_jobs_wait_out_a_docker_outage() {
         assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
     }
 }
+
+/// A worker whose NATS user may not subscribe to its pools' subjects refuses to start, naming
+/// the refusal, instead of looking ready and never taking a job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_without_its_subscriptions_refuses_to_start() {
+    let Some(server) = ops::accounts::AccountsServer::start().await else {
+        return;
+    };
+    // The auditor may subscribe to audit subjects only.
+    let env = server.env_as("auditor");
+    let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    envs.extend([("SANDBOX_BACKEND", "none"), ("METRICS_ADDR", "127.0.0.1:0")]);
+    let out = tokio::time::timeout(Duration::from_secs(60), support::cli(["worker"], &envs))
+        .await
+        .expect("the worker exits instead of serving without its subscriptions");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused the worker's subscriptions") && stderr.contains("openshell.exec"),
+        "{stderr}"
+    );
+}

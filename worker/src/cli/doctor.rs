@@ -173,7 +173,8 @@ pub async fn check_nats(config: &Config) -> Finding {
     }
 }
 
-/// A pool: its backend builds and passes its health check.
+/// A pool: its backend builds, passes its health check, and runs the pool's canary job (a
+/// `true` under the pool's own defaults), as a worker's readiness requires.
 pub async fn check_pool(name: &str, pool: &crate::config::PoolConfig) -> Finding {
     let subject = format!("pool {name}");
     let backend = match registry::build(name, pool).await {
@@ -181,11 +182,21 @@ pub async fn check_pool(name: &str, pool: &crate::config::PoolConfig) -> Finding
         Err(error) => return finding(Status::Fail, subject, error.to_string()),
     };
     match tokio::time::timeout(CHECK_TIMEOUT, backend.health()).await {
-        Ok(Ok(())) => finding(
-            Status::Ok,
-            subject,
-            format!("{} backend healthy", backend.kind()),
-        ),
+        Ok(Ok(())) => {
+            let capabilities = backend.capabilities();
+            let policy = pool.policy(name);
+            match crate::job::canary::run(backend.as_ref(), &policy, &capabilities).await {
+                Ok(()) => finding(
+                    Status::Ok,
+                    subject,
+                    format!(
+                        "{} backend healthy; a canary job ran under the pool's defaults",
+                        backend.kind()
+                    ),
+                ),
+                Err(error) => finding(Status::Fail, subject, error),
+            }
+        }
         Ok(Err(error)) => finding(Status::Fail, subject, error.to_string()),
         Err(_) => finding(
             Status::Fail,

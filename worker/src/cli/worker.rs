@@ -58,7 +58,7 @@ impl WorkerArgs {
 /// Runs the worker until a signal, then drains.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
-    let nats = crate::nats::connect(
+    let (nats, violations) = crate::nats::connect(
         &config.nats,
         &format!("openshell-worker {}", config.worker.id),
     )
@@ -140,6 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     nats.flush()
         .await
         .context("flushing subscriptions to NATS")?;
+    refused_subscriptions(&violations).await?;
     tracing::info!(worker = %config.worker.id, pools = config.pools.len(), "OpenShell worker ready");
 
     wait_for_signal().await;
@@ -164,6 +165,27 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     nats.flush().await.ok();
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails when the server refused any of the worker's subscriptions: the worker would look
+/// ready and never receive a job. The server reports a refusal before it answers the flush;
+/// the short pause lets the report reach the connection's event handler.
+async fn refused_subscriptions(violations: &crate::nats::Violations) -> anyhow::Result<()> {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let refused: Vec<String> = violations
+        .all()
+        .into_iter()
+        .filter(|violation| violation.to_lowercase().contains("subscription"))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the NATS server refused the worker's subscriptions ({}); the worker would take no jobs. \
+         Grant its user subscribe on <prefix>.exec.>, <prefix>.cancel.> and (durable mode) the \
+         JetStream API, as the worker user in deploy/nats/accounts.conf has",
+        refused.join("; ")
+    )
 }
 
 /// The pool's canary: a tiny job through `backend` under `policy`'s defaults.
