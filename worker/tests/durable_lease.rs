@@ -64,6 +64,9 @@ async fn a_nats_crash_does_not_run_a_job_twice() {
     let (connection, _) = durable::client(&nats).await;
     let stored = durable::results_per_subject(&connection).await;
     for id in &ids {
-        assert_eq!(stored.get(&format!("openshell.results.acme.{id}")), Some(&1));
+        assert_eq!(
+            stored.get(&format!("openshell.results.acme.{id}")),
+            Some(&1)
+        );
     }
 }

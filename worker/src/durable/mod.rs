@@ -74,9 +74,12 @@ pub async fn serve(
     let subjects = DurableSubjects::new(first.subjects.prefix());
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
     let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
-    let leases =
-        lease::Leases::ensure(&jetstream, settings.ack_wait.as_duration(), &first.worker_id)
-            .await?;
+    let leases = lease::Leases::ensure(
+        &jetstream,
+        settings.ack_wait.as_duration(),
+        &first.worker_id,
+    )
+    .await?;
     let canceller = cancel::Canceller {
         jetstream: jetstream.clone(),
         jobs: streams.jobs.clone(),
