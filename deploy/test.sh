@@ -30,6 +30,8 @@ step "setup" bash deploy/setup.sh --install-only
 step "docker" bash deploy/setup.sh --no-nats
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
+# Each alert fires on the series that should raise it and stays silent otherwise.
+step "alert rules" promtool test rules deploy/prometheus/alerts.test.yml
 if have cargo-nextest; then
     step "tests" cargo nextest run --workspace
     step "doc tests" cargo test --workspace --doc
