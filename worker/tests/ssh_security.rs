@@ -166,3 +166,77 @@ async fn an_unreachable_host_is_a_connection_failure_naming_it() {
         .unwrap_err();
     assert_connection_failed(&error, &["host unreachable", &format!("127.0.0.1:{port}")]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_without_the_sandbox_helper_is_refused_with_what_to_do() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let settings = SshSettings {
+        helper: "/usr/local/libexec/openshell/absent".into(),
+        ..sshd.settings()
+    };
+    let error = start(settings)
+        .await
+        .err()
+        .expect("a host without the helper was accepted");
+    assert_eq!(error.kind, ErrorKind::SandboxStartFailed, "{error}");
+    for words in ["no sandbox helper answered", "prepare.sh", "sudo"] {
+        assert!(
+            error.to_string().contains(words),
+            "`{words}` missing from: {error}"
+        );
+    }
+}
+
+/// `openshell doctor` probes the SSH host: healthy when prepared, and naming prepare.sh when
+/// the pool points at a helper the host does not have.
+#[tokio::test(flavor = "multi_thread")]
+async fn openshell_doctor_checks_the_ssh_hosts_sandbox() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let Some(nats) = support::nats::NatsServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = sshd.settings();
+    let doctor = |helper: &str| {
+        let config = dir
+            .path()
+            .join(format!("{}.toml", helper.replace('/', "_")));
+        std::fs::write(
+            &config,
+            format!(
+                "[pools.remote]\nbackend = \"ssh\"\n[pools.remote.ssh]\nhosts = [\"127.0.0.1:{}\"]\n\
+                 user = \"{}\"\nkey_path = \"{}\"\nknown_hosts = \"{}\"\nhelper = \"{helper}\"\n",
+                sshd.port(),
+                settings.user,
+                sshd.client_key().display(),
+                sshd.known_hosts().display(),
+            ),
+        )
+        .unwrap();
+        let url = nats.url();
+        async move {
+            let config = config.display().to_string();
+            let out = support::cli(["doctor", "--config", &config], &[("NATS_URL", &url)]).await;
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (ok, text) = doctor(openshell_worker::backend::ssh::settings::DEFAULT_HELPER).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok    pool remote") && text.contains("ssh backend healthy"),
+        "{text}"
+    );
+    let (ok, text) = doctor("/usr/local/libexec/openshell/absent").await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL  pool remote") && text.contains("prepare.sh"),
+        "{text}"
+    );
+}
