@@ -207,7 +207,8 @@ impl SshBackend {
         let (index, lease) = self.hosts.lease().await?;
         self.report();
         let connection = lease.connection.clone();
-        let (upload, cgroups) = plan::prepare(job, &self.settings, &connection.probe)?;
+        let (upload, cgroups) =
+            plan::prepare(job, &self.settings, &connection.probe, self.cgroups())?;
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let finish = exec::run(
             &connection,
