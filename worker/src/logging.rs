@@ -27,12 +27,12 @@ pub enum FilterError {
         /// The offending directive.
         directive: String,
     },
-    /// The filter syntax is wrong.
-    #[error("it does not parse; {FILTER_HINT}")]
+    /// The filter syntax is wrong. The parser's error is shown, not chained: it repeats its own
+    /// cause, so a chain would print the same words twice.
+    #[error("it does not parse ({parse}); {FILTER_HINT}")]
     Syntax {
         /// The parser's account.
-        #[source]
-        source: tracing_subscriber::filter::ParseError,
+        parse: tracing_subscriber::filter::ParseError,
     },
 }
 
@@ -51,7 +51,7 @@ pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     }
     EnvFilter::try_new(filter)
         .map(drop)
-        .map_err(|source| FilterError::Syntax { source })
+        .map_err(|parse| FilterError::Syntax { parse })
 }
 
 /// Installs the global subscriber writing to stderr at `filter` (a level or a full filter,

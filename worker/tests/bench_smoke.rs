@@ -142,3 +142,47 @@ async fn durable_bench_reports_next_to_core_on_the_same_worker() {
         );
     }
 }
+
+/// A run whose jobs do not complete exits non-zero and says how many failed and why; the
+/// report is still printed. Every job asks for more memory than the pool's ceiling, so each is
+/// rejected at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_fails_when_its_jobs_fail() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let args = [
+        "bench",
+        "--nats",
+        &url,
+        "--pool",
+        "none",
+        "--spawn-workers",
+        "1",
+        "--command",
+        "true",
+        "--memory",
+        "64g",
+        "--total",
+        "8",
+        "--concurrency",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    let output = support::cli(args, &[("SANDBOX_BACKEND", "none")]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "exit 0 although every job failed:\n{stdout}{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("report is JSON");
+    assert_eq!(report["openshell"]["verdicts"]["rejected"], 8, "{report}");
+    assert!(
+        stderr.contains("8 of 8 OpenShell jobs did not complete (8 rejected)"),
+        "{stderr}"
+    );
+}

@@ -83,6 +83,51 @@ async fn live_scrape_passes_promtool_and_names_follow_conventions() {
     );
 }
 
+/// Before any job, every series an alert reads is already there at 0, so the first failure
+/// shows as an `increase()` (deploy/prometheus/alerts.test.yml shows why that matters), and
+/// the `process_*` series are exported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_worker_exports_the_alerted_series_at_zero_and_process_metrics() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let worker = worker(&nats).await;
+    let addr = ops::metrics_addr(&worker.logs());
+    let (status, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    assert_eq!(status, 200);
+    for line in [
+        "openshell_audit_events_total{outcome=\"failed\"} 0",
+        "openshell_audit_events_total{outcome=\"published\"} 0",
+        "openshell_jobs_total{pool=\"none\",backend=\"none\",verdict=\"backend_error\"} 0",
+        "openshell_jobs_total{pool=\"none\",backend=\"none\",verdict=\"completed\"} 0",
+        "openshell_backend_health_check_failures_total{pool=\"none\",backend=\"none\"} 0",
+        "openshell_limits_hit_total{pool=\"none\",limit=\"memory\"} 0",
+        "openshell_limits_hit_total{pool=\"none\",limit=\"timeout\"} 0",
+        "openshell_requests_rejected_total{pool=\"none\",kind=\"overloaded\"} 0",
+        "openshell_queue_wait_seconds_count{pool=\"none\"} 0",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` sample in:\n{text}"))
+    };
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(name) > 0.0, "{name} is positive");
+    }
+    assert!(value("process_open_fds") <= value("process_max_fds"));
+    assert!(value("process_resident_memory_bytes") <= value("process_virtual_memory_bytes"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_and_reconnects_follow_the_nats_connection() {
     let Some(mut nats) = NatsServer::start().await else {

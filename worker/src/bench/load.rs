@@ -67,7 +67,7 @@ where
                 }
                 match op(first + index).await {
                     Ok((latency, verdict)) => recorder.record(latency, &verdict),
-                    Err(_) => recorder.error(),
+                    Err(error) => recorder.error(format_args!("{error:#}")),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -101,7 +101,10 @@ where
         }
         if tasks.len() >= cap.max(1) * 64 {
             // Far more in flight than the system can hold: count it as an error, not a hang.
-            dropped.error();
+            dropped.error(format_args!(
+                "not sent: more than {} operations in flight; lower --rate",
+                cap.max(1) * 64
+            ));
             continue;
         }
         let (op, done) = (op.clone(), Arc::clone(&done));
@@ -109,7 +112,7 @@ where
             let mut recorder = Recorder::default();
             match op(first + index).await {
                 Ok((_, verdict)) => recorder.record(scheduled.elapsed(), &verdict),
-                Err(_) => recorder.error(),
+                Err(error) => recorder.error(format_args!("{error:#}")),
             }
             done.fetch_add(1, Ordering::Relaxed);
             recorder
@@ -125,7 +128,7 @@ async fn collect(mut tasks: JoinSet<Recorder>) -> Recorder {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(recorder) => total.merge(recorder),
-            Err(_) => total.error(),
+            Err(error) => total.error(format_args!("an operation task failed: {error}")),
         }
     }
     total

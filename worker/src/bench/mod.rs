@@ -129,7 +129,8 @@ impl BenchArgs {
     }
 }
 
-/// Runs the benchmark and prints its report.
+/// Runs the benchmark and prints its report; fails (exit 1) when a measured job did not
+/// complete or got no result, saying how many and why.
 pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.baseline == Some(BaselineKind::Core) && !args.durable {
         bail!("--baseline core compares durable jobs with core ones: add --durable");
@@ -250,6 +251,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             eprintln!();
         }
         print!("{}", report.table());
+    }
+    if let Some(failures) = report.failures() {
+        bail!("bench: {failures}");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -88,6 +88,26 @@ impl Report {
         }
     }
 
+    /// What went wrong in the run, when any measured job did not complete or got no result
+    /// (on either side): the run's figures then describe failures, not the system.
+    pub fn failures(&self) -> Option<String> {
+        let sides = [
+            ("OpenShell", Some(&self.openshell)),
+            ("baseline", self.baseline.as_ref()),
+        ];
+        let problems: Vec<String> = sides
+            .into_iter()
+            .filter_map(|(name, side)| side_failures(name, side?))
+            .collect();
+        (!problems.is_empty()).then(|| {
+            format!(
+                "{}; the figures above are not a measurement of working jobs: run one job with \
+                 `openshell exec` to see why",
+                problems.join("; ")
+            )
+        })
+    }
+
     /// A human table.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -154,6 +174,38 @@ impl Report {
     }
 }
 
+/// `name`'s failed operations: verdicts other than `completed`, and errors with the first cause.
+fn side_failures(name: &str, side: &Summary) -> Option<String> {
+    let failed: Vec<String> = side
+        .verdicts
+        .iter()
+        .filter(|(verdict, _)| verdict.as_str() != "completed")
+        .map(|(verdict, count)| format!("{count} {verdict}"))
+        .collect();
+    let failed_count: u64 = side
+        .verdicts
+        .iter()
+        .filter(|(verdict, _)| verdict.as_str() != "completed")
+        .map(|(_, count)| count)
+        .sum();
+    let mut parts = Vec::new();
+    if failed_count > 0 {
+        parts.push(format!(
+            "{failed_count} of {} {name} jobs did not complete ({})",
+            side.count,
+            failed.join(", ")
+        ));
+    }
+    if side.errors > 0 {
+        let cause = side.first_error.as_deref().unwrap_or("cause unknown");
+        parts.push(format!(
+            "{} {name} operations got no result (first: {cause})",
+            side.errors
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// One side's mean split: the workers' phases and what is left for NATS and the client.
 fn overhead_line(name: &str, overhead: &Overhead, side: &Summary) -> String {
     let nats =
@@ -169,4 +221,63 @@ fn overhead_line(name: &str, overhead: &Overhead, side: &Summary) -> String {
         overhead.reply_mean_ms,
         nats.max(0.0)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn side(verdicts: &[(&str, u64)], errors: u64, first_error: Option<&str>) -> Summary {
+        let verdicts: BTreeMap<String, u64> = verdicts
+            .iter()
+            .map(|(verdict, count)| (verdict.to_string(), *count))
+            .collect();
+        Summary {
+            throughput_per_sec: 1.0,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p95_ms: 1.0,
+            p99_ms: 1.0,
+            max_ms: 1.0,
+            mean_ms: 1.0,
+            count: verdicts.values().sum(),
+            verdicts,
+            errors,
+            first_error: first_error.map(str::to_string),
+        }
+    }
+
+    fn report(openshell: Summary, baseline: Option<Summary>) -> Report {
+        let memory = WorkerMemory {
+            rss_idle_bytes: None,
+            rss_peak_bytes: None,
+        };
+        Report::new(openshell, baseline, memory, (None, None), Value::Null)
+    }
+
+    #[test]
+    fn a_clean_run_has_no_failures() {
+        let clean = side(&[("completed", 10)], 0, None);
+        assert_eq!(report(clean.clone(), Some(clean)).failures(), None);
+    }
+
+    #[test]
+    fn failures_say_how_many_and_why_on_each_side() {
+        let ours = side(
+            &[("completed", 7), ("rejected", 2), ("timeout", 1)],
+            3,
+            Some("no result"),
+        );
+        let theirs = side(&[("completed", 9), ("exit_1", 1)], 0, None);
+        let text = report(ours, Some(theirs)).failures().expect("failures");
+        for part in [
+            "3 of 10 OpenShell jobs did not complete (2 rejected, 1 timeout)",
+            "3 OpenShell operations got no result (first: no result)",
+            "1 of 10 baseline jobs did not complete (1 exit_1)",
+        ] {
+            assert!(text.contains(part), "missing `{part}` in {text}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub struct Recorder {
     latencies: Histogram<u64>,
     verdicts: BTreeMap<String, u64>,
     errors: u64,
+    first_error: Option<String>,
     busy: Duration,
 }
 
@@ -23,6 +24,7 @@ impl Default for Recorder {
                 .expect("constant histogram bounds are valid"),
             verdicts: BTreeMap::new(),
             errors: 0,
+            first_error: None,
             busy: Duration::ZERO,
         }
     }
@@ -51,6 +53,9 @@ pub struct Summary {
     pub verdicts: BTreeMap<String, u64>,
     /// Operations that failed outright (no result, spawn failure).
     pub errors: u64,
+    /// Why the first of them failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 impl Recorder {
@@ -61,9 +66,10 @@ impl Recorder {
         *self.verdicts.entry(verdict.to_string()).or_default() += 1;
     }
 
-    /// Records a failed operation.
-    pub fn error(&mut self) {
+    /// Records a failed operation and, for the first, why.
+    pub fn error(&mut self, why: impl std::fmt::Display) {
         self.errors += 1;
+        self.first_error.get_or_insert_with(|| why.to_string());
     }
 
     /// Adds wall time spent running this side's operations.
@@ -78,6 +84,9 @@ impl Recorder {
             *self.verdicts.entry(verdict).or_default() += count;
         }
         self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
         self.busy += other.busy;
     }
 
@@ -97,6 +106,7 @@ impl Recorder {
             count,
             verdicts: self.verdicts.clone(),
             errors: self.errors,
+            first_error: self.first_error.clone(),
         }
     }
 }
