@@ -1,12 +1,17 @@
 //! The checked-in JSON Schemas match the Rust types, and every example in protocol/README.md is
 //! a valid message: it matches its schema, decodes into its Rust type, passes validation (for
-//! requests) and survives a serialize → deserialize round trip.
+//! requests) and survives a serialize → deserialize round trip. A request marked `invalid` is
+//! refused by the decoder with the error its result and audit examples quote. The examples'
+//! markers are read by `readme/mod.rs`; `worker/tests/protocol_examples.rs` sends the same
+//! examples to a live worker.
 //!
 //! After changing a message type, rewrite the schemas with
 //! `OPENSHELL_BLESS=1 cargo test -p openshell-protocol --test schema`.
 
 // Integration tests are test code: lets clippy.toml's allow-unwrap-in-tests see it.
 #![cfg(test)]
+
+mod readme;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use openshell_protocol::{
     AuditEvent, AuditEventType, ByteSize, DurationMs, Enforcement, ErrorInfo, ErrorKind,
     ExecRequest, ExecResult, FileSpec, LimitName, Limits, Payload, Verdict, decode,
 };
+use readme::{Example, Kind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -90,81 +96,6 @@ fn every_schema_compiles_and_names_its_draft() {
     }
 }
 
-/// One example from the README: the message type its marker names and the JSON under it.
-struct Example {
-    message: Message,
-    line: usize,
-    json: String,
-}
-
-impl Example {
-    fn what(&self) -> String {
-        format!(
-            "README.md example at line {} ({:?})",
-            self.line, self.message
-        )
-    }
-}
-
-fn message_named(name: &str) -> Option<Message> {
-    match name {
-        "request" => Some(Message::Request),
-        "result" => Some(Message::Result),
-        "audit" => Some(Message::Audit),
-        _ => None,
-    }
-}
-
-/// Every ```json block of the README, each of which must follow an `<!-- example: TYPE -->`.
-fn readme_examples() -> Vec<Example> {
-    let readme = std::fs::read_to_string(crate_dir().join("README.md")).unwrap();
-    let mut examples = Vec::new();
-    let mut marker: Option<(Message, usize)> = None;
-    let mut lines = readme
-        .lines()
-        .enumerate()
-        .map(|(index, line)| (index + 1, line));
-    while let Some((number, line)) = lines.next() {
-        let trimmed = line.trim();
-        if let Some(name) = trimmed
-            .strip_prefix("<!-- example:")
-            .and_then(|rest| rest.strip_suffix("-->"))
-        {
-            let name = name.trim();
-            let message = message_named(name).unwrap_or_else(|| {
-                panic!("README.md line {number}: unknown example type `{name}`")
-            });
-            marker = Some((message, number));
-        } else if trimmed == "```json" {
-            let (message, _) = marker.take().unwrap_or_else(|| {
-                panic!(
-                    "README.md line {number}: a ```json block without an `<!-- example: TYPE -->` \
-                     marker above it; mark it so it is checked, or use another fence"
-                )
-            });
-            let json: Vec<&str> = lines
-                .by_ref()
-                .map(|(_, line)| line)
-                .take_while(|line| line.trim() != "```")
-                .collect();
-            examples.push(Example {
-                message,
-                line: number,
-                json: json.join("\n"),
-            });
-        } else if !trimmed.is_empty() && marker.is_some_and(|(_, at)| number > at + 2) {
-            panic!(
-                "README.md line {number}: an example marker must be right above its ```json block"
-            );
-        }
-    }
-    assert!(
-        marker.is_none(),
-        "README.md ends with a marker and no example"
-    );
-    examples
-}
-
 /// `json` decodes into `T`, and `T` serializes to something that decodes to the same `T`.
 fn round_trip<T>(json: &str, what: &str) -> T
 where
@@ -180,31 +111,74 @@ where
     value
 }
 
+fn readme_examples() -> Vec<Example> {
+    readme::examples(&crate_dir().join("README.md"))
+}
+
+/// A request example: its raw bytes, and the request they decode to (`None` for an `invalid`
+/// example, which must not decode).
+struct SentRequest {
+    id: String,
+    raw: Vec<u8>,
+    decoded: Option<ExecRequest>,
+}
+
 #[test]
 fn readme_examples_are_valid_messages() {
     let examples = readme_examples();
     let mut requests = Vec::new();
+    let mut results = Vec::new();
     let mut verdicts = BTreeSet::new();
     let mut events = BTreeSet::new();
     let mut audits = Vec::new();
     for example in &examples {
         let what = example.what();
-        let instance: Value = serde_json::from_str(&example.json)
-            .unwrap_or_else(|error| panic!("{what} is not JSON: {error}"));
-        assert_matches_schema(&validator(example.message), &instance, &what);
-        match example.message {
+        let instance = example.value();
+        let Some(message) = example.message() else {
+            assert!(instance.is_object(), "{what} is not a JSON object");
+            continue;
+        };
+        if example.has("cancel") {
+            assert!(example.has("durable"), "{what}: `cancel` needs `durable`");
+        }
+        if example.has("invalid") {
+            assert_eq!(
+                message,
+                Message::Request,
+                "{what}: only requests are `invalid`"
+            );
+            let raw = example.json.as_bytes();
+            assert!(
+                decode::decode_request(raw, usize::MAX).is_err(),
+                "{what} is marked invalid but decodes"
+            );
+            let id = decode::salvage_id(raw).unwrap_or_default();
+            requests.push(SentRequest {
+                id,
+                raw: raw.to_vec(),
+                decoded: None,
+            });
+            continue;
+        }
+        assert_matches_schema(&validator(message), &instance, &what);
+        match message {
             Message::Request => {
                 let request: ExecRequest = round_trip(&example.json, &what);
                 decode::validate(&request).unwrap_or_else(|error| panic!("{what}: {error}"));
                 let decoded = decode::decode_request(example.json.as_bytes(), usize::MAX)
                     .unwrap_or_else(|error| panic!("{what}: {error}"));
                 assert_eq!(decoded, request);
-                requests.push(request);
+                requests.push(SentRequest {
+                    id: request.id.clone(),
+                    raw: example.json.as_bytes().to_vec(),
+                    decoded: Some(request),
+                });
             }
             Message::Result => {
                 let result: ExecResult = round_trip(&example.json, &what);
                 check_result_is_consistent(&result, &what);
                 verdicts.insert(result.status.as_str());
+                results.push((result, what));
             }
             Message::Audit => {
                 let event: AuditEvent = round_trip(&example.json, &what);
@@ -213,25 +187,44 @@ fn readme_examples_are_valid_messages() {
             }
         }
     }
-    for (event, what) in &audits {
-        match requests.iter().find(|request| request.id == event.job_id) {
-            Some(request) => check_audit_describes(event, request, what),
-            None => check_raw_rejection(event, what),
+    let request_named = |id: &str, what: &str| {
+        requests
+            .iter()
+            .find(|request| request.id == id)
+            .unwrap_or_else(|| panic!("{what}: no request example has the id `{id}`"))
+    };
+    for (result, what) in &results {
+        let request = request_named(&result.id, what);
+        if request.decoded.is_none() {
+            check_decoder_error(result.error.as_ref(), &request.raw, what);
         }
     }
+    for (event, what) in &audits {
+        let request = request_named(&event.job_id, what);
+        match &request.decoded {
+            Some(decoded) if !is_raw_rejection(event) => {
+                check_audit_describes(event, decoded, what);
+            }
+            _ => check_raw_rejection(event, request, what),
+        }
+    }
+    let decoded: Vec<&ExecRequest> = requests
+        .iter()
+        .filter_map(|request| request.decoded.as_ref())
+        .collect();
     assert!(
-        requests.iter().any(|request| request.code.is_some()),
+        decoded.iter().any(|request| request.code.is_some()),
         "README.md has no request example in the code form"
     );
     assert!(
-        requests.iter().any(|request| request.command.is_some()
+        decoded.iter().any(|request| request.command.is_some()
             && !request.files.is_empty()
             && request.stdin.is_some()
             && !request.env.is_empty()
             && request.limits != Limits::default()),
         "README.md has no request example in the command form with files, stdin, env and limits"
     );
-    for verdict in ["completed", "rejected", "timeout"] {
+    for verdict in ["completed", "rejected", "timeout", "cancelled"] {
         assert!(
             verdicts.contains(verdict),
             "README.md has no `{verdict}` result example"
@@ -241,6 +234,12 @@ fn readme_examples_are_valid_messages() {
         assert!(
             events.contains(event),
             "README.md has no `{event}` audit example"
+        );
+    }
+    for kind in [Kind::SrvInfo, Kind::SrvStats] {
+        assert!(
+            examples.iter().any(|example| example.kind == kind),
+            "README.md has no {kind:?} example"
         );
     }
 }
@@ -316,49 +315,53 @@ fn check_audit_describes(event: &AuditEvent, request: &ExecRequest, what: &str) 
     );
 }
 
-/// The README's malformed request, quoted inline next to its `rejected` result.
-const MALFORMED_REQUEST: &str =
-    r#"{"id":"job-43","language":"python","code":"print(1)","limits":{"memory":"12q"}}"#;
+/// A `rejected` event of a request refused before it was decoded (or without decoding it, as a
+/// durable job taken from the queue is): it describes the raw bytes, not the program.
+fn is_raw_rejection(event: &AuditEvent) -> bool {
+    event.event == AuditEventType::Rejected
+        && event.language.is_none()
+        && event.command.is_none()
+        && event.limits.is_none()
+}
 
-/// A `rejected` audit example of a request that did not decode hashes the raw bytes, and its
-/// error is the decoder's own, word for word as the README's rejected result quotes it.
-fn check_raw_rejection(event: &AuditEvent, what: &str) {
-    let readme = std::fs::read_to_string(crate_dir().join("README.md")).unwrap();
-    assert_eq!(
-        event.event,
-        AuditEventType::Rejected,
-        "{what} names no README request"
-    );
+/// A raw `rejected` audit example hashes the raw bytes of its request example; for a request
+/// that does not decode, its error is the decoder's own, word for word.
+fn check_raw_rejection(event: &AuditEvent, request: &SentRequest, what: &str) {
     assert!(
-        readme.contains(MALFORMED_REQUEST),
-        "README.md no longer quotes {MALFORMED_REQUEST}"
-    );
-    let raw = MALFORMED_REQUEST.as_bytes();
-    let error = decode::decode_request(raw, usize::MAX).unwrap_err();
-    assert_eq!(
-        decode::salvage_id(raw).as_deref(),
-        Some(event.job_id.as_str()),
-        "{what}: job_id"
+        is_raw_rejection(event),
+        "{what}: an event of a request that does not decode can only be a raw `rejected` one"
     );
     assert_eq!(
         event.sha256,
-        openshell_protocol::request::sha256_hex(raw),
-        "{what}: sha256"
+        openshell_protocol::request::sha256_hex(&request.raw),
+        "{what}: sha256 is not the hash of the request's raw bytes"
     );
     assert_eq!(
         event.request_bytes,
-        raw.len() as u64,
+        request.raw.len() as u64,
         "{what}: request_bytes"
     );
     assert_eq!(
-        event.error,
-        Some(error.to_info()),
-        "{what}: not the decoder's error"
+        event.usage, None,
+        "{what}: a raw rejection carries no `usage`"
     );
-    let quoted = serde_json::to_string(&error.to_string()).unwrap();
-    assert!(
-        readme.contains(&quoted),
-        "README.md's rejected result does not quote the decoder's message {quoted}"
+    if request.decoded.is_none() {
+        assert_eq!(
+            decode::salvage_id(&request.raw).as_deref(),
+            Some(event.job_id.as_str()),
+            "{what}: job_id"
+        );
+        check_decoder_error(event.error.as_ref(), &request.raw, what);
+    }
+}
+
+/// `error` is exactly what the decoder says of `raw`.
+fn check_decoder_error(error: Option<&ErrorInfo>, raw: &[u8], what: &str) {
+    let decoded = decode::decode_request(raw, usize::MAX).unwrap_err();
+    assert_eq!(
+        error,
+        Some(&decoded.to_info()),
+        "{what}: not the decoder's error"
     );
 }
 
