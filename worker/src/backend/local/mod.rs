@@ -24,6 +24,7 @@
 
 mod child;
 mod launch;
+mod remove;
 mod rlimits;
 mod supervise;
 #[cfg(test)]

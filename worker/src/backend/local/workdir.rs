@@ -18,6 +18,7 @@ use nix::unistd::{Gid, Uid};
 use openshell_protocol::ErrorKind;
 
 use super::KIND;
+use super::remove::remove_tree;
 use crate::backend::{BackendError, JobFile};
 
 /// Requests with at most this many files, of at most [`INLINE_BYTES`] together, are written
@@ -182,20 +183,16 @@ impl Workdir {
 impl Drop for Workdir {
     fn drop(&mut self) {
         // An empty directory (a job that wrote nothing) goes in one rmdir, which removes
-        // neither a symlink nor anything in a directory; else remove_dir_all, which never
-        // follows a symlink, so whatever the job left cannot redirect it.
-        if fs::remove_dir(&self.path).is_ok() || fs::remove_dir_all(&self.path).is_ok() {
+        // neither a symlink nor anything in a directory. Else a walk that never follows a
+        // link, whatever a process of the job still does to the tree (see `remove`).
+        if fs::remove_dir(&self.path).is_ok() {
             return;
         }
-        // A job running as the worker's own user may have made directories unwritable.
-        unlock(&self.path);
-        match fs::remove_dir_all(&self.path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(
+        if let Err(error) = remove_tree(&self.path) {
+            tracing::warn!(
                 path = %self.path.display(),
                 "could not remove a job's working directory: {error}; remove it by hand"
-            ),
+            );
         }
     }
 }
@@ -227,22 +224,6 @@ fn escape(path: &str) -> BackendError {
             "file path `{path}` is not a relative path inside the working directory; use e.g. `data/input.txt`"
         ),
     )
-}
-
-/// Makes every directory under `path` writable again so it can be removed.
-fn unlock(path: &Path) {
-    let Ok(metadata) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !metadata.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(path, Permissions::from_mode(0o700));
-    if let Ok(entries) = fs::read_dir(path) {
-        for entry in entries.flatten() {
-            unlock(&entry.path());
-        }
-    }
 }
 
 fn io_error(path: &Path, doing: &str, error: io::Error, advice: &str) -> BackendError {
