@@ -1,7 +1,8 @@
 //! Health that tells the truth, tried with faults: a worker whose backend cannot run anything
-//! stays out of its pool (core: out of the queue group; durable: pulls nothing), and a short
-//! Docker outage leaves queued durable jobs waiting instead of failing them. Needs
-//! nats-server, dockerd and the sandbox image.
+//! stays out of its pool (core: out of the queue group; durable: pulls nothing), a short
+//! Docker or sshd outage leaves queued durable jobs waiting instead of failing them, and a
+//! worker without its NATS subscriptions refuses to start. Needs nats-server, dockerd with
+//! the sandbox image, and sshd.
 
 mod durable;
 mod ops;
@@ -146,4 +147,52 @@ async fn a_worker_without_its_subscriptions_refuses_to_start() {
         stderr.contains("refused the worker's subscriptions") && stderr.contains("openshell.exec"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_jobs_wait_out_an_sshd_outage() {
+    let Some(mut sshd) = support::sshd::Sshd::start().await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let settings = sshd.settings();
+    let port = sshd.port().to_string();
+    let key = sshd.client_key();
+    let known_hosts = sshd.known_hosts();
+    let worker = WorkerProcess::start(&[
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "ssh"),
+        ("SSH_HOST", "127.0.0.1"),
+        ("SSH_PORT", port.as_str()),
+        ("SSH_USER", settings.user.as_str()),
+        ("SSH_KEY_PATH", key.to_str().expect("UTF-8 path")),
+        ("SSH_KNOWN_HOSTS", known_hosts.to_str().expect("UTF-8 path")),
+        ("OPENSHELL_DURABLE", "true"),
+        ("OPENSHELL_SLOTS", "4"),
+    ])
+    .await;
+    sshd.stop();
+    let (_, client) = durable::client(&nats).await;
+    let ids: Vec<String> = (0..30).map(|n| format!("ssh-outage-{n}")).collect();
+    for id in &ids {
+        client
+            .submit("ssh", "default", &job(id), None)
+            .await
+            .expect("submit");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sshd.restart().await;
+    let results = durable::await_results(&client, "default", &ids, Duration::from_secs(120)).await;
+    for (id, result) in &results {
+        assert_eq!(
+            result.status,
+            Verdict::Completed,
+            "{id}: {result:?}\n{}",
+            worker.logs()
+        );
+        assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
+    }
 }

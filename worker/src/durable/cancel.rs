@@ -4,9 +4,9 @@
 //! of a job still in `OPENSHELL_JOBS`. The worker that later pulls that job finds the stored
 //! result, does not run it, and audits it as `rejected` (cancelled).
 //!
-//! A job stays in the work queue until its result is stored, so "still queued" covers a job
-//! being run too; its runner stops it on the same message, and whichever result is stored
-//! first is the job's one result.
+//! A job stays in the work queue until its result is stored, so a job found there may be
+//! running: then its run lease is held, and the canceller leaves it to its runner, which stops
+//! it on the same message and stores its own `cancelled` result, with the output it had.
 
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures::StreamExt;
@@ -15,6 +15,7 @@ use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Subjects, Verdict};
 use tokio_util::sync::CancellationToken;
 
 use super::DurableError;
+use super::lease::Leases;
 use super::results::{self, Stored};
 
 /// Stores cancellations of queued jobs until `stop` fires.
@@ -27,6 +28,8 @@ pub struct Canceller {
     pub subjects: Subjects,
     /// This worker's id, on the stored result.
     pub worker_id: String,
+    /// Run leases: a leased job is running, and its runner records its cancellation.
+    pub leases: Leases,
 }
 
 impl Canceller {
@@ -66,23 +69,27 @@ impl Canceller {
             return;
         }
         let queued = format!("{}.jobs.*.{tenant}.{id}", self.subjects.prefix());
-        match self.jobs.get_last_raw_message_by_subject(&queued).await {
-            Ok(_) => {}
+        let pool = match self.jobs.get_last_raw_message_by_subject(&queued).await {
+            Ok(message) => pool_of(&message.subject, self.subjects.prefix()),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return,
             Err(error) => {
                 tracing::warn!(%error, %tenant, %id, "cannot tell whether the cancelled job is queued; a queued job may still run");
                 return;
             }
+        };
+        if self.leases.held(&format!("{tenant}.{id}")).await {
+            return;
         }
         let mut result = ExecResult::failed(
             id,
             ErrorInfo::new(
                 ErrorKind::Cancelled,
-                "cancelled by a client before it finished",
+                "cancelled by a client before it started; it was not run",
             ),
         );
         result.status = Verdict::Cancelled;
         result.tenant = tenant.to_string();
+        result.pool = pool;
         result.worker_id = self.worker_id.clone();
         let stored = self.subjects.result(tenant, id);
         match results::store(&self.jetstream, &stored, &mut result, 64 * 1024).await {
@@ -93,4 +100,14 @@ impl Canceller {
             }
         }
     }
+}
+
+/// The pool token of a job subject `<prefix>.jobs.<pool>.<tenant>.<id>`.
+fn pool_of(subject: &str, prefix: &str) -> String {
+    subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(".jobs."))
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or_default()
+        .to_string()
 }

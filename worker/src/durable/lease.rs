@@ -125,6 +125,14 @@ impl Leases {
     }
 }
 
+impl Leases {
+    /// Whether a live run holds the lease on `key` (an unreadable bucket counts as held, so
+    /// that a caller that would act only on an unleased job does nothing).
+    pub async fn held(&self, key: &str) -> bool {
+        !matches!(self.store.get(key).await, Ok(None))
+    }
+}
+
 impl Lease {
     /// Renews the lease. A failure that leaves time before it expires is only logged; one
     /// that does not, or a lease taken by another run, is [`LeaseLost`].

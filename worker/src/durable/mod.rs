@@ -85,6 +85,7 @@ pub async fn serve(
         jobs: streams.jobs.clone(),
         subjects: first.subjects.clone(),
         worker_id: first.worker_id.clone(),
+        leases: leases.clone(),
     };
     let mut intakes = vec![canceller.serve(nats, stop.clone()).await?];
     for runtime in runtimes {

@@ -235,14 +235,18 @@ impl SshBackend {
                 if let Some(token) = token {
                     self.kill_later(index, token);
                 }
-                Err(SshError::Lost {
+                let mut error: BackendError = SshError::Lost {
                     addr,
                     cause: format!(
                         "{cause} (job {}); its processes on the host are being killed; resubmit the job",
                         job.id
                     ),
                 }
-                .into())
+                .into();
+                // The job was handed to the host: it may have run in part, so it is not a
+                // failure to start (which durable mode would put back and run again).
+                error.kind = ErrorKind::SandboxLost;
+                Err(error)
             }
         }
     }
