@@ -16,6 +16,7 @@ use crate::error::ErrorInfo;
 use crate::limits::Limits;
 use crate::request::{ExecRequest, sha256_hex};
 use crate::result::{ExecResult, Verdict};
+use crate::signal::signal_name;
 
 /// Which step of a job an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -71,6 +72,9 @@ pub struct ResourceUsage {
     /// Killing signal, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The killing signal's name (`SIGKILL`), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_name: Option<String>,
     /// Wall time in milliseconds.
     pub wall_time_ms: u64,
     /// CPU time in milliseconds, where measured.
@@ -262,6 +266,7 @@ impl AuditEvent {
         self.usage = Some(ResourceUsage {
             exit_code: result.exit_code,
             signal: result.signal,
+            signal_name: result.signal.and_then(signal_name),
             wall_time_ms: result.wall_time_ms,
             cpu_time_ms: result.cpu_time_ms,
             peak_memory_bytes: result.peak_memory_bytes,

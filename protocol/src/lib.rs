@@ -15,6 +15,7 @@ pub mod payload;
 pub mod request;
 pub mod result;
 pub mod schema;
+pub mod signal;
 pub mod subjects;
 pub mod units;
 
@@ -28,6 +29,7 @@ pub use limits::{LimitName, Limits};
 pub use payload::Payload;
 pub use request::{ExecRequest, FileSpec};
 pub use result::{Enforcement, EnforcementReport, EnforcementStatus, ExecResult, Verdict};
+pub use signal::{signal_name, signal_number};
 pub use subjects::Subjects;
 pub use units::{ByteSize, DurationMs};
 

@@ -10,6 +10,7 @@ use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorInfo, ErrorKind};
 use crate::limits::{LimitName, Limits};
 use crate::payload::Payload;
+use crate::signal::signal_name;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -148,9 +149,12 @@ pub struct ExecResult {
     /// The program's exit code, when it exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// The signal that killed the program, when one did.
+    /// The signal that killed the program, when one did (Linux numbering: 9 is SIGKILL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The name of `signal` as `kill -l` spells it (`SIGKILL`), when `signal` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_name: Option<String>,
     /// Standard output, up to the output limit.
     #[serde(default)]
     pub stdout: Payload,
@@ -211,6 +215,7 @@ impl ExecResult {
             status,
             exit_code: None,
             signal: None,
+            signal_name: None,
             stdout: Payload::default(),
             stderr: Payload::default(),
             stdout_truncated: false,
@@ -228,6 +233,12 @@ impl ExecResult {
             error: None,
             traceparent: None,
         }
+    }
+
+    /// Sets `signal`, and `signal_name` to go with it.
+    pub fn set_signal(&mut self, signal: Option<i32>) {
+        self.signal = signal;
+        self.signal_name = signal.and_then(signal_name);
     }
 
     /// A result for a job that ended with `error` before or instead of completing.

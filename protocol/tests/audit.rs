@@ -144,3 +144,24 @@ fn received_carries_the_effective_limits() {
         ("acme", "none", "w1")
     );
 }
+
+#[test]
+fn a_killing_signal_travels_with_its_name() {
+    let request = ExecRequest::code("j1", "python", "print(1)");
+    let mut result = ExecResult::new("j1", Verdict::Completed);
+    result.set_signal(Some(9));
+    let json = serde_json::to_value(&result).unwrap();
+    assert_eq!(json["signal"], 9);
+    assert_eq!(json["signal_name"], "SIGKILL");
+    let usage = event(AuditEventType::Received, &request)
+        .finish(&result)
+        .usage
+        .unwrap();
+    assert_eq!(
+        (usage.signal, usage.signal_name.as_deref()),
+        (Some(9), Some("SIGKILL"))
+    );
+    result.set_signal(None);
+    let json = serde_json::to_value(&result).unwrap();
+    assert!(json.get("signal").is_none() && json.get("signal_name").is_none());
+}

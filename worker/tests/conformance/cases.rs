@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
-use openshell_worker::backend::{Backend, Job, JobFile};
+use openshell_worker::backend::{Backend, Ending, Job, JobFile};
 
 use super::{argv_job, assert_exited, code_job, run};
 
@@ -41,6 +41,20 @@ pub async fn exit_codes(backend: &dyn Backend) {
     for code in [0, 3, 255] {
         let run = run(backend, code_job("sh", &format!("exit {code}"), &[])).await;
         assert_exited(&run, code);
+    }
+}
+
+/// A program killed by a signal is reported by the signal's Linux number and no exit code:
+/// SIGKILL is 9 on every backend, and signals sshd cannot name (SIGXCPU) keep their number.
+pub async fn killed_by_a_signal(backend: &dyn Backend) {
+    for (name, number) in [("KILL", 9), ("XCPU", 24), ("TERM", 15)] {
+        let run = run(backend, code_job("sh", &format!("kill -{name} $$"), &[])).await;
+        assert_eq!(run.execution.ending, Ending::Exited, "SIG{name}: {run:?}");
+        assert_eq!(
+            (run.execution.exit_code, run.execution.signal),
+            (None, Some(number)),
+            "SIG{name}: {run:?}"
+        );
     }
 }
 

@@ -12,7 +12,16 @@ use super::spec::PIDS_OVERHEAD;
 use crate::backend::{BackendError, Capabilities, Ending};
 
 /// SIGKILL, the signal every stop by the backend sends.
-pub(super) const SIGKILL: i32 = 9;
+pub(super) const SIGKILL: i32 = openshell_protocol::signal::SIGKILL;
+
+/// Docker's exit code for a program killed by signal N is this plus N.
+const SIGNALED_BASE: i32 = 128;
+
+/// The exit codes that stand for a signal: 128 + 1 to 128 + 64 (the highest Linux signal).
+const SIGNALED_MIN: i32 = SIGNALED_BASE + 1;
+
+/// See [`SIGNALED_MIN`].
+const SIGNALED_MAX: i32 = SIGNALED_BASE + 64;
 
 /// How the backend enforces `limit` on `engine` (`None`: before any engine is known).
 fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
@@ -106,20 +115,27 @@ pub(super) fn ending(exit_code: Option<i64>, oom_killed: bool) -> Ending {
     }
 }
 
-/// The exit code and killing signal to report. Docker reports a signal death as 128 + the
-/// signal, like a shell; only SIGKILL is told apart: an out-of-memory kill, and a program
-/// whose container died under it (it killed its init) so that no exit code was recorded.
+/// The exit code and killing signal to report.
+///
+/// Docker (containerd) reports a program killed by signal N as exit code 128 + N, as a shell
+/// does, and keeps no other trace of the signal: codes 129 to 192 are reported as signal 1 to
+/// 64, so SIGKILL is `signal: 9` as on every backend. A program that itself exits with such a
+/// code (mostly a shell passing on its child's death) is reported the same way. No exit code
+/// at all means the program's container died under it (it killed its init): SIGKILL.
 pub(super) fn exit_and_signal(
     ending: Ending,
     exit_code: Option<i64>,
 ) -> (Option<i32>, Option<i32>) {
     let code = exit_code.and_then(|code| i32::try_from(code).ok());
     match ending {
-        Ending::Exited if code.is_none() => (None, Some(SIGKILL)),
-        Ending::Exited => (code, None),
-        Ending::OutOfMemory if code == Some(128 + SIGKILL) => (None, Some(SIGKILL)),
-        Ending::OutOfMemory => (code, None),
         Ending::Timeout | Ending::Cancelled | Ending::OutputLimit => (None, Some(SIGKILL)),
+        Ending::Exited | Ending::OutOfMemory => match code {
+            None => (None, Some(SIGKILL)),
+            Some(code) if (SIGNALED_MIN..=SIGNALED_MAX).contains(&code) => {
+                (None, Some(code - SIGNALED_BASE))
+            }
+            Some(code) => (Some(code), None),
+        },
     }
 }
 
@@ -209,12 +225,22 @@ mod tests {
             exit_and_signal(Ending::OutOfMemory, Some(137)),
             (None, Some(9))
         );
-        assert_eq!(
-            exit_and_signal(Ending::Exited, Some(137)),
-            (Some(137), None)
-        );
         assert_eq!(exit_and_signal(Ending::Timeout, Some(0)), (None, Some(9)));
         assert_eq!(exit_and_signal(Ending::Exited, None), (None, Some(9)));
+    }
+
+    #[test]
+    fn codes_past_128_are_the_signal_that_killed_the_program() {
+        assert_eq!(exit_and_signal(Ending::Exited, Some(137)), (None, Some(9)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(152)), (None, Some(24)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(129)), (None, Some(1)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(192)), (None, Some(64)));
+        for code in [0, 1, 125, 128, 193, 255] {
+            assert_eq!(
+                exit_and_signal(Ending::Exited, Some(code)),
+                (Some(code as i32), None)
+            );
+        }
     }
 
     #[test]
