@@ -263,7 +263,6 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
     if request.files.len() > MAX_FILES {
         return Err(invalid("files", format!("at most {MAX_FILES} files")));
     }
-    let mut seen = HashSet::new();
     for (index, file) in request.files.iter().enumerate() {
         let field = format!("files[{index}].path");
         let path = &file.path;
@@ -288,14 +287,78 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
                 format!("`{path}` must not contain empty, `.` or `..` parts"),
             ));
         }
-        if !seen.insert(path.as_str()) {
-            return Err(invalid(field, format!("`{path}` is given twice")));
-        }
         if file.mode.is_some_and(|mode| mode > 0o777) {
             return Err(invalid(
                 format!("files[{index}].mode"),
                 "must be permission bits, at most 0o777 (511)",
             ));
+        }
+    }
+    check_file_paths(request.files.iter().map(|file| file.path.as_str())).map_err(|conflict| {
+        invalid(
+            format!("files[{}].path", conflict.index()),
+            conflict.to_string(),
+        )
+    })
+}
+
+/// Two files of a job that cannot both be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileConflict {
+    /// The same path twice.
+    #[error("`{path}` is given twice")]
+    Duplicate {
+        /// The later of the two, as an index in the list checked.
+        index: usize,
+        /// The path.
+        path: String,
+    },
+    /// A path that needs another file's path to be a directory (`a` and `a/b`).
+    #[error(
+        "file `{path}` needs `{directory}` to be a directory, but another file has that path; rename one of them"
+    )]
+    NotADirectory {
+        /// The file that needs the directory, as an index in the list checked.
+        index: usize,
+        /// Its path.
+        path: String,
+        /// The other file's path, a leading part of `path`.
+        directory: String,
+    },
+}
+
+impl FileConflict {
+    /// The index, in the list checked, of the file that cannot be written.
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Duplicate { index, .. } | Self::NotADirectory { index, .. } => *index,
+        }
+    }
+}
+
+/// Checks that files at `paths` (relative, `/`-separated, without empty, `.` or `..` parts)
+/// can all be written into one directory: no path twice, none a leading directory of another.
+/// The decoder applies it to a request's files; backends to a job's, which may add the
+/// language's code file.
+pub fn check_file_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), FileConflict> {
+    let paths: Vec<&str> = paths.into_iter().collect();
+    let mut files = HashSet::with_capacity(paths.len());
+    for (index, path) in paths.iter().enumerate() {
+        if !files.insert(*path) {
+            return Err(FileConflict::Duplicate {
+                index,
+                path: (*path).to_string(),
+            });
+        }
+    }
+    for (index, path) in paths.iter().enumerate() {
+        let mut directories = path.match_indices('/').map(|(at, _)| &path[..at]);
+        if let Some(directory) = directories.find(|dir| files.contains(dir)) {
+            return Err(FileConflict::NotADirectory {
+                index,
+                path: (*path).to_string(),
+                directory: directory.to_string(),
+            });
         }
     }
     Ok(())

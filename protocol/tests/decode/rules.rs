@@ -1,5 +1,7 @@
 //! Well-formed JSON that breaks a rule of `decode::validate`: each refusal names its field.
 
+use openshell_protocol::decode::{FileConflict, check_file_paths};
+
 use super::*;
 
 #[test]
@@ -140,6 +142,54 @@ fn file_paths_stay_inside_the_working_directory() {
     let twice = r#""files": [{"path": "a/b", "content": "1"}, {"path": "c", "content": "2"}, {"path": "a/b", "content": "3"}]"#;
     let error = refuses(command_with(twice), Want::Invalid("files[2].path"));
     assert!(error.to_string().contains("twice"), "{error}");
+}
+
+/// Files that cannot all be written into one directory are refused here, by the decoder, so
+/// every backend answers them alike (`invalid_request`), whatever it would have done with them.
+#[test]
+fn a_file_cannot_also_be_a_directory_of_another() {
+    let files = |paths: &[&str]| {
+        let files: Vec<_> = paths
+            .iter()
+            .map(|path| serde_json::json!({"path": path, "content": "x"}))
+            .collect();
+        command_with(&format!(r#""files": {}"#, serde_json::Value::from(files)))
+    };
+    for (paths, field) in [
+        (&["a", "a/b"][..], "files[1].path"),
+        (&["a/b", "a"][..], "files[0].path"),
+        (&["x", "a/b/c", "a/b"][..], "files[1].path"),
+        (&["a", "a/b/c/d"][..], "files[1].path"),
+    ] {
+        let error = refuses(files(paths), Want::Invalid(field));
+        assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+        assert!(
+            error.to_string().contains("to be a directory"),
+            "{paths:?}: {error}"
+        );
+    }
+    for paths in [&["a", "ab/c", "a.d/e"][..], &["a/b", "a/c", "a/d/e"][..]] {
+        let decoded = decode_request(files(paths).as_bytes(), MAX_REQUEST_BYTES);
+        assert!(decoded.is_ok(), "{paths:?}: {decoded:?}");
+    }
+}
+
+#[test]
+fn backends_check_a_jobs_files_with_the_same_rule() {
+    assert_eq!(check_file_paths(["main.py", "data/x"]), Ok(()));
+    assert_eq!(
+        check_file_paths(["main.py/x", "main.py"]),
+        Err(FileConflict::NotADirectory {
+            index: 0,
+            path: "main.py/x".into(),
+            directory: "main.py".into(),
+        })
+    );
+    let twice = check_file_paths(["a", "a"]).unwrap_err();
+    assert_eq!(
+        (twice.index(), twice.to_string()),
+        (1, "`a` is given twice".to_string())
+    );
 }
 
 #[test]

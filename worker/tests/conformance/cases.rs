@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
-use openshell_worker::backend::{Backend, Ending, Job, JobFile};
+use openshell_protocol::{ByteSize, DurationMs, ErrorKind, LimitName, Limits, Payload};
+use openshell_worker::backend::{Backend, Ending, Job, JobControl, JobFile, OutputSink};
+use tokio_util::sync::CancellationToken;
 
 use super::{argv_job, assert_exited, code_job, run};
 
@@ -56,6 +57,28 @@ pub async fn killed_by_a_signal(backend: &dyn Backend) {
             "SIG{name}: {run:?}"
         );
     }
+}
+
+/// Files that cannot all be written (a request file under the language's code file, which
+/// the decoder cannot know of) are refused as `invalid_request` on every backend, by the
+/// protocol's one rule, before anything runs.
+pub async fn conflicting_files_are_invalid(backend: &dyn Backend) {
+    let mut job = code_job("python", "print('ran')", &[]);
+    let code_file = job.files[0].path.clone();
+    job.files.push(JobFile {
+        path: format!("{code_file}/data.txt"),
+        content: b"x".to_vec(),
+        mode: 0o644,
+    });
+    let control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    let outcome = backend.execute(job, control.clone()).await;
+    let error = outcome.expect_err("conflicting files ran");
+    assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error}");
+    assert!(error.to_string().contains("to be a directory"), "{error}");
+    assert!(control.output.snapshot().stdout.is_empty());
 }
 
 /// Stdin reaches the program byte for byte, even when it is bigger than a pipe buffer and the

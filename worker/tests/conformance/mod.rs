@@ -36,7 +36,7 @@ macro_rules! conformance_suite {
         $crate::conformance::conformance_suite!(@cases $backend;
             hello_python, hello_node, hello_bash, hello_sh, exit_codes, killed_by_a_signal, stdin_binary_echo,
             stdin_empty_is_closed, stdin_unread_does_not_block, env_visible_worker_env_hidden,
-            files_nested_binary_and_executable, missing_program_exits_127, enforcement_report_lists_every_limit,
+            files_nested_binary_and_executable, conflicting_files_are_invalid, missing_program_exits_127, enforcement_report_lists_every_limit,
             wall_timeout, memory_bomb, fork_bomb, output_flood, cancellation, no_process_left_behind,
         );
     };

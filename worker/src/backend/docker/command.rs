@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use openshell_protocol::decode::check_file_paths;
 use openshell_protocol::{ErrorKind, Limits};
 
 use super::error;
@@ -118,10 +119,25 @@ pub(super) fn archive(files: &[JobFile], (uid, gid): (u32, u32)) -> Result<Vec<u
     if files.is_empty() {
         return Ok(Vec::new());
     }
+    let paths = files
+        .iter()
+        .map(|file| confined(&file.path))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The protocol's one rule, as the decoder applies it to requests: tar would otherwise
+    // fail in the container, or let a later entry replace an earlier one.
+    let names: Vec<String> = paths
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    check_file_paths(names.iter().map(String::as_str)).map_err(|conflict| {
+        let path = files
+            .get(conflict.index())
+            .map_or("files", |file| file.path.as_str());
+        invalid(path, &conflict.to_string())
+    })?;
     let mut builder = tar::Builder::new(Vec::new());
     let mut directories = Vec::new();
-    for file in files {
-        let path = confined(&file.path)?;
+    for (file, path) in files.iter().zip(paths) {
         for parent in path.ancestors().skip(1) {
             if !parent.as_os_str().is_empty() && !directories.iter().any(|dir| dir == parent) {
                 directories.push(parent.to_path_buf());

@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::libc;
 use nix::unistd::{Gid, Uid};
 use openshell_protocol::ErrorKind;
+use openshell_protocol::decode::check_file_paths;
 
 use super::KIND;
 use super::remove::remove_tree;
@@ -51,6 +52,7 @@ impl Workdir {
         owner: Option<(Uid, Gid)>,
         files: &[JobFile],
     ) -> Result<Self, BackendError> {
+        let relative = check_files(files)?;
         let dir = tempfile::Builder::new()
             .prefix("openshell-job-")
             .permissions(Permissions::from_mode(0o700))
@@ -68,8 +70,8 @@ impl Workdir {
             path: dir.keep(),
             owner,
         };
-        for file in files {
-            workdir.write(file)?;
+        for (file, relative) in files.iter().zip(&relative) {
+            workdir.write((file, relative))?;
         }
         // Last: until now the directory is root's and 0700, so no process of the run-as user
         // (one that escaped an earlier job) can plant anything in it while it is filled.
@@ -103,16 +105,15 @@ impl Workdir {
         drop(self);
     }
 
-    fn write(&self, file: &JobFile) -> Result<(), BackendError> {
-        let relative = confined(&file.path)?;
+    fn write(&self, (file, relative): (&JobFile, &Path)) -> Result<(), BackendError> {
         let mut dir = self.path().to_path_buf();
         if let Some(parent) = relative.parent() {
             for component in parent.components() {
                 dir.push(component);
-                self.ensure_dir(&dir, &file.path)?;
+                self.ensure_dir(&dir)?;
             }
         }
-        let target = self.path().join(&relative);
+        let target = self.path().join(relative);
         let fail = |error| {
             io_error(
                 &target,
@@ -137,18 +138,11 @@ impl Workdir {
         fs::set_permissions(&target, Permissions::from_mode(file.mode & 0o777)).map_err(fail)
     }
 
-    fn ensure_dir(&self, dir: &Path, wanted_by: &str) -> Result<(), BackendError> {
+    /// `dir` exists once an earlier file needed it; the paths were checked (`check_files`),
+    /// so nothing but a directory can be there.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), BackendError> {
         match fs::symlink_metadata(dir) {
-            Ok(metadata) if metadata.is_dir() => Ok(()),
-            Ok(_) => Err(BackendError::new(
-                ErrorKind::InvalidRequest,
-                KIND,
-                wanted_by,
-                format!(
-                    "file `{wanted_by}` needs `{}` to be a directory, but another file has that path",
-                    dir.strip_prefix(self.path()).unwrap_or(dir).display()
-                ),
-            )),
+            Ok(_) => Ok(()),
             Err(_) => self.make_dir(dir),
         }
     }
@@ -195,6 +189,26 @@ impl Drop for Workdir {
             );
         }
     }
+}
+
+/// Each file's path made relative to the working directory, refusing paths that leave it and
+/// files that cannot all be written (the protocol's one rule, as the decoder applies it).
+fn check_files(files: &[JobFile]) -> Result<Vec<PathBuf>, BackendError> {
+    let relative = files
+        .iter()
+        .map(|file| confined(&file.path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = relative
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    check_file_paths(names.iter().map(String::as_str)).map_err(|conflict| {
+        let path = files
+            .get(conflict.index())
+            .map_or("", |file| file.path.as_str());
+        BackendError::new(ErrorKind::InvalidRequest, KIND, path, conflict.to_string())
+    })?;
+    Ok(relative)
 }
 
 /// `path` as a relative path that stays inside the working directory.
