@@ -11,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use openshell_protocol::{Client, ExecRequest, Verdict};
+use openshell_worker::durable::client::DurableClient;
 use support::dockerd::{self, PrivateDockerd};
 use support::nats::NatsServer;
 use support::worker::WorkerProcess;
@@ -37,6 +38,32 @@ async fn docker_worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> W
 
 fn job(id: &str) -> ExecRequest {
     ExecRequest::command(id, vec!["echo".into(), id.into()])
+}
+
+/// Queues `count` echo jobs named `<prefix>-<n>` on `pool`; returns their ids.
+async fn queue(client: &DurableClient, pool: &str, prefix: &str, count: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count).map(|n| format!("{prefix}-{n}")).collect();
+    for id in &ids {
+        client
+            .submit(pool, "default", &job(id), None)
+            .await
+            .expect("submit");
+    }
+    ids
+}
+
+/// Every job in `ids` completes with its own output (after the outage), none as an error.
+async fn assert_all_complete(client: &DurableClient, ids: &[String], worker: &WorkerProcess) {
+    let results = durable::await_results(client, "default", ids, Duration::from_secs(120)).await;
+    for (id, result) in &results {
+        assert_eq!(
+            result.status,
+            Verdict::Completed,
+            "{id}: {result:?}\n{}",
+            worker.logs()
+        );
+        assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,13 +101,7 @@ async fn a_worker_whose_image_is_missing_takes_no_job() {
         assert_eq!(result.worker_id, "healthy", "{result:?}");
     }
     let (_, durable) = durable::client(&nats).await;
-    let ids: Vec<String> = (0..20).map(|n| format!("queued-{n}")).collect();
-    for id in &ids {
-        durable
-            .submit("docker", "default", &job(id), None)
-            .await
-            .expect("submit");
-    }
+    let ids = queue(&durable, "docker", "queued", 20).await;
     let results = durable::await_results(&durable, "default", &ids, Duration::from_secs(120)).await;
     for result in results.values() {
         assert_eq!(result.status, Verdict::Completed, "{result:?}");
@@ -106,25 +127,10 @@ async fn queued_jobs_wait_out_a_docker_outage() {
     let worker = docker_worker(&nats, "outage", &[("DOCKER_HOST", host.as_str())]).await;
     daemon.stop().await;
     let (_, client) = durable::client(&nats).await;
-    let ids: Vec<String> = (0..30).map(|n| format!("outage-{n}")).collect();
-    for id in &ids {
-        client
-            .submit("docker", "default", &job(id), None)
-            .await
-            .expect("submit");
-    }
+    let ids = queue(&client, "docker", "outage", 30).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     daemon.start_again().await;
-    let results = durable::await_results(&client, "default", &ids, Duration::from_secs(120)).await;
-    for (id, result) in &results {
-        assert_eq!(
-            result.status,
-            Verdict::Completed,
-            "{id}: {result:?}\n{}",
-            worker.logs()
-        );
-        assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
-    }
+    assert_all_complete(&client, &ids, &worker).await;
 }
 
 /// A worker whose NATS user may not subscribe to its pools' subjects refuses to start, naming
@@ -158,41 +164,18 @@ async fn queued_jobs_wait_out_an_sshd_outage() {
         return;
     };
     let url = nats.url();
-    let settings = sshd.settings();
-    let port = sshd.port().to_string();
-    let key = sshd.client_key();
-    let known_hosts = sshd.known_hosts();
-    let worker = WorkerProcess::start(&[
+    let ssh_env = sshd.worker_env();
+    let mut envs = vec![
         ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "ssh"),
-        ("SSH_HOST", "127.0.0.1"),
-        ("SSH_PORT", port.as_str()),
-        ("SSH_USER", settings.user.as_str()),
-        ("SSH_KEY_PATH", key.to_str().expect("UTF-8 path")),
-        ("SSH_KNOWN_HOSTS", known_hosts.to_str().expect("UTF-8 path")),
         ("OPENSHELL_DURABLE", "true"),
         ("OPENSHELL_SLOTS", "4"),
-    ])
-    .await;
+    ];
+    envs.extend(ssh_env.iter().map(|(name, value)| (*name, value.as_str())));
+    let worker = WorkerProcess::start(&envs).await;
     sshd.stop();
     let (_, client) = durable::client(&nats).await;
-    let ids: Vec<String> = (0..30).map(|n| format!("ssh-outage-{n}")).collect();
-    for id in &ids {
-        client
-            .submit("ssh", "default", &job(id), None)
-            .await
-            .expect("submit");
-    }
+    let ids = queue(&client, "ssh", "ssh-outage", 30).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     sshd.restart().await;
-    let results = durable::await_results(&client, "default", &ids, Duration::from_secs(120)).await;
-    for (id, result) in &results {
-        assert_eq!(
-            result.status,
-            Verdict::Completed,
-            "{id}: {result:?}\n{}",
-            worker.logs()
-        );
-        assert_eq!(result.stdout.to_text_lossy(), format!("{id}\n"));
-    }
+    assert_all_complete(&client, &ids, &worker).await;
 }

@@ -320,20 +320,10 @@ async fn ssh_jobs_feed_connection_channel_and_reconnect_series() {
         return;
     };
     let url = nats.url();
-    let settings = sshd.settings();
-    let port = sshd.port().to_string();
-    let key = sshd.client_key();
-    let known_hosts = sshd.known_hosts();
-    let worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "ssh"),
-        ("SSH_HOST", "127.0.0.1"),
-        ("SSH_PORT", port.as_str()),
-        ("SSH_USER", settings.user.as_str()),
-        ("SSH_KEY_PATH", key.to_str().expect("UTF-8 path")),
-        ("SSH_KNOWN_HOSTS", known_hosts.to_str().expect("UTF-8 path")),
-    ])
-    .await;
+    let ssh_env = sshd.worker_env();
+    let mut envs = vec![("NATS_URL", url.as_str())];
+    envs.extend(ssh_env.iter().map(|(name, value)| (*name, value.as_str())));
+    let worker = WorkerProcess::start(&envs).await;
     let addr = ops::metrics_addr(&worker.logs());
     let run = || async {
         let env = [("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "ssh")];

@@ -5,107 +5,15 @@
 mod ops;
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
 use openshell_protocol::{ExecRequest, ExecResult, Verdict};
 use openshell_worker::cli::audit::AUDITOR_INBOX;
 use openshell_worker::durable::client::DurableClient;
+use ops::accounts::{AccountsServer, violation};
 use support::worker::WorkerProcess;
-use tokio::sync::mpsc;
-
-const PASSWORDS: &[(&str, &str)] = &[
-    ("OPENSHELL_WORKER_PASSWORD", "worker-secret"),
-    ("OPENSHELL_AUDITOR_PASSWORD", "auditor-secret"),
-    ("OPENSHELL_SYS_PASSWORD", "sys-secret"),
-    ("OPENSHELL_AGENT_ACME_PASSWORD", "acme-secret"),
-    ("OPENSHELL_AGENT_GLOBEX_PASSWORD", "globex-secret"),
-];
-
-/// nats-server on `deploy/nats/accounts.conf`, on a free port; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_server() -> Option<Server> {
-    let bin = ops::tool("nats-server", "run deploy/setup.sh --install-only")?;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(ops::deploy_dir().join("nats/accounts.conf"))
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .env("OPENSHELL_NATS_STORE_DIR", dir.path())
-        .envs(PASSWORDS.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
-    // Owned at once, so every path below kills and reaps it.
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Some(server);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nats-server with accounts.conf did not start on port {port}");
-}
-
-/// Connects as `user`, with `inbox` as inbox prefix; server errors go to the receiver.
-async fn connect(
-    url: &str,
-    user: &str,
-    password: &str,
-    inbox: &str,
-) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
-    let (errors, receiver) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-        .custom_inbox_prefix(inbox)
-        .event_callback(move |event| {
-            let errors = errors.clone();
-            async move {
-                if let async_nats::Event::ServerError(error) = event {
-                    let _ = errors.send(error.to_string());
-                }
-            }
-        })
-        .connect(url)
-        .await
-        .unwrap_or_else(|error| panic!("{user} connects: {error}"));
-    (client, receiver)
-}
-
-/// Waits for a permissions violation naming `subject`.
-async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(error) = errors.recv().await {
-            if error.to_lowercase().contains("permissions violation") && error.contains(subject) {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(found.is_ok(), "no permissions violation for {subject}");
-}
 
 fn request(id: &str) -> bytes::Bytes {
     serde_json::to_vec(&ExecRequest::code(id, "bash", "echo hi"))
@@ -115,7 +23,7 @@ fn request(id: &str) -> bytes::Bytes {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
-    let Some(server) = start_server().await else {
+    let Some(server) = AccountsServer::start().await else {
         return;
     };
     let _worker = WorkerProcess::start(&[
@@ -125,14 +33,13 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
         ("SANDBOX_BACKEND", "none"),
     ])
     .await;
-    let (auditor, _) = connect(&server.url, "auditor", "auditor-secret", AUDITOR_INBOX).await;
+    let (auditor, _) = server.connect("auditor", AUDITOR_INBOX).await;
     let mut audit = auditor
         .subscribe("openshell.audit.>")
         .await
         .expect("auditor subscribes to audit");
     auditor.flush().await.expect("flush");
-    let (acme, mut acme_errors) =
-        connect(&server.url, "agent-acme", "acme-secret", "_INBOX.acme").await;
+    let (acme, mut acme_errors) = server.connect("agent-acme", "_INBOX.acme").await;
 
     // Its own tenant: the worker runs the job and the reply reaches acme's inbox.
     let reply = tokio::time::timeout(
@@ -185,7 +92,7 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
 /// so they work with nothing but the agent's own grants (core and durable mode).
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
-    let Some(server) = start_server().await else {
+    let Some(server) = AccountsServer::start().await else {
         return;
     };
     let url = server.url.as_str();
@@ -239,17 +146,9 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
         "globex-only\n",
         "{out:?}"
     );
-    let acme = async_nats::ConnectOptions::with_user_and_password(
-        "agent-acme".into(),
-        "acme-secret".into(),
-    )
-    .custom_inbox_prefix("_INBOX.acme")
-    .request_timeout(Some(Duration::from_secs(2)))
-    .connect(url)
-    .await
-    .expect("agent-acme connects");
-    // An agent may publish on its own results subjects (cancel stores a result there), but
-    // the stream keeps the first result of a job: a forged one does not replace it.
+    let (acme, _) = server.connect("agent-acme", "_INBOX.acme").await;
+    // Agents may not publish results at all (the server refuses it), and the stream keeps
+    // the first result of a job anyway: a forged one does not replace it.
     acme.publish("openshell.results.acme.acme-durable-1", "forged".into())
         .await
         .expect("publish");
@@ -280,7 +179,7 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
 /// replays the OPENSHELL_AUDIT stream (all tenants, or one) on the auditor's grants alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
-    let Some(server) = start_server().await else {
+    let Some(server) = AccountsServer::start().await else {
         return;
     };
     let url = server.url.as_str();
@@ -387,7 +286,7 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
 /// audit stream or its messages, no consumers, no other stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn auditor_cannot_publish_purge_or_delete() {
-    let Some(server) = start_server().await else {
+    let Some(server) = AccountsServer::start().await else {
         return;
     };
     let _worker = WorkerProcess::start(&[
@@ -398,8 +297,7 @@ async fn auditor_cannot_publish_purge_or_delete() {
         ("OPENSHELL_DURABLE", "true"),
     ])
     .await;
-    let (auditor, mut errors) =
-        connect(&server.url, "auditor", "auditor-secret", AUDITOR_INBOX).await;
+    let (auditor, mut errors) = server.connect("auditor", AUDITOR_INBOX).await;
     let refused = [
         "openshell.exec.none.acme",
         "openshell.jobs.none.acme",

@@ -42,7 +42,7 @@ fn request(id: &str, script: &str) -> bytes::Bytes {
 
 /// The audit stream as an operator reads it (the worker user may read JetStream).
 async fn audit(server: &AccountsServer) -> Vec<AuditEvent> {
-    let (operator, _) = server.connect("worker", "operator").await;
+    let (operator, _) = server.connect("worker", "_INBOX.operator").await;
     durable::audit_events(&operator).await
 }
 
@@ -130,8 +130,8 @@ async fn core_replies_go_only_to_the_requesting_tenant() {
         return;
     };
     let _worker = worker(&server, "isolation-core").await;
-    let (acme, _) = server.connect("agent-acme", "acme").await;
-    let (globex_nats, _) = server.connect("agent-globex", "globex").await;
+    let (acme, _) = server.connect("agent-acme", "_INBOX.acme").await;
+    let (globex_nats, _) = server.connect("agent-globex", "_INBOX.globex").await;
     let mut globex_inbox = globex_nats.subscribe("_INBOX.globex.>").await.expect("sub");
     let mut globex_results = globex_nats
         .subscribe("openshell.results.globex.>")
@@ -194,8 +194,8 @@ async fn durable_jobs_belong_to_the_tenant_that_queued_them() {
         return;
     };
     let _worker = worker(&server, "isolation-durable").await;
-    let (acme, mut acme_errors) = server.connect("agent-acme", "acme").await;
-    let (globex_nats, _) = server.connect("agent-globex", "globex").await;
+    let (acme, mut acme_errors) = server.connect("agent-acme", "_INBOX.acme").await;
+    let (globex_nats, _) = server.connect("agent-globex", "_INBOX.globex").await;
     let globex = DurableClient::new(globex_nats.clone(), "openshell");
     let acme_jobs = async_nats::jetstream::new(acme.clone());
     let acme_client = DurableClient::new(acme.clone(), "openshell");

@@ -41,25 +41,18 @@ impl Attempts {
         jetstream: &Context,
         settings: &DurableConfig,
     ) -> Result<Self, DurableError> {
-        let error = |message: String| DurableError::Stream {
-            stream: format!("KV_{BUCKET}"),
-            message,
-        };
-        let store = match jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            // Missing, most likely: create it, and name both failures if that fails too.
-            Err(get) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    description: "OpenShell: runs started per queued job".into(),
-                    history: 1,
-                    max_age: settings.results_max_age.as_duration(),
-                    storage: StorageType::File,
-                    ..kv::Config::default()
-                })
-                .await
-                .map_err(|create| error(format!("opening it: {get}; creating it: {create}")))?,
-        };
+        let store = open_bucket(
+            jetstream,
+            kv::Config {
+                bucket: BUCKET.into(),
+                description: "OpenShell: runs started per queued job".into(),
+                history: 1,
+                max_age: settings.results_max_age.as_duration(),
+                storage: StorageType::File,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
         Ok(Self { store })
     }
 
@@ -147,5 +140,24 @@ impl Attempts {
 
     fn contended(&self, key: &str) -> DurableError {
         self.failed(key, format!("{CAS_RETRIES} workers updated it at once"))
+    }
+}
+
+/// Opens the key-value bucket `config` names, creating it with `config` when it does not
+/// exist; an error names both failures.
+pub async fn open_bucket(jetstream: &Context, config: kv::Config) -> Result<Store, DurableError> {
+    let bucket = config.bucket.clone();
+    match jetstream.get_key_value(&bucket).await {
+        Ok(store) => Ok(store),
+        // Missing, most likely: create it, and name both failures if that fails too.
+        Err(get) => {
+            jetstream
+                .create_key_value(config)
+                .await
+                .map_err(|create| DurableError::Stream {
+                    stream: format!("KV_{bucket}"),
+                    message: format!("opening it: {get}; creating it: {create}"),
+                })
+        }
     }
 }

@@ -68,25 +68,19 @@ impl Leases {
         ttl: Duration,
         worker_id: &str,
     ) -> Result<Self, DurableError> {
-        let error = |message: String| DurableError::Stream {
-            stream: format!("KV_{BUCKET}"),
-            message,
-        };
-        let store = match jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(get) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    description: "OpenShell: which worker runs each queued job".into(),
-                    history: 1,
-                    max_age: ttl,
-                    // On file: a lease must outlive a NATS server restart, when it matters most.
-                    storage: StorageType::File,
-                    ..kv::Config::default()
-                })
-                .await
-                .map_err(|create| error(format!("opening it: {get}; creating it: {create}")))?,
-        };
+        let store = super::attempts::open_bucket(
+            jetstream,
+            kv::Config {
+                bucket: BUCKET.into(),
+                description: "OpenShell: which worker runs each queued job".into(),
+                history: 1,
+                max_age: ttl,
+                // On file: a lease must outlive a NATS server restart, when it matters most.
+                storage: StorageType::File,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
         Ok(Self {
             store,
             ttl,

@@ -78,18 +78,18 @@ impl AccountsServer {
         ]
     }
 
-    /// Connects as `user` with `_INBOX.<inbox>` as inbox prefix; server errors (permission
-    /// violations) go to the receiver.
+    /// Connects as `user` with `inbox_prefix` (`_INBOX.<tenant>` for an agent); server errors
+    /// (permission violations) go to the receiver.
     pub async fn connect(
         &self,
         user: &str,
-        inbox: &str,
+        inbox_prefix: &str,
     ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
         let (errors, receiver) = mpsc::unbounded_channel();
         let client =
             async_nats::ConnectOptions::with_user_and_password(user.into(), password(user).into())
-                .custom_inbox_prefix(format!("_INBOX.{inbox}"))
-                .request_timeout(Some(Duration::from_secs(10)))
+                .custom_inbox_prefix(inbox_prefix)
+                .request_timeout(Some(Duration::from_secs(5)))
                 .event_callback(move |event| {
                     let errors = errors.clone();
                     async move {

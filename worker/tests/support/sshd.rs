@@ -123,6 +123,19 @@ impl Sshd {
         std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
     }
 
+    /// The environment of an `openshell worker` whose ssh pool reaches this server.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        let path = |path: PathBuf| path.to_str().expect("UTF-8 path").to_string();
+        vec![
+            ("SANDBOX_BACKEND", "ssh".to_string()),
+            ("SSH_HOST", "127.0.0.1".to_string()),
+            ("SSH_PORT", self.port.to_string()),
+            ("SSH_USER", TEST_USER.to_string()),
+            ("SSH_KEY_PATH", path(self.client_key())),
+            ("SSH_KNOWN_HOSTS", path(self.known_hosts())),
+        ]
+    }
+
     /// Pool settings that reach this server as the test user.
     pub fn settings(&self) -> SshSettings {
         SshSettings {
