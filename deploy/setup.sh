@@ -19,6 +19,8 @@ source "$deploy_dir/lib/common.sh"
 source "$deploy_dir/lib/nats.sh"
 # shellcheck source=lib/ssh.sh
 source "$deploy_dir/lib/ssh.sh"
+# shellcheck source=lib/local.sh
+source "$deploy_dir/lib/local.sh"
 # shellcheck source=lib/prometheus.sh
 source "$deploy_dir/lib/prometheus.sh"
 # shellcheck source=lib/compose.sh
@@ -55,6 +57,7 @@ if [[ $with_nats == yes ]]; then
     nats_install
 fi
 ssh_install
+local_install
 prometheus_install
 compose_install
 if [[ $with_docker == yes ]]; then

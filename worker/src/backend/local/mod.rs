@@ -60,7 +60,8 @@ pub const PENDING_REMOVALS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalSettings {
-    /// Run jobs as this user; when unset, `nobody` if the worker is root, else the worker's user.
+    /// Run jobs as this user; when unset, `openshell-job` (created by `deploy/setup.sh`) if the
+    /// worker is root, else the worker's user.
     pub user: Option<String>,
     /// Where per-job working directories go; the system temp directory when unset. On a
     /// tmpfs (e.g. `/dev/shm`) creating and removing them costs microseconds instead of the

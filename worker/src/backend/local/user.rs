@@ -6,8 +6,9 @@ use openshell_protocol::ErrorKind;
 use super::KIND;
 use crate::backend::BackendError;
 
-/// The user jobs run as when the worker is root and the pool names none.
-pub(super) const DEFAULT_USER: &str = "nobody";
+/// The user jobs run as when the worker is root and the pool names none: one of its own, which
+/// no other service shares (`nobody` is shared), created by `deploy/setup.sh` (lib/local.sh).
+pub(super) const DEFAULT_USER: &str = "openshell-job";
 
 /// The account jobs run as, resolved once when the backend is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,10 @@ impl RunAs {
     /// Resolves `user` (the pool's `local.user`) against this host and the worker's own identity.
     pub fn resolve(user: Option<&str>) -> Result<Self, BackendError> {
         if Uid::effective().is_root() {
-            let name = user.unwrap_or(DEFAULT_USER);
-            let account = lookup(name)?;
+            let account = match user {
+                Some(name) => lookup(name)?,
+                None => lookup(DEFAULT_USER).map_err(|_| missing_default())?,
+            };
             return Ok(Self {
                 name: account.name,
                 uid: account.uid,
@@ -81,6 +84,19 @@ fn lookup(name: &str) -> Result<User, BackendError> {
     }
 }
 
+/// The default job user is missing: setup creates it.
+fn missing_default() -> BackendError {
+    config_error(
+        DEFAULT_USER,
+        format!(
+            "the local backend runs jobs as user `{DEFAULT_USER}` when the worker is root, and this host \
+             has no such user; create it with `deploy/setup.sh --install-only` (or `useradd --system \
+             --user-group --no-create-home --shell /usr/sbin/nologin {DEFAULT_USER}`), or set \
+             [pools.NAME.local] user to another unprivileged user that no other service uses"
+        ),
+    )
+}
+
 fn config_error(user: &str, message: String) -> BackendError {
     BackendError::new(
         ErrorKind::SandboxStartFailed,
@@ -88,4 +104,39 @@ fn config_error(user: &str, message: String) -> BackendError {
         format!("user {user}"),
         message,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root worker runs jobs as the dedicated user, which setup creates (CI runs setup, so
+    /// there it must exist); without it, the error names the user and the command.
+    #[test]
+    fn a_root_worker_runs_jobs_as_the_dedicated_user() {
+        if !Uid::effective().is_root() {
+            let own = RunAs::resolve(None).unwrap();
+            assert!(!own.switch);
+            return;
+        }
+        match RunAs::resolve(None) {
+            Ok(run_as) => {
+                assert_eq!(run_as.name, DEFAULT_USER);
+                assert!(run_as.switch && !run_as.uid.is_root());
+            }
+            Err(error) => {
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "CI runs deploy/setup.sh --install-only, which creates `{DEFAULT_USER}`: {error}"
+                );
+                let text = error.to_string();
+                assert!(
+                    text.contains(DEFAULT_USER) && text.contains("deploy/setup.sh --install-only"),
+                    "{text}"
+                );
+            }
+        }
+        let error = RunAs::resolve(Some("openshell-no-such-user")).unwrap_err();
+        assert!(error.to_string().contains("openshell-no-such-user"), "{error}");
+    }
 }
