@@ -1,6 +1,8 @@
 //! A nats-server crash must not make a second worker run jobs the first is still running:
 //! each queued job runs under a lease in `OPENSHELL_LEASES`, and a redelivery whose lease is
-//! held is put back. Runs are counted from inside the jobs, by appending to a file.
+//! held is put back. Runs are counted from inside the jobs, by appending to a file: a host
+//! directory that a sandboxed job cannot reach, so these workers run the local backend with
+//! its bubblewrap sandbox off.
 
 mod durable;
 mod support;
@@ -10,6 +12,30 @@ use std::time::Duration;
 
 use openshell_protocol::{ExecRequest, Verdict};
 use support::nats::NatsServer;
+use support::worker::WorkerProcess;
+
+/// Pool `none` with the local sandbox off, so jobs can append to the test's file.
+const UNSANDBOXED: &str =
+    "[pools.none]\nbackend = \"none\"\n\n[pools.none.local]\nsandbox = \"off\"\n";
+
+/// A durable worker like `durable::worker`, whose jobs reach this host's files.
+async fn unsandboxed_worker(
+    nats: &NatsServer,
+    id: &str,
+    config: &std::path::Path,
+) -> WorkerProcess {
+    let url = nats.url();
+    let config = config.display().to_string();
+    WorkerProcess::start(&[
+        ("NATS_URL", url.as_str()),
+        ("OPENSHELL_CONFIG", config.as_str()),
+        ("OPENSHELL_DURABLE", "true"),
+        ("OPENSHELL_WORKER_ID", id),
+        ("LOG_LEVEL", "info"),
+        ("OPENSHELL_SLOTS", "4"),
+    ])
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nats_crash_does_not_run_a_job_twice() {
@@ -19,7 +45,9 @@ async fn a_nats_crash_does_not_run_a_job_twice() {
     let runs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("runs dir");
     std::fs::set_permissions(runs.path(), std::fs::Permissions::from_mode(0o777))
         .expect("let job users write");
-    let first = durable::worker(&nats, "lease-1", &[("OPENSHELL_SLOTS", "4")]).await;
+    let config = runs.path().join("worker.toml");
+    std::fs::write(&config, UNSANDBOXED).expect("worker config");
+    let first = unsandboxed_worker(&nats, "lease-1", &config).await;
     let (_connection, client) = durable::client(&nats).await;
     let ids: Vec<String> = (0..4).map(|n| format!("long-{n}")).collect();
     for id in &ids {
@@ -48,7 +76,7 @@ async fn a_nats_crash_does_not_run_a_job_twice() {
     nats.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     nats.start_again().await;
-    let second = durable::worker(&nats, "lease-2", &[("OPENSHELL_SLOTS", "4")]).await;
+    let second = unsandboxed_worker(&nats, "lease-2", &config).await;
 
     let results = durable::await_results(&client, "acme", &ids, Duration::from_secs(90)).await;
     for id in &ids {

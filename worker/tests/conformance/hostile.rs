@@ -1,9 +1,11 @@
-//! Cases for hostile jobs: they must be stopped, and nothing of them may survive.
+//! Cases for hostile jobs: they must be stopped, nothing of them may survive, and they may not
+//! reach the host's network, another job, or the next job.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::backend::{Backend, Ending, Job};
+use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -140,4 +142,189 @@ pub async fn no_process_left_behind(backend: &dyn Backend) {
     assert_eq!(run.execution.ending, Ending::Timeout, "{run:?}");
     assert_eq!(run.stdout(), "started\n");
     assert_no_process_with(backend, &marker).await;
+}
+
+/// How long a case waits for something that must happen (a concurrent job to start), before
+/// failing: a bound on waiting, not a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A job cannot reach a TCP port the test opens on the host's loopback: without `network` it
+/// has only a loopback of its own (or none).
+pub async fn network_to_a_host_loopback_port_fails(backend: &dyn Backend) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let port = listener.local_addr().expect("the port").port();
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n    \
+         print('connected')\nexcept OSError as error:\n    print('failed', type(error).__name__)\n"
+    );
+    let run = run(
+        backend,
+        limited(code_job("python", &code, &[]), hostile_limits()),
+    )
+    .await;
+    assert_exited(&run, 0);
+    assert!(run.stdout().starts_with("failed"), "{}", run.stdout());
+    match listener.accept() {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the job reached the host's loopback port: {other:?}"),
+    }
+}
+
+/// A double-forked `setsid` process, one holding stdout open and one not, dies with the job,
+/// and the verdict is the job's own: a program that exited 0 is not a timeout.
+pub async fn setsid_survivors_die_and_do_not_decide_the_verdict(backend: &dyn Backend) {
+    let (held, detached) = (marker("setsid-held"), marker("setsid-detached"));
+    let code = format!(
+        "( setsid bash -c 'exec -a {held} sleep 600' & )\n\
+         ( setsid bash -c 'exec -a {detached} sleep 600' >/dev/null 2>&1 </dev/null & )\n\
+         echo started\nexit 0\n"
+    );
+    let run = run(
+        backend,
+        limited(code_job("bash", &code, &[]), hostile_limits()),
+    )
+    .await;
+    assert_exited(&run, 0);
+    assert!(run.stdout().starts_with("started\n"), "{run:?}");
+    assert_no_process_with(backend, &held).await;
+    assert_no_process_with(backend, &detached).await;
+}
+
+/// Removes, on drop, what a job could have left in the host's shared temporary directories
+/// had it not had its own.
+struct HostLeftovers(Vec<std::path::PathBuf>);
+
+impl Drop for HostLeftovers {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Files a job leaves in /tmp, /var/tmp, /dev/shm and its home are gone for the next job, and
+/// never reached the host's own directories.
+pub async fn nothing_is_left_for_the_next_job(backend: &dyn Backend) {
+    let name = marker("leftover");
+    let dirs = ["/tmp", "/var/tmp", "/dev/shm"];
+    let _guard = HostLeftovers(
+        dirs.iter()
+            .map(|dir| format!("{dir}/{name}").into())
+            .collect(),
+    );
+    let write = format!(
+        "for d in /tmp /var/tmp /dev/shm \"$HOME\"; do echo secret > \"$d/{name}\" 2>/dev/null && echo \"wrote $d\"; done\n"
+    );
+    let first = run(
+        backend,
+        limited(code_job("sh", &write, &[]), hostile_limits()),
+    )
+    .await;
+    assert_exited(&first, 0);
+    assert!(first.stdout().contains("wrote /tmp"), "{first:?}");
+    let read = format!(
+        "for d in /tmp /var/tmp /dev/shm \"$HOME\"; do [ -e \"$d/{name}\" ] && echo \"found $d\"; done\necho checked\n"
+    );
+    let next = run(
+        backend,
+        limited(code_job("sh", &read, &[]), hostile_limits()),
+    )
+    .await;
+    assert_exited(&next, 0);
+    assert_eq!(
+        next.stdout(),
+        "checked\n",
+        "the next job found the first job's files"
+    );
+    for dir in dirs {
+        let path = std::path::Path::new(dir).join(&name);
+        assert!(
+            !path.exists(),
+            "the job wrote the host's {}",
+            path.display()
+        );
+    }
+}
+
+/// A job cannot find a concurrent job's environment (nor its command line) in /proc: the
+/// secret of a running job of another tenant is in no /proc/PID/environ it can read.
+pub async fn a_concurrent_jobs_environ_is_out_of_reach(backend: &dyn Backend) {
+    let secret = marker("environ-secret");
+    let mut victim = limited(
+        code_job("bash", "echo ready\nexec sleep 60\n", &[]),
+        hostile_limits(),
+    );
+    victim.tenant = "victim".to_string();
+    victim.env = BTreeMap::from([("OPENSHELL_SECRET".to_string(), secret.clone())]);
+    let victim_control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    // The attacker gets the secret in two halves, so no process of its own carries it whole.
+    let (front, back) = secret.split_at(secret.len() / 2);
+    let search = r#"m="$1$2"
+found=""
+for p in /proc/[0-9]*; do
+  for f in environ cmdline; do
+    [ -r "$p/$f" ] || continue
+    while IFS= read -r -d '' item; do
+      case "$item" in *"$m"*) found="$found ${p#/proc/}/$f" ;; esac
+    done < "$p/$f" 2>/dev/null
+  done
+done
+echo "found:$found"
+"#;
+    let mut attacker = limited(code_job("bash", search, &[front, back]), hostile_limits());
+    attacker.tenant = "attacker".to_string();
+    let attack = async {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while !victim_control
+                .output
+                .snapshot()
+                .stdout
+                .starts_with(b"ready")
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let attacked = match waited {
+            Ok(()) => Some(run(backend, attacker).await),
+            Err(_) => None,
+        };
+        victim_control.cancel.cancel();
+        attacked
+    };
+    let (victim_ran, attacked) = tokio::join!(
+        backend.execute(victim.clone(), victim_control.clone()),
+        attack
+    );
+    let victim_ran = victim_ran.expect("the victim job ran");
+    let attacked = attacked.unwrap_or_else(|| panic!("the victim never started: {victim_ran:?}"));
+    assert_exited(&attacked, 0);
+    assert_eq!(
+        attacked.stdout(),
+        "found:\n",
+        "the attacker read the victim's secret"
+    );
+    assert_eq!(victim_ran.ending, Ending::Cancelled, "{victim_ran:?}");
+}
+
+/// A job cannot make a user namespace (in which it would be root, and reach kernel code that
+/// root-only paths guard).
+pub async fn user_namespaces_are_refused(backend: &dyn Backend) {
+    let code = "import ctypes, os\n\
+                libc = ctypes.CDLL(None, use_errno=True)\n\
+                if libc.unshare(0x10000000) == 0:\n    print('allowed')\n\
+                else:\n    print('refused:', os.strerror(ctypes.get_errno()))\n";
+    let run = run(
+        backend,
+        limited(code_job("python", code, &[]), hostile_limits()),
+    )
+    .await;
+    assert_exited(&run, 0);
+    assert!(run.stdout().starts_with("refused:"), "{run:?}");
 }

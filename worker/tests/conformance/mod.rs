@@ -38,6 +38,9 @@ macro_rules! conformance_suite {
             stdin_empty_is_closed, stdin_unread_does_not_block, env_visible_worker_env_hidden,
             files_nested_binary_and_executable, conflicting_files_are_invalid, missing_program_exits_127, enforcement_report_lists_every_limit,
             wall_timeout, memory_bomb, fork_bomb, output_flood, cancellation, no_process_left_behind,
+            network_to_a_host_loopback_port_fails, setsid_survivors_die_and_do_not_decide_the_verdict,
+            nothing_is_left_for_the_next_job, a_concurrent_jobs_environ_is_out_of_reach,
+            user_namespaces_are_refused,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {
@@ -192,9 +195,22 @@ pub fn marker(name: &str) -> String {
     format!("openshell-marker-{name}-{}-{serial}", std::process::id())
 }
 
-/// Asks the backend (not the test host: the sandbox may be remote) whether any process whose
-/// command line contains `marker` is alive, retrying briefly while killed processes exit.
+/// Asks the backend (the sandbox may be remote) and this host (where the sandbox may be local,
+/// and a job's own view may be only its own pid namespace) whether any process whose command
+/// line contains `marker` is alive, retrying briefly while killed processes exit.
 pub async fn assert_no_process_with(backend: &dyn Backend, marker: &str) {
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        left = host_processes_with(marker);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        left.is_empty(),
+        "processes with {marker} survived the job on this host: {left:?}"
+    );
     let code = format!(
         r#"for attempt in 1 2 3 4 5 6 7 8 9 10; do
   found=""
@@ -218,4 +234,26 @@ exit 1
         "clean\n",
         "processes with {marker} survived the job"
     );
+}
+
+/// The pids of this host's processes whose command line contains `marker`.
+fn host_processes_with(marker: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -98,12 +98,14 @@ pub(super) struct Spawned {
     pub started: Instant,
 }
 
-/// Starts `argv` in `dir` with exactly `env`, under `setup`.
+/// Starts `argv` in `dir` with exactly `env`, under `setup`, giving it `passed` as its fds
+/// 3, 4, ... (closed here once it has them).
 pub(super) fn spawn(
     argv: &[String],
     env: &BTreeMap<String, OsString>,
     dir: &Path,
     setup: &Setup,
+    passed: Vec<OwnedFd>,
 ) -> Result<Spawned, SpawnError> {
     let program = argv.first().ok_or_else(|| {
         SpawnError::Invalid(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))
@@ -126,11 +128,18 @@ pub(super) fn spawn(
             .map(|(uid, gid)| (uid.as_raw(), gid.as_raw())),
         setup.rlimits.iter().map(Rlimit::raw).collect(),
     );
+    let lowest = launch::PASSED_BASE + passed.len() as RawFd;
+    let passed = passed
+        .into_iter()
+        .map(|fd| at_or_above(fd, lowest))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(SpawnError::Failed)?;
+    let plan = plan.with_passed(passed.iter().map(AsRawFd::as_raw_fd).collect());
     let started = Instant::now();
     let (pid, pidfd) =
         launch_or_shell(&plan).map_err(|error| SpawnError::from_launch(error, setup))?;
     // The child has its copies; ours must go so the job sees end of file and broken pipes.
-    drop((stdin_read, stdout_write, stderr_write));
+    drop((stdin_read, stdout_write, stderr_write, passed));
     let process = Process::new(pid, pidfd).map_err(SpawnError::Failed)?;
     // On error `process` drops here, which kills the group and reaps the leader.
     let stdin = ChildStdin::from_std(stdin_write.into()).map_err(SpawnError::Failed)?;
@@ -211,11 +220,20 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
+    at_or_above(fd, 3)
+}
+
+/// `fd`, or a close-on-exec copy of it numbered `lowest` or above: copies (F_DUPFD_CLOEXEC
+/// takes the lowest free number from 3) are held until one lands high enough.
+fn at_or_above(fd: OwnedFd, lowest: RawFd) -> io::Result<OwnedFd> {
+    let mut held = Vec::new();
+    let mut fd = fd;
+    while fd.as_raw_fd() < lowest {
+        let copy = fd.try_clone()?;
+        held.push(fd);
+        fd = copy;
     }
-    // F_DUPFD_CLOEXEC with a minimum of 3.
-    fd.try_clone()
+    Ok(fd)
 }
 
 /// A job's leader: awaited on its pidfd, and the id of the job's process group.

@@ -36,6 +36,9 @@ use nix::unistd::Pid;
 /// The child's stack, without its guard page. The child only makes syscalls: a few KiB suffice.
 const STACK_SIZE: usize = 64 * 1024;
 
+/// The first fd number a plan's passed fds get in the program (after stdin, stdout, stderr).
+pub(super) const PASSED_BASE: RawFd = 3;
+
 /// The highest signal number on Linux (`_NSIG - 1`).
 const LAST_SIGNAL: c_int = 64;
 
@@ -164,6 +167,9 @@ pub(super) struct Plan {
     dir: CString,
     /// The fds that become the child's 0, 1 and 2; each is 3 or above.
     stdio: [RawFd; 3],
+    /// Fds the program gets as 3, 4, ... (open across exec); each is at or above
+    /// [`PASSED_BASE`] + their number, so that no dup clobbers another.
+    passed: Vec<RawFd>,
     switch_to: Option<(libc::uid_t, libc::gid_t)>,
     rlimits: Vec<RawRlimit>,
     /// Written by the child when it fails: the stage code (0 while none), errno and index.
@@ -206,12 +212,21 @@ impl Plan {
             envp_ptrs,
             dir,
             stdio,
+            passed: Vec::new(),
             switch_to,
             rlimits,
             failed_stage: AtomicI32::new(0),
             failed_errno: AtomicI32::new(0),
             failed_index: AtomicUsize::new(0),
         }
+    }
+
+    /// The same plan, with `fds` given to the program as fds 3, 4, ... Each must be at or
+    /// above `PASSED_BASE + fds.len()`.
+    pub fn with_passed(mut self, fds: Vec<RawFd>) -> Self {
+        debug_assert!(fds.iter().all(|&fd| fd >= PASSED_BASE + fds.len() as RawFd));
+        self.passed = fds;
+        self
     }
 
     /// The arguments, for a relaunch through `/bin/sh`.
@@ -235,6 +250,7 @@ impl Plan {
             self.switch_to,
             self.rlimits.clone(),
         )
+        .with_passed(self.passed.clone())
     }
 
     /// Records a failure from the child. Atomics only: no allocation, no locks.
@@ -342,6 +358,12 @@ mod child {
         }
         for (target, &fd) in plan.stdio.iter().enumerate() {
             // The fds are 3 or above (the caller guarantees it), so no dup clobbers another.
+            check(dup3(fd, target)).map_err(|errno| (Stage::Stdio, errno, target))?;
+        }
+        for (index, &fd) in plan.passed.iter().enumerate() {
+            // Each source is above every target (the caller guarantees it); dup3 without
+            // O_CLOEXEC leaves the copy open across exec.
+            let target = PASSED_BASE as usize + index;
             check(dup3(fd, target)).map_err(|errno| (Stage::Stdio, errno, target))?;
         }
         check(syscall1(libc::SYS_chdir, plan.dir.as_ptr() as c_long))

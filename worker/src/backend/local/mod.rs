@@ -1,15 +1,23 @@
-//! The local process backend (`SANDBOX_BACKEND=none`): jobs run as plain child processes.
+//! The local process backend (`SANDBOX_BACKEND=none`): jobs run as child processes of the worker.
 //!
-//! **For development only: this is not a sandbox.** A job runs as an unprivileged user (when
-//! the worker is root), in its own session, under rlimits, in a private temporary directory,
-//! with a clean environment, and its whole process group is killed when it ends. But it shares
-//! the host's filesystem, network, kernel and other users' processes with the worker, and a
-//! descendant that calls `setsid` leaves the group and survives the job.
+//! With bubblewrap (the worker is root, `bwrap` and perl are installed: see `sandbox`), each job
+//! runs in a sandbox of its own: its own pid, mount, ipc, uts and network namespaces (only a
+//! loopback interface), private /tmp, /var/tmp and /dev/shm, the host's /usr and /etc
+//! read-only, no user namespaces or keyrings (seccomp), as the dedicated user `openshell-job`,
+//! and the whole namespace is killed when the job's own process ends. It still shares the
+//! host's kernel, and its memory, CPU time and disk limits are per-process rlimits.
 //!
-//! Per job: `workdir` prepares the directory, `child` starts the process under its
-//! `rlimits` (through `launch`, a `posix_spawn`-like clone that does not copy the worker) and
-//! reaps it, `supervise` moves stdin and output and enforces the timeout, cancellation and
-//! output limit, and `verdict` says how it ended and what was enforced.
+//! **Without bubblewrap it is not a sandbox**, and says so at start-up and in each report
+//! (`network` not enforced): a job runs as an unprivileged user (when the worker is root), in
+//! its own session, under rlimits, in a private temporary directory, with a clean environment,
+//! and its process group is killed when it ends; but it shares the host's filesystem, network
+//! and other users' processes, and a descendant that calls `setsid` survives the job.
+//!
+//! Per job: `workdir` prepares the directory, `sandbox` (when there is one) wraps the program in
+//! bubblewrap, `child` starts the process under its `rlimits` (through `launch`, a
+//! `posix_spawn`-like clone that does not copy the worker) and reaps it, `supervise` moves stdin
+//! and output and enforces the timeout, cancellation and output limit, `verdict` says how it
+//! ended and what was enforced, and `remove` deletes the directory without following links.
 //!
 //! The memory limit is RLIMIT_DATA (private writable memory per process), which runtimes
 //! that reserve address space up front, like Node's V8, start under; RLIMIT_AS would not let
@@ -21,11 +29,13 @@
 //! arrives on a pidfd through the runtime's event loop. The directory is removed on a blocking
 //! thread once the result is known, with at most [`PENDING_REMOVALS`] waiting. Needs Linux 5.4
 //! or later (CLONE_PIDFD, and pidfds that can be polled and waited on); RLIMIT_DATA needs 4.7.
+//! In a sandbox, bubblewrap and its perl pid 1 add a few milliseconds to each job.
 
 mod child;
 mod launch;
 mod remove;
 mod rlimits;
+mod sandbox;
 mod supervise;
 #[cfg(test)]
 mod tests;
@@ -37,11 +47,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use openshell_protocol::ErrorKind;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use openshell_protocol::{EnforcementReport, ErrorKind, Limits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use self::child::Reaped;
 use self::child::{Setup, SpawnError};
+pub use self::sandbox::SandboxMode;
+use self::sandbox::{Detected, Sandbox, StatusPipe};
 use self::supervise::Finished;
 use self::user::RunAs;
 use self::workdir::Workdir;
@@ -51,6 +66,9 @@ use crate::backend::{
 
 /// The backend's kind, as in `SANDBOX_BACKEND`.
 const KIND: &str = "none";
+
+/// The end of a failed sandbox's stderr quoted in the error.
+const SANDBOX_ERROR_BYTES: usize = 512;
 
 /// Working directories that may wait for removal at once. Past this, a finished job waits for
 /// one to go before it returns, so a slow disk slows the worker down rather than fill up.
@@ -69,6 +87,10 @@ pub struct LocalSettings {
     pub work_root: Option<PathBuf>,
     /// PATH given to jobs.
     pub path: String,
+    /// Whether each job runs in a bubblewrap sandbox (its own pid, mount, ipc, uts and network
+    /// namespaces): `auto` (default: when the worker is root and bubblewrap is installed),
+    /// `required` or `off`.
+    pub sandbox: SandboxMode,
 }
 
 impl Default for LocalSettings {
@@ -77,15 +99,18 @@ impl Default for LocalSettings {
             user: None,
             work_root: None,
             path: "/usr/local/bin:/usr/bin:/bin".to_string(),
+            sandbox: SandboxMode::default(),
         }
     }
 }
 
-/// Runs jobs as local processes under rlimits. Not a sandbox: see the module docs.
+/// Runs jobs as local processes under rlimits, each in a bubblewrap sandbox where it can.
 #[derive(Debug)]
 pub struct LocalBackend {
     settings: LocalSettings,
     run_as: RunAs,
+    /// The sandbox each job runs in; `None`: plain processes, which is not a sandbox.
+    sandbox: Option<Sandbox>,
     work_root: PathBuf,
     /// One permit per working directory that may be waiting for removal.
     removals: Arc<Semaphore>,
@@ -99,15 +124,32 @@ impl LocalBackend {
             .work_root
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        tracing::warn!(
-            user = %run_as.name,
-            work_root = %work_root.display(),
-            "SANDBOX_BACKEND=none: the local backend is NOT a sandbox; jobs share this host's files, \
-             network and kernel. Never let it run untrusted code in production; use the docker or ssh backend"
-        );
+        let sandbox = match Sandbox::detect(settings.sandbox)? {
+            Detected::Sandbox(sandbox) => {
+                tracing::info!(
+                    user = %run_as.name,
+                    work_root = %work_root.display(),
+                    "local backend: each job runs in a bubblewrap sandbox (own pid, mount, ipc, uts and network \
+                     namespaces, private /tmp); it still shares this host's kernel"
+                );
+                Some(sandbox)
+            }
+            Detected::Unsandboxed(reason) => {
+                tracing::warn!(
+                    user = %run_as.name,
+                    work_root = %work_root.display(),
+                    %reason,
+                    "SANDBOX_BACKEND=none: the local backend is NOT a sandbox; jobs share this host's files, \
+                     network and kernel. Never let it run untrusted code in production; run the worker as root \
+                     with bubblewrap installed, or use the docker or ssh backend"
+                );
+                None
+            }
+        };
         Ok(Self {
             settings,
             run_as,
+            sandbox,
             work_root,
             removals: Arc::new(Semaphore::new(PENDING_REMOVALS)),
         })
@@ -125,11 +167,42 @@ impl LocalBackend {
         workdir: &Workdir,
     ) -> Result<Execution, BackendError> {
         let env = workdir.env(&self.settings.path, &job.env);
-        let setup = Setup {
-            switch_to: self.run_as.switch_to(),
-            rlimits: rlimits::plan(&job.limits),
+        let rlimits = rlimits::plan(&job.limits);
+        let (spawned, status) = match &self.sandbox {
+            None => {
+                let setup = Setup {
+                    switch_to: self.run_as.switch_to(),
+                    rlimits,
+                };
+                let spawned = child::spawn(&job.argv, &env, workdir.path(), &setup, Vec::new());
+                (spawned, None)
+            }
+            Some(sandbox) => {
+                let launch = sandbox
+                    .launch(job, workdir.path(), &self.run_as, &rlimits, &env)
+                    .map_err(|failure| {
+                        self.error(
+                            ErrorKind::SandboxStartFailed,
+                            format!("preparing the job's sandbox failed: {failure}"),
+                        )
+                    })?;
+                // bubblewrap runs as root with only RLIMIT_CORE; pid 1 sets the job's own
+                // limits on the job's process, after dropping to its user.
+                let setup = Setup {
+                    switch_to: None,
+                    rlimits: rlimits::plan(&Limits::default()),
+                };
+                let spawned = child::spawn(
+                    &launch.argv,
+                    &launch.env,
+                    workdir.path(),
+                    &setup,
+                    launch.passed,
+                );
+                (spawned, Some(launch.status))
+            }
         };
-        let spawned = match child::spawn(&job.argv, &env, workdir.path(), &setup) {
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(error) => return self.not_started(job, control, error),
         };
@@ -144,7 +217,7 @@ impl LocalBackend {
             note_escape(job, control);
         }
         let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
-        let (exit_code, signal) = verdict::exit_of(reaped.status);
+        let (exit_code, signal) = self.exit_of(ending, &reaped, status, control)?;
         let ending = refine(
             ending,
             job,
@@ -159,8 +232,55 @@ impl LocalBackend {
             wall_time: reaped.exited_at.saturating_duration_since(started),
             cpu_time: Some(reaped.cpu_time),
             peak_memory_bytes: Some(reaped.peak_memory_bytes),
-            enforcement: verdict::report(&job.limits, &self.run_as),
+            enforcement: self.report(&job.limits),
         })
+    }
+
+    /// The exit code and signal of the job's own process: the reaped leader's, or in a sandbox
+    /// what its pid 1 reported. A sandbox that ended on its own without reporting failed.
+    fn exit_of(
+        &self,
+        ending: Ending,
+        reaped: &Reaped,
+        status: Option<StatusPipe>,
+        control: &JobControl,
+    ) -> Result<(Option<i32>, Option<i32>), BackendError> {
+        let Some(status) = status else {
+            return Ok(verdict::exit_of(reaped.status));
+        };
+        match (status.read(), ending) {
+            (Some(raw), _) => {
+                let status = WaitStatus::from_raw(Pid::from_raw(1), raw).map_err(|errno| {
+                    self.error(
+                        ErrorKind::Internal,
+                        format!("the sandbox reported an unreadable wait status {raw}: {errno}"),
+                    )
+                })?;
+                Ok(verdict::exit_of(status))
+            }
+            // Stopped by the worker before the job's process ended: bubblewrap's SIGKILL.
+            (None, Ending::Timeout | Ending::Cancelled | Ending::OutputLimit) => {
+                Ok(verdict::exit_of(reaped.status))
+            }
+            (None, _) => {
+                let stderr = control.output.snapshot().stderr;
+                let tail = &stderr[stderr.len().saturating_sub(SANDBOX_ERROR_BYTES)..];
+                Err(self.error(
+                    ErrorKind::SandboxStartFailed,
+                    format!(
+                        "the job's bubblewrap sandbox ended ({:?}) without the job's status: it failed to \
+                         start or its pid 1 died; its stderr ends with: {}",
+                        reaped.status,
+                        String::from_utf8_lossy(tail).trim()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The enforcement report for `limits`.
+    fn report(&self, limits: &Limits) -> EnforcementReport {
+        verdict::report(limits, &self.run_as, self.sandbox.is_some())
     }
 
     /// Creates the job's working directory: inline when the request's files are small.
@@ -204,6 +324,16 @@ impl LocalBackend {
         error: SpawnError,
     ) -> Result<Execution, BackendError> {
         let program = job.argv.first().map_or("", String::as_str);
+        if self.sandbox.is_some() && !matches!(error, SpawnError::Invalid(_)) {
+            // What did not start is bubblewrap (the job's program is exec'd inside).
+            return Err(self.error(
+                ErrorKind::SandboxStartFailed,
+                format!(
+                    "starting the job's sandbox ({}) failed: {error:?}",
+                    sandbox::BWRAP
+                ),
+            ));
+        }
         let (code, line) = match error {
             SpawnError::NotFound if program.contains('/') => {
                 (127, format!("program `{program}` not found"))
@@ -234,7 +364,7 @@ impl LocalBackend {
             .output
             .write(Stream::Stderr, format!("openshell: {line}\n").as_bytes());
         Ok(Execution {
-            enforcement: verdict::report(&job.limits, &self.run_as),
+            enforcement: self.report(&job.limits),
             ..Execution::exited(code)
         })
     }
@@ -247,7 +377,7 @@ impl Backend for LocalBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities(&self.run_as)
+        verdict::capabilities(&self.run_as, self.sandbox.is_some())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -274,7 +404,7 @@ impl Backend for LocalBackend {
             return Ok(Execution {
                 ending: Ending::Cancelled,
                 exit_code: None,
-                enforcement: verdict::report(&job.limits, &self.run_as),
+                enforcement: self.report(&job.limits),
                 ..Execution::exited(0)
             });
         }

@@ -156,3 +156,40 @@ async fn the_working_directory_is_removed_after_the_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// As root with bubblewrap (always under CI, whose setup installs it), a job sees its own
+/// namespaces: its own processes only, its own hostname and network, the dedicated user, and
+/// no user namespaces or keyrings.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_worker_with_bubblewrap_sandboxes_each_job() {
+    let backend = backend();
+    if backend.sandbox.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root with bubblewrap installed: the local backend must sandbox"
+        );
+        return;
+    }
+    let code = r#"
+echo "uid $(id -un)"
+echo "host $(hostname)"
+echo "pids $(ls -d /proc/[0-9]* | wc -l)"
+echo "links $(ls /sys/class/net 2>/dev/null | wc -l) $(cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"
+echo "home $([ -e /home ] && echo visible || echo hidden)"
+python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); keyctl = {"x86_64": 250, "aarch64": 219}[os.uname().machine]; print("keyctl", libc.syscall(keyctl, 0, -4, 0) == -1 and ctypes.get_errno())'
+"#;
+    let (execution, stdout, stderr) = run(&backend, job("bash", code, limits(256))).await;
+    assert_eq!(execution.exit_code, Some(0), "{execution:?}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "uid openshell-job", "{stdout}");
+    assert_eq!(lines[1], "host openshell", "{stdout}");
+    // pid 1, bash, and the command substitution's own processes: a handful, not the host's.
+    let pids: usize = lines[2].trim_start_matches("pids ").parse().unwrap();
+    assert!(pids < 10, "the job sees {pids} processes: {stdout}");
+    assert!(lines[3].ends_with("lo "), "more than loopback: {stdout}");
+    assert_eq!(lines[4], "home hidden", "{stdout}");
+    assert_eq!(
+        lines[5], "keyctl 1",
+        "keyrings are refused with EPERM: {stdout}"
+    );
+}

@@ -137,6 +137,9 @@ mod tests {
             }
         }
         let error = RunAs::resolve(Some("openshell-no-such-user")).unwrap_err();
-        assert!(error.to_string().contains("openshell-no-such-user"), "{error}");
+        assert!(
+            error.to_string().contains("openshell-no-such-user"),
+            "{error}"
+        );
     }
 }

@@ -10,9 +10,13 @@ use crate::backend::{Capabilities, oom};
 /// Peak resident memory at or above this share of the memory limit counts as "near the limit".
 const NEAR_LIMIT_PERCENT: u64 = 75;
 
-/// How this backend enforces `limit` for jobs running as `run_as`.
-pub(super) fn mechanism(limit: LimitName, run_as: &RunAs) -> Enforcement {
+/// How this backend enforces `limit` for jobs running as `run_as`, in a bubblewrap sandbox
+/// when `sandboxed`.
+pub(super) fn mechanism(limit: LimitName, run_as: &RunAs, sandboxed: bool) -> Enforcement {
     match limit {
+        LimitName::Timeout if sandboxed => Enforcement::enforced(
+            "wall-clock timer, then SIGKILL to the job's sandbox: every process of its pid namespace dies",
+        ),
         LimitName::Timeout => {
             Enforcement::enforced("wall-clock timer, then SIGKILL to the job's process group")
         }
@@ -30,15 +34,25 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs) -> Enforcement {
         }
         LimitName::Processes => processes(run_as),
         LimitName::OpenFiles => Enforcement::enforced("setrlimit(RLIMIT_NOFILE), per process"),
+        LimitName::Output if sandboxed => Enforcement::enforced(
+            "output sink: capture stops at the limit and the job's sandbox (its whole pid namespace) is killed",
+        ),
         LimitName::Output => Enforcement::enforced(
             "output sink: capture stops at the limit and the process group is killed",
+        ),
+        LimitName::Disk if sandboxed => Enforcement::partial(
+            "setrlimit(RLIMIT_FSIZE) caps each file; /tmp, /var/tmp and /dev/shm are the job's own tmpfs of \
+             that size (each), but the working directory under work_root has no total cap",
         ),
         LimitName::Disk => {
             Enforcement::partial("setrlimit(RLIMIT_FSIZE) caps each file, not total disk")
         }
-        LimitName::Network => {
-            Enforcement::not_enforced("jobs share the worker host's network namespace")
-        }
+        LimitName::Network if sandboxed => Enforcement::enforced(
+            "the job's own network namespace with only a loopback interface (bubblewrap --unshare-net)",
+        ),
+        LimitName::Network => Enforcement::not_enforced(
+            "jobs share the worker host's network namespace: the local backend runs without bubblewrap",
+        ),
     }
 }
 
@@ -64,20 +78,22 @@ fn processes(run_as: &RunAs) -> Enforcement {
     }
 }
 
-/// The limits this backend can enforce, with how; `cpus` is absent, so admission fails closed on it.
-pub(super) fn capabilities(run_as: &RunAs) -> Capabilities {
+/// The limits this backend can enforce, with how; `cpus` is absent, so admission fails closed
+/// on it, and `network` is present only in a sandbox.
+pub(super) fn capabilities(run_as: &RunAs, sandboxed: bool) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .map(|limit| (limit, mechanism(limit, run_as)))
+        .chain([LimitName::Network])
+        .map(|limit| (limit, mechanism(limit, run_as, sandboxed)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
 }
 
 /// One entry per limit set in `limits`.
-pub(super) fn report(limits: &Limits, run_as: &RunAs) -> EnforcementReport {
+pub(super) fn report(limits: &Limits, run_as: &RunAs, sandboxed: bool) -> EnforcementReport {
     limits
         .iter()
-        .map(|(limit, _)| (limit, mechanism(limit, run_as)))
+        .map(|(limit, _)| (limit, mechanism(limit, run_as, sandboxed)))
         .collect()
 }
 
@@ -171,20 +187,34 @@ mod tests {
 
     #[test]
     fn cpus_is_never_a_capability_and_processes_depends_on_the_user() {
-        let dedicated = capabilities(&run_as(65534, true));
+        let dedicated = capabilities(&run_as(65534, true), false);
         assert!(!dedicated.contains_key(&LimitName::Cpus));
         assert_eq!(
             dedicated[&LimitName::Processes].status,
             EnforcementStatus::Enforced
         );
-        let own = capabilities(&run_as(1000, false));
+        let own = capabilities(&run_as(1000, false), false);
         assert_eq!(
             own[&LimitName::Processes].status,
             EnforcementStatus::Partial
         );
-        let root = capabilities(&run_as(0, true));
+        let root = capabilities(&run_as(0, true), false);
         assert!(!root.contains_key(&LimitName::Processes));
         assert_eq!(root.len(), LimitName::ALL.len() - 2);
+    }
+
+    #[test]
+    fn network_is_a_capability_only_in_a_sandbox() {
+        let plain = capabilities(&run_as(65534, true), false);
+        assert!(!plain.contains_key(&LimitName::Network));
+        let sandboxed = capabilities(&run_as(65534, true), true);
+        let network = &sandboxed[&LimitName::Network];
+        assert_eq!(network.status, EnforcementStatus::Enforced);
+        assert!(
+            network.mechanism.contains("network namespace"),
+            "{network:?}"
+        );
+        assert!(!sandboxed.contains_key(&LimitName::Cpus));
     }
 
     #[test]
@@ -194,7 +224,7 @@ mod tests {
             disk: Some(openshell_protocol::ByteSize::mib(1)),
             ..Limits::default()
         };
-        let report = report(&limits, &run_as(65534, true));
+        let report = report(&limits, &run_as(65534, true), false);
         assert_eq!(report.len(), 2);
         assert_eq!(
             report[&LimitName::Cpus].status,
