@@ -5,7 +5,9 @@
 //! loopback interface), private /tmp, /var/tmp and /dev/shm, the host's /usr and /etc
 //! read-only, no user namespaces or keyrings (seccomp), as the dedicated user `openshell-job`,
 //! and the whole namespace is killed when the job's own process ends. It still shares the
-//! host's kernel, and its memory, CPU time and disk limits are per-process rlimits.
+//! host's kernel, and its memory, CPU time and disk limits are per-process rlimits. With
+//! `[pools.NAME.local] uids`, each running job has a uid of its own instead (`uids`), so its
+//! process limit is its own too.
 //!
 //! **Without bubblewrap it is not a sandbox**, and says so at start-up and in each report
 //! (`network` not enforced): a job runs as an unprivileged user (when the worker is root), in
@@ -39,6 +41,7 @@ mod sandbox;
 mod supervise;
 #[cfg(test)]
 mod tests;
+mod uids;
 mod user;
 mod verdict;
 mod workdir;
@@ -58,6 +61,8 @@ use self::child::{Setup, SpawnError};
 pub use self::sandbox::SandboxMode;
 use self::sandbox::{Detected, Sandbox, StatusPipe};
 use self::supervise::Finished;
+use self::uids::UidPool;
+pub use self::uids::UidRange;
 use self::user::RunAs;
 use self::workdir::Workdir;
 use crate::backend::{
@@ -91,6 +96,9 @@ pub struct LocalSettings {
     /// namespaces): `auto` (default: when the worker is root and bubblewrap is installed),
     /// `required` or `off`.
     pub sandbox: SandboxMode,
+    /// A uid of its own for each running job, from this range (e.g. `{ first = 1900000000,
+    /// count = 64 }`), instead of `user`: needs the sandbox, and uids no account of the host uses.
+    pub uids: Option<UidRange>,
 }
 
 impl Default for LocalSettings {
@@ -100,6 +108,7 @@ impl Default for LocalSettings {
             work_root: None,
             path: "/usr/local/bin:/usr/bin:/bin".to_string(),
             sandbox: SandboxMode::default(),
+            uids: None,
         }
     }
 }
@@ -111,6 +120,8 @@ pub struct LocalBackend {
     run_as: RunAs,
     /// The sandbox each job runs in; `None`: plain processes, which is not a sandbox.
     sandbox: Option<Sandbox>,
+    /// Per-job uids, when the pool has a range.
+    uids: Option<Arc<UidPool>>,
     work_root: PathBuf,
     /// One permit per working directory that may be waiting for removal.
     removals: Arc<Semaphore>,
@@ -146,10 +157,26 @@ impl LocalBackend {
                 None
             }
         };
+        let uids = match (settings.uids, &sandbox) {
+            (None, _) => None,
+            (Some(range), Some(_)) => Some(UidPool::new(range)?),
+            (Some(_), None) => {
+                return Err(BackendError::new(
+                    ErrorKind::SandboxStartFailed,
+                    KIND,
+                    "uids",
+                    "[pools.NAME.local] uids needs the bubblewrap sandbox (a root worker with bubblewrap \
+                     installed): without it a job's surviving processes would keep its uid for the next job; \
+                     remove `uids` or install bubblewrap"
+                        .to_string(),
+                ));
+            }
+        };
         Ok(Self {
             settings,
             run_as,
             sandbox,
+            uids,
             work_root,
             removals: Arc::new(Semaphore::new(PENDING_REMOVALS)),
         })
@@ -165,13 +192,14 @@ impl LocalBackend {
         job: &Job,
         control: &JobControl,
         workdir: &Workdir,
+        run_as: &RunAs,
     ) -> Result<Execution, BackendError> {
         let env = workdir.env(&self.settings.path, &job.env);
         let rlimits = rlimits::plan(&job.limits);
         let (spawned, status) = match &self.sandbox {
             None => {
                 let setup = Setup {
-                    switch_to: self.run_as.switch_to(),
+                    switch_to: run_as.switch_to(),
                     rlimits,
                 };
                 let spawned = child::spawn(&job.argv, &env, workdir.path(), &setup, Vec::new());
@@ -179,7 +207,7 @@ impl LocalBackend {
             }
             Some(sandbox) => {
                 let launch = sandbox
-                    .launch(job, workdir.path(), &self.run_as, &rlimits, &env)
+                    .launch(job, workdir.path(), run_as, &rlimits, &env)
                     .map_err(|failure| {
                         self.error(
                             ErrorKind::SandboxStartFailed,
@@ -280,12 +308,20 @@ impl LocalBackend {
 
     /// The enforcement report for `limits`.
     fn report(&self, limits: &Limits) -> EnforcementReport {
-        verdict::report(limits, &self.run_as, self.sandbox.is_some())
+        verdict::report(limits, &self.identity(), self.sandbox.is_some())
+    }
+
+    /// Who jobs run as, for reports: the pool's user, or a uid of each job's own.
+    fn identity(&self) -> RunAs {
+        RunAs {
+            per_job: self.uids.is_some(),
+            ..self.run_as.clone()
+        }
     }
 
     /// Creates the job's working directory: inline when the request's files are small.
-    async fn prepare(&self, job: &Job) -> Result<Workdir, BackendError> {
-        let owner = self.run_as.switch_to();
+    async fn prepare(&self, job: &Job, run_as: &RunAs) -> Result<Workdir, BackendError> {
+        let owner = run_as.switch_to();
         if Workdir::is_small(&job.files) {
             return Workdir::create(&self.work_root, owner, &job.files);
         }
@@ -377,7 +413,7 @@ impl Backend for LocalBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities(&self.run_as, self.sandbox.is_some())
+        verdict::capabilities(&self.identity(), self.sandbox.is_some())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -408,8 +444,14 @@ impl Backend for LocalBackend {
                 ..Execution::exited(0)
             });
         }
-        let workdir = self.prepare(&job).await?;
-        let outcome = self.run(&job, &control, &workdir).await;
+        // Held until the job's sandbox, hence every process of the job, is gone.
+        let lease = self.uids.as_ref().map(UidPool::lease).transpose()?;
+        let run_as = lease
+            .as_ref()
+            .map_or_else(|| self.run_as.clone(), uids::Lease::run_as);
+        let workdir = self.prepare(&job, &run_as).await?;
+        let outcome = self.run(&job, &control, &workdir, &run_as).await;
+        drop(lease);
         // Every process of the job is dead by now, except one that escaped the group.
         self.remove(workdir).await;
         if let Ok(execution) = &outcome {

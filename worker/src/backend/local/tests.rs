@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
@@ -191,5 +192,94 @@ python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); keyctl 
     assert_eq!(
         lines[5], "keyctl 1",
         "keyrings are refused with EPERM: {stdout}"
+    );
+}
+
+/// A job the pool lets use the network shares the host's (no network namespace): it reaches a
+/// port on the host's loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_granted_network_reaches_the_host() {
+    let backend = backend();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = format!(
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).close()\nprint('connected')\n"
+    );
+    let job = Job {
+        network: true,
+        ..job("python", &code, limits(256))
+    };
+    let (execution, stdout, stderr) = run(&backend, job).await;
+    assert_eq!(execution.exit_code, Some(0), "{execution:?}\n{stderr}");
+    assert_eq!(stdout, "connected\n");
+}
+
+/// With `uids`, each running job has a uid of its own, so one job's processes do not count
+/// against another's process limit (as they do when jobs share `openshell-job`).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_uid_range_concurrent_jobs_have_their_own_uids_and_process_limits() {
+    let locks_free_range = super::UidRange {
+        first: 1_900_000_000 + std::process::id() % 1000 * 16,
+        count: 4,
+    };
+    let settings = LocalSettings {
+        uids: Some(locks_free_range),
+        ..LocalSettings::default()
+    };
+    let backend = match LocalBackend::new(settings) {
+        Ok(backend) => backend,
+        Err(error) if backend().sandbox.is_none() => {
+            // Without the sandbox a range is refused, and says why.
+            assert!(
+                error.to_string().contains("needs the bubblewrap sandbox"),
+                "{error}"
+            );
+            return;
+        }
+        Err(error) => panic!("{error}"),
+    };
+    let few = |code: &str| Job {
+        limits: Limits {
+            processes: Some(16),
+            ..limits(256)
+        },
+        ..job("bash", code, limits(256))
+    };
+    let holder = few("id -u\nfor i in $(seq 12); do sleep 60 & done\necho ready\nwait\n");
+    let holder_control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    let second = async {
+        while !String::from_utf8_lossy(&holder_control.output.snapshot().stdout).contains("ready") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ran = run(
+            &backend,
+            few("id -u\nfor i in $(seq 8); do sleep 0.2 & done\nwait && echo forked"),
+        )
+        .await;
+        holder_control.cancel.cancel();
+        ran
+    };
+    let (holder_ran, (execution, stdout, stderr)) = tokio::join!(
+        backend.execute(holder, holder_control.clone()),
+        tokio::time::timeout(Duration::from_secs(60), second)
+            .map(|ran| ran.expect("the holder job never got ready"))
+    );
+    assert_eq!(holder_ran.unwrap().ending, Ending::Cancelled);
+    assert_eq!(execution.exit_code, Some(0), "{execution:?}\n{stderr}");
+    assert!(stdout.ends_with("forked\n"), "{stdout}\n{stderr}");
+    let holder_uid = String::from_utf8_lossy(&holder_control.output.snapshot().stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let own_uid = stdout.lines().next().unwrap_or_default();
+    assert_ne!(holder_uid, own_uid, "both jobs ran as uid {own_uid}");
+    let processes = &execution.enforcement[&LimitName::Processes];
+    assert!(
+        processes.mechanism.contains("job's own uid"),
+        "{processes:?}"
     );
 }

@@ -21,6 +21,8 @@ pub(super) struct RunAs {
     pub gid: Gid,
     /// The worker is root and switches the child to `uid`/`gid` before exec.
     pub switch: bool,
+    /// `uid` is this job's alone (from `[pools.NAME.local] uids`), not shared with other jobs.
+    pub per_job: bool,
 }
 
 impl RunAs {
@@ -36,6 +38,7 @@ impl RunAs {
                 uid: account.uid,
                 gid: account.gid,
                 switch: true,
+                per_job: false,
             });
         }
         let uid = Uid::effective();
@@ -57,6 +60,7 @@ impl RunAs {
             uid,
             gid: Gid::effective(),
             switch: false,
+            per_job: false,
         })
     }
 

@@ -60,7 +60,12 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs, sandboxed: bool) -> En
 /// jobs run as a dedicated unprivileged user; the kernel does not apply it to root at all.
 fn processes(run_as: &RunAs) -> Enforcement {
     let name = &run_as.name;
-    if run_as.uid.is_root() {
+    if run_as.per_job {
+        Enforcement::enforced(
+            "setrlimit(RLIMIT_NPROC) of the job's own uid (from [pools.NAME.local] uids), which no other \
+             running job shares",
+        )
+    } else if run_as.uid.is_root() {
         Enforcement::not_enforced(
             "jobs run as root, which RLIMIT_NPROC does not bind; set [pools.NAME.local] user to an unprivileged user",
         )
@@ -144,6 +149,7 @@ mod tests {
             uid: Uid::from_raw(uid),
             gid: Gid::from_raw(uid),
             switch,
+            per_job: false,
         }
     }
 
