@@ -28,6 +28,7 @@ have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 step "setup" bash deploy/setup.sh --install-only
 # The docker backend's tests need the host's dockerd and the sandbox image.
 step "docker" bash deploy/setup.sh --no-nats
+step "stale sandboxes" docker_sweep_dead_workers
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
 # Each alert fires on the series that should raise it and stays silent otherwise.

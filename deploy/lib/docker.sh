@@ -86,6 +86,20 @@ docker_image_ensure() {
     bash "$SANDBOX_IMAGE_DIR/build-offline.sh" "$SANDBOX_IMAGE"
 }
 
+# Removes OpenShell containers whose worker process on this host is gone (a worker killed
+# with SIGKILL before this run), so that the final check speaks of this run only. Containers
+# of live workers, and of other hosts, are left alone.
+docker_sweep_dead_workers() {
+    local id host pid swept=0
+    while read -r id host pid; do
+        [[ -n $id && $host == "$(hostname)" && -n $pid ]] || continue
+        kill -0 "$pid" 2>/dev/null && continue
+        docker rm -f "$id" >/dev/null 2>&1 && swept=$((swept + 1))
+    done < <(docker ps -a --filter label=openshell.managed=true \
+        --format '{{.ID}} {{.Label "openshell.host"}} {{.Label "openshell.pid"}}')
+    [[ $swept -eq 0 ]] || note "removed $swept container(s) left by dead workers before this run"
+}
+
 # Fails when OpenShell containers are left on the engine (waits 15 s for removals in flight).
 docker_assert_no_sandboxes() {
     local left tries
