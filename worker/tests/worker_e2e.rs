@@ -547,3 +547,22 @@ async fn a_tenant_at_its_quota_waits_and_priority_goes_first() {
         holder.await.unwrap();
     }
 }
+
+/// A job killed by a signal reports its number and name in the result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_death_is_reported_by_number_and_name() {
+    let Some((_nats, _worker, client)) = stack(&[]).await else {
+        return;
+    };
+    let request = ExecRequest::command(
+        "killed",
+        vec!["sh".into(), "-c".into(), "kill -KILL $$".into()],
+    );
+    let result = client
+        .exec("none", "default", &request)
+        .await
+        .expect("a result");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    assert_eq!(result.signal, Some(9), "{result:?}");
+    assert_eq!(result.signal_name.as_deref(), Some("SIGKILL"), "{result:?}");
+}

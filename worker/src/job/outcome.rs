@@ -77,7 +77,7 @@ pub fn apply_execution(
             result.status = status;
             result.error = error;
             result.exit_code = execution.exit_code;
-            result.signal = execution.signal;
+            result.set_signal(execution.signal);
             result.wall_time_ms = execution.wall_time.as_millis() as u64;
             result.cpu_time_ms = execution.cpu_time.map(|cpu| cpu.as_millis() as u64);
             result.peak_memory_bytes = execution.peak_memory_bytes;
