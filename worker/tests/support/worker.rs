@@ -17,7 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the worker may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running `openshell worker`; killed on drop.
+/// A running `openshell worker`; stopped on drop with SIGTERM (so that a Docker worker removes
+/// its warm containers as it stops), then SIGKILL if it has not exited within 10 s.
 pub struct WorkerProcess {
     child: Child,
     log: Arc<Mutex<String>>,
@@ -34,7 +35,6 @@ impl WorkerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn openshell worker");
         let log = Arc::new(Mutex::new(String::new()));
@@ -129,5 +129,24 @@ async fn capture(stream: impl AsyncRead + Unpin, log: Arc<Mutex<String>>) {
         let mut log = log.lock().expect("log lock");
         log.push_str(&line);
         log.push('\n');
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let Some(id) = self.child.id() else {
+            return;
+        };
+        let pid = Pid::from_raw(i32::try_from(id).expect("pid fits i32"));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            // Drop cannot await: park this thread briefly (the runtime may be shutting down).
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        let _ = self.child.start_kill();
     }
 }
