@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openshell_protocol::{ByteSize, DurationMs, Limits};
+use openshell_protocol::{ByteSize, DurationMs, EnforcementStatus, LimitName, Limits};
 use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
 use tokio_util::sync::CancellationToken;
 
@@ -327,4 +327,86 @@ pub async fn user_namespaces_are_refused(backend: &dyn Backend) {
     .await;
     assert_exited(&run, 0);
     assert!(run.stdout().starts_with("refused:"), "{run:?}");
+}
+
+/// Whether `backend` enforces `limit` for all of a job's processes together (not only per
+/// process): the whole-job cases below hold it to that, and state what they skip otherwise.
+fn enforces_for_the_whole_job(backend: &dyn Backend, limit: LimitName) -> bool {
+    let enforced = backend
+        .capabilities()
+        .get(&limit)
+        .is_some_and(|entry| entry.status == EnforcementStatus::Enforced);
+    if !enforced {
+        eprintln!(
+            "{} enforces {limit:?} per process only (its report says partial): whole-job case skipped",
+            backend.kind()
+        );
+    }
+    enforced
+}
+
+/// Four processes of 100 MiB each do not fit a 256 MiB limit together: the job never holds
+/// all four and fails. Its verdict is `out_of_memory` where the backend sees the kernel kill
+/// any of its processes (docker, none); the SSH helper reports the job's own exit (1 here:
+/// its shell saw a child killed).
+pub async fn memory_across_processes(backend: &dyn Backend) {
+    if !enforces_for_the_whole_job(backend, LimitName::Memory) {
+        return;
+    }
+    let code = "pids=\nfor i in 1 2 3 4; do\n  python3 -c 'import time\nb = b\"\\x01\" * (100 << 20)\nprint(\"held\", flush=True)\ntime.sleep(3)' &\n  pids=\"$pids $!\"\ndone\n\
+                failed=0\nfor pid in $pids; do wait $pid || failed=1; done\nexit $failed\n";
+    let limits = Limits {
+        memory: Some(ByteSize::mib(256)),
+        ..hostile_limits()
+    };
+    let run = run(backend, limited(code_job("bash", code, &[]), limits)).await;
+    let failed = run.execution.ending == Ending::OutOfMemory
+        || (run.execution.ending == Ending::Exited && run.execution.exit_code == Some(1));
+    assert!(failed, "{run:?}\nstderr: {}", run.stderr());
+    assert!(run.stdout().matches("held").count() < 4, "{}", run.stdout());
+}
+
+/// Filling /dev/shm (memory, not disk) past the memory limit fails: shared memory counts.
+pub async fn shared_memory_counts_as_memory(backend: &dyn Backend) {
+    if !enforces_for_the_whole_job(backend, LimitName::Memory) {
+        return;
+    }
+    let code = "head -c 400M /dev/zero > /dev/shm/fill && echo filled\n";
+    let limits = Limits {
+        memory: Some(ByteSize::mib(256)),
+        ..hostile_limits()
+    };
+    let run = run(backend, limited(code_job("bash", code, &[]), limits)).await;
+    let succeeded = run.execution.ending == Ending::Exited && run.execution.exit_code == Some(0);
+    assert!(
+        !succeeded,
+        "400 MiB fit in /dev/shm under a 256 MiB limit: {run:?}"
+    );
+    assert!(!run.stdout().contains("filled"), "{}", run.stdout());
+    let after = super::run(backend, code_job("sh", "echo still fine", &[])).await;
+    assert_exited(&after, 0);
+}
+
+/// Four busy processes share one `cpu_time` budget: forking does not multiply it. The job is
+/// stopped with SIGXCPU long before its wall timeout.
+pub async fn cpu_time_is_not_dodged_by_forking(backend: &dyn Backend) {
+    if !enforces_for_the_whole_job(backend, LimitName::CpuTime) {
+        return;
+    }
+    let timeout = DurationMs::secs(30);
+    let limits = Limits {
+        timeout: Some(timeout),
+        cpu_time: Some(DurationMs(2000)),
+        ..hostile_limits()
+    };
+    let code = "for i in 1 2 3 4; do ( while :; do :; done ) & done\nwait\n";
+    let run = run(backend, limited(code_job("bash", code, &[]), limits)).await;
+    assert_eq!(run.execution.ending, Ending::Exited, "{run:?}");
+    assert_eq!(run.execution.signal, Some(24), "not SIGXCPU: {run:?}");
+    // Four processes with 2 s each would run for 8 s of CPU; one budget ends far sooner.
+    assert!(
+        run.elapsed < timeout.as_duration() / 2,
+        "took {:?}",
+        run.elapsed
+    );
 }

@@ -40,6 +40,8 @@ pub(super) struct Setup {
     pub switch_to: Option<(Uid, Gid)>,
     /// Limits to set, already clamped to what the child may set.
     pub rlimits: Vec<Rlimit>,
+    /// `cgroup.procs` files of the job's cgroups, joined first.
+    pub cgroups: Vec<RawFd>,
 }
 
 /// Why a job's process did not start.
@@ -134,7 +136,9 @@ pub(super) fn spawn(
         .map(|fd| at_or_above(fd, lowest))
         .collect::<io::Result<Vec<_>>>()
         .map_err(SpawnError::Failed)?;
-    let plan = plan.with_passed(passed.iter().map(AsRawFd::as_raw_fd).collect());
+    let plan = plan
+        .with_passed(passed.iter().map(AsRawFd::as_raw_fd).collect())
+        .with_cgroups(setup.cgroups.clone());
     let started = Instant::now();
     let (pid, pidfd) =
         launch_or_shell(&plan).map_err(|error| SpawnError::from_launch(error, setup))?;

@@ -52,6 +52,8 @@ pub(super) enum Stage {
     Stack,
     /// The `clone` call itself.
     Clone,
+    /// Joining the job's cgroup at `index` in the plan.
+    Cgroup,
     /// Putting the pipes on fds 0, 1 and 2.
     Stdio,
     /// Entering the working directory.
@@ -73,9 +75,10 @@ pub(super) enum Stage {
 }
 
 impl Stage {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Stack,
         Self::Clone,
+        Self::Cgroup,
         Self::Stdio,
         Self::Chdir,
         Self::Setsid,
@@ -101,6 +104,7 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Self::Stack => "mapping the child's stack",
             Self::Clone => "clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)",
+            Self::Cgroup => "joining the job's cgroup",
             Self::Stdio => "attaching the pipes to stdin/stdout/stderr",
             Self::Chdir => "entering the working directory",
             Self::Setsid => "setsid",
@@ -170,6 +174,8 @@ pub(super) struct Plan {
     /// Fds the program gets as 3, 4, ... (open across exec); each is at or above
     /// [`PASSED_BASE`] + their number, so that no dup clobbers another.
     passed: Vec<RawFd>,
+    /// `cgroup.procs` files the child writes `0` to before anything else: it joins them.
+    cgroups: Vec<RawFd>,
     switch_to: Option<(libc::uid_t, libc::gid_t)>,
     rlimits: Vec<RawRlimit>,
     /// Written by the child when it fails: the stage code (0 while none), errno and index.
@@ -213,6 +219,7 @@ impl Plan {
             dir,
             stdio,
             passed: Vec::new(),
+            cgroups: Vec::new(),
             switch_to,
             rlimits,
             failed_stage: AtomicI32::new(0),
@@ -226,6 +233,12 @@ impl Plan {
     pub fn with_passed(mut self, fds: Vec<RawFd>) -> Self {
         debug_assert!(fds.iter().all(|&fd| fd >= PASSED_BASE + fds.len() as RawFd));
         self.passed = fds;
+        self
+    }
+
+    /// The same plan, with the child joining the cgroups whose `cgroup.procs` are `fds`.
+    pub fn with_cgroups(mut self, fds: Vec<RawFd>) -> Self {
+        self.cgroups = fds;
         self
     }
 
@@ -251,6 +264,7 @@ impl Plan {
             self.rlimits.clone(),
         )
         .with_passed(self.passed.clone())
+        .with_cgroups(self.cgroups.clone())
     }
 
     /// Records a failure from the child. Atomics only: no allocation, no locks.
@@ -348,6 +362,12 @@ mod child {
     }
 
     fn setup(plan: &Plan) -> Result<(), Failure> {
+        // First, so that everything the job ever does is counted and limited.
+        for (index, &fd) in plan.cgroups.iter().enumerate() {
+            let own = b"0";
+            let written = syscall3(libc::SYS_write, c_long::from(fd), own.as_ptr() as c_long, 1);
+            check(written).map_err(|errno| (Stage::Cgroup, errno, index))?;
+        }
         // The job starts with every catchable signal at its default action, whatever the
         // worker catches or ignores (Rust ignores SIGPIPE, for one).
         for signal in 1..=LAST_SIGNAL {

@@ -5,7 +5,10 @@
 //! loopback interface), private /tmp, /var/tmp and /dev/shm, the host's /usr and /etc
 //! read-only, no user namespaces or keyrings (seccomp), as the dedicated user `openshell-job`,
 //! and the whole namespace is killed when the job's own process ends. It still shares the
-//! host's kernel, and its memory, CPU time and disk limits are per-process rlimits. With
+//! host's kernel. Where the worker may write a cgroup hierarchy (v1 or v2), each sandboxed job
+//! also gets cgroups of its own (`cgroup`): memory (tmpfs and shared memory included), pids,
+//! CPU share and CPU time hold for all its processes together; elsewhere they are per-process
+//! rlimits, and `cpus` cannot be enforced. The workdir's total size is never capped. With
 //! `[pools.NAME.local] uids`, each running job has a uid of its own instead (`uids`), so its
 //! process limit is its own too.
 //!
@@ -15,13 +18,13 @@
 //! and its process group is killed when it ends; but it shares the host's filesystem, network
 //! and other users' processes, and a descendant that calls `setsid` survives the job.
 //!
-//! Per job: `workdir` prepares the directory, `sandbox` (when there is one) wraps the program in
-//! bubblewrap, `child` starts the process under its `rlimits` (through `launch`, a
+//! Per job: `workdir` prepares the directory, `cgroup` makes its cgroups, `sandbox` (when there
+//! is one) wraps the program in bubblewrap, `child` starts the process under its `rlimits` (through `launch`, a
 //! `posix_spawn`-like clone that does not copy the worker) and reaps it, `supervise` moves stdin
 //! and output and enforces the timeout, cancellation and output limit, `verdict` says how it
 //! ended and what was enforced, and `remove` deletes the directory without following links.
 //!
-//! The memory limit is RLIMIT_DATA (private writable memory per process), which runtimes
+//! Without a memory cgroup, the memory limit is RLIMIT_DATA (private writable memory per process), which runtimes
 //! that reserve address space up front, like Node's V8, start under; RLIMIT_AS would not let
 //! them. A job whose allocations fail under it ends as `out_of_memory` by a heuristic (see
 //! `verdict`), since the kernel reports a failed allocation, not a kill.
@@ -33,6 +36,7 @@
 //! or later (CLONE_PIDFD, and pidfds that can be polled and waited on); RLIMIT_DATA needs 4.7.
 //! In a sandbox, bubblewrap and its perl pid 1 add a few milliseconds to each job.
 
+mod cgroup;
 mod child;
 mod launch;
 mod remove;
@@ -50,17 +54,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use openshell_protocol::{EnforcementReport, ErrorKind, Limits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use self::cgroup::{Controller, Hierarchies, JobCgroup};
 use self::child::Reaped;
 use self::child::{Setup, SpawnError};
 pub use self::sandbox::SandboxMode;
 use self::sandbox::{Detected, Sandbox, StatusPipe};
-use self::supervise::Finished;
+use self::supervise::{CpuBudget, Finished};
 use self::uids::UidPool;
 pub use self::uids::UidRange;
 use self::user::RunAs;
@@ -120,6 +126,8 @@ pub struct LocalBackend {
     run_as: RunAs,
     /// The sandbox each job runs in; `None`: plain processes, which is not a sandbox.
     sandbox: Option<Sandbox>,
+    /// The cgroup hierarchies each sandboxed job gets a cgroup in (empty without a sandbox).
+    cgroups: Hierarchies,
     /// Per-job uids, when the pool has a range.
     uids: Option<Arc<UidPool>>,
     work_root: PathBuf,
@@ -157,6 +165,16 @@ impl LocalBackend {
                 None
             }
         };
+        let cgroups = match &sandbox {
+            Some(_) => Hierarchies::detect(),
+            None => Hierarchies::NONE,
+        };
+        if sandbox.is_some() && cgroups.is_empty() {
+            tracing::warn!(
+                "local backend: no cgroup hierarchy this worker may use; memory, processes and cpu_time are \
+                 per-process rlimits, and cpus cannot be enforced"
+            );
+        }
         let uids = match (settings.uids, &sandbox) {
             (None, _) => None,
             (Some(range), Some(_)) => Some(UidPool::new(range)?),
@@ -176,6 +194,7 @@ impl LocalBackend {
             settings,
             run_as,
             sandbox,
+            cgroups,
             uids,
             work_root,
             removals: Arc::new(Semaphore::new(PENDING_REMOVALS)),
@@ -195,12 +214,20 @@ impl LocalBackend {
         run_as: &RunAs,
     ) -> Result<Execution, BackendError> {
         let env = workdir.env(&self.settings.path, &job.env);
-        let rlimits = rlimits::plan(&job.limits);
+        let cgroup = self.job_cgroup(job)?;
+        let covered = |controller| cgroup.as_ref().is_some_and(|cgroup| cgroup.has(controller));
+        // What the job's cgroup limits for all its processes needs no per-process rlimit.
+        let rlimits = rlimits::plan(&Limits {
+            memory: job.limits.memory.filter(|_| !covered(Controller::Memory)),
+            processes: job.limits.processes.filter(|_| !covered(Controller::Pids)),
+            ..job.limits.clone()
+        });
         let (spawned, status) = match &self.sandbox {
             None => {
                 let setup = Setup {
                     switch_to: run_as.switch_to(),
                     rlimits,
+                    cgroups: Vec::new(),
                 };
                 let spawned = child::spawn(&job.argv, &env, workdir.path(), &setup, Vec::new());
                 (spawned, None)
@@ -219,6 +246,10 @@ impl LocalBackend {
                 let setup = Setup {
                     switch_to: None,
                     rlimits: rlimits::plan(&Limits::default()),
+                    cgroups: cgroup
+                        .as_ref()
+                        .map(JobCgroup::procs_fds)
+                        .unwrap_or_default(),
                 };
                 let spawned = child::spawn(
                     &launch.argv,
@@ -236,23 +267,50 @@ impl LocalBackend {
         };
         let started = spawned.started;
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
+        let cpu = cgroup
+            .as_ref()
+            .filter(|cgroup| cgroup.has(Controller::CpuAccounting))
+            .zip(job.limits.cpu_time)
+            .map(|(cgroup, limit)| CpuBudget {
+                cgroup,
+                limit: limit.as_duration(),
+            });
         let Finished {
             ending,
             reaped,
             escaped,
-        } = supervise::supervise(spawned, job.stdin.as_bytes().to_vec(), timeout, control).await;
+            cpu_exhausted,
+        } = supervise::supervise(
+            spawned,
+            job.stdin.as_bytes().to_vec(),
+            timeout,
+            cpu,
+            control,
+        )
+        .await;
         if escaped {
             note_escape(job, control);
         }
         let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
-        let (exit_code, signal) = self.exit_of(ending, &reaped, status, control)?;
-        let ending = refine(
-            ending,
-            job,
-            control,
-            (exit_code, signal),
-            reaped.peak_memory_bytes,
-        );
+        let oom_killed = cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_kills() > 0);
+        let killed_for = if cpu_exhausted {
+            Some(Signal::SIGXCPU)
+        } else if oom_killed {
+            Some(Signal::SIGKILL)
+        } else {
+            None
+        };
+        let (exit_code, signal) = self.exit_of(ending, &reaped, status, killed_for, control)?;
+        let memory = Memory {
+            cgroup: covered(Controller::Memory),
+            oom_killed,
+            peak_bytes: reaped.peak_memory_bytes,
+        };
+        let ending = refine(ending, job, control, (exit_code, signal), &memory);
+        // Every process of the sandbox is dead by now: its cgroups go.
+        if let Some(cgroup) = cgroup {
+            cgroup.remove().await;
+        }
         Ok(Execution {
             ending,
             exit_code,
@@ -264,13 +322,31 @@ impl LocalBackend {
         })
     }
 
+    /// Fresh cgroups for a sandboxed job, when the host has any.
+    fn job_cgroup(&self, job: &Job) -> Result<Option<JobCgroup>, BackendError> {
+        if self.sandbox.is_none() || self.cgroups.is_empty() {
+            return Ok(None);
+        }
+        JobCgroup::create(&self.cgroups, &job.limits)
+            .map(Some)
+            .map_err(|failure| {
+                self.error(
+                    ErrorKind::SandboxStartFailed,
+                    format!("creating the job's cgroups failed: {failure}"),
+                )
+            })
+    }
+
     /// The exit code and signal of the job's own process: the reaped leader's, or in a sandbox
-    /// what its pid 1 reported. A sandbox that ended on its own without reporting failed.
+    /// what its pid 1 reported. When the sandbox was killed for a limit before pid 1 could
+    /// report (`killed_for`: CPU time, or its cgroup ran out of memory), that signal. A
+    /// sandbox that ended on its own without reporting failed.
     fn exit_of(
         &self,
         ending: Ending,
         reaped: &Reaped,
         status: Option<StatusPipe>,
+        killed_for: Option<Signal>,
         control: &JobControl,
     ) -> Result<(Option<i32>, Option<i32>), BackendError> {
         let Some(status) = status else {
@@ -286,6 +362,7 @@ impl LocalBackend {
                 })?;
                 Ok(verdict::exit_of(status))
             }
+            (None, _) if killed_for.is_some() => Ok((None, killed_for.map(|signal| signal as i32))),
             // Stopped by the worker before the job's process ended: bubblewrap's SIGKILL.
             (None, Ending::Timeout | Ending::Cancelled | Ending::OutputLimit) => {
                 Ok(verdict::exit_of(reaped.status))
@@ -308,7 +385,16 @@ impl LocalBackend {
 
     /// The enforcement report for `limits`.
     fn report(&self, limits: &Limits) -> EnforcementReport {
-        verdict::report(limits, &self.identity(), self.sandbox.is_some())
+        verdict::report(limits, &self.enforcer())
+    }
+
+    /// What enforces each limit of this backend's jobs.
+    fn enforcer(&self) -> verdict::Enforcer<'_> {
+        verdict::Enforcer {
+            run_as: self.identity(),
+            sandboxed: self.sandbox.is_some(),
+            cgroups: &self.cgroups,
+        }
     }
 
     /// Who jobs run as, for reports: the pool's user, or a uid of each job's own.
@@ -413,7 +499,7 @@ impl Backend for LocalBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities(&self.identity(), self.sandbox.is_some())
+        verdict::capabilities(&self.enforcer())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -471,14 +557,26 @@ fn note_escape(job: &Job, control: &JobControl) {
     );
 }
 
+/// What a job's memory limit did.
+#[derive(Debug)]
+struct Memory {
+    /// The limit is the job's memory cgroup (else RLIMIT_DATA).
+    cgroup: bool,
+    /// The kernel's OOM killer killed a process of the job's cgroup.
+    oom_killed: bool,
+    /// Peak resident memory of the job's process.
+    peak_bytes: u64,
+}
+
 /// A job that ended on its own may still have hit the output limit on its way out, or have
-/// run out of memory (which RLIMIT_DATA reports as a failed allocation, not a kill).
+/// run out of memory: its cgroup's OOM killer says so, while RLIMIT_DATA reports a failed
+/// allocation, not a kill (a heuristic then).
 fn refine(
     ending: Ending,
     job: &Job,
     control: &JobControl,
     exit: (Option<i32>, Option<i32>),
-    peak_memory_bytes: u64,
+    memory: &Memory,
 ) -> Ending {
     if ending != Ending::Exited {
         return ending;
@@ -486,8 +584,14 @@ fn refine(
     if control.output.is_limit_reached() {
         return Ending::OutputLimit;
     }
+    if memory.cgroup {
+        if memory.oom_killed && crate::backend::oom::failed(exit) {
+            return Ending::OutOfMemory;
+        }
+        return Ending::Exited;
+    }
     let memory_limit = job.limits.memory.map(|memory| memory.bytes());
-    if verdict::looks_out_of_memory(memory_limit, exit, peak_memory_bytes, || {
+    if verdict::looks_out_of_memory(memory_limit, exit, memory.peak_bytes, || {
         control.output.snapshot().stderr
     }) {
         return Ending::OutOfMemory;

@@ -1,5 +1,6 @@
 //! Running a started job to its end: stdin in, stdout and stderr out, and the timeout,
-//! cancellation and output limit enforced by killing the process group.
+//! cancellation, output limit and (with a CPU accounting cgroup) the CPU time of the whole
+//! job enforced by killing the process group.
 
 use std::future::pending;
 use std::pin::pin;
@@ -9,6 +10,7 @@ use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
+use super::cgroup::JobCgroup;
 use super::child::{Process, Reaped, Spawned};
 use crate::backend::output::Flow;
 use crate::backend::{Ending, JobControl, OutputSink, Stream};
@@ -20,6 +22,18 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from a pipe at a time.
 const CHUNK: usize = 64 * 1024;
 
+/// How often the job's cgroup CPU time is read against its `cpu_time` limit.
+const CPU_POLL: Duration = Duration::from_millis(100);
+
+/// A `cpu_time` limit for all of a job's processes, read from its cgroup.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuBudget<'a> {
+    /// The job's cgroups.
+    pub cgroup: &'a JobCgroup,
+    /// CPU time the job may use.
+    pub limit: Duration,
+}
+
 /// How a supervised job ended.
 #[derive(Debug)]
 pub(super) struct Finished {
@@ -29,6 +43,8 @@ pub(super) struct Finished {
     pub reaped: Result<Reaped, String>,
     /// Output was still open [`DRAIN_GRACE`] after the job ended: a process escaped the group.
     pub escaped: bool,
+    /// The job used up its [`CpuBudget`] and was killed for it.
+    pub cpu_exhausted: bool,
 }
 
 /// Feeds `stdin` to the job, collects its output into `control.output`, and stops it on
@@ -38,6 +54,7 @@ pub(super) async fn supervise(
     spawned: Spawned,
     stdin: Vec<u8>,
     timeout: Option<Duration>,
+    cpu: Option<CpuBudget<'_>>,
     control: &JobControl,
 ) -> Finished {
     let Spawned {
@@ -55,9 +72,9 @@ pub(super) async fn supervise(
             pump(stderr, Stream::Stderr, sink),
         );
     });
-    let mut watch = pin!(watch(&process, timeout, control));
+    let mut watch = pin!(watch(&process, timeout, cpu, control));
     let mut io_done = false;
-    let (ending, reaped) = tokio::select! {
+    let (ending, reaped, cpu_exhausted) = tokio::select! {
         finished = &mut watch => finished,
         () = &mut io => {
             io_done = true;
@@ -69,29 +86,55 @@ pub(super) async fn supervise(
         ending,
         reaped,
         escaped,
+        cpu_exhausted,
     }
 }
 
-/// Waits for the leader to exit or for a reason to kill the group, then reaps the leader.
+/// Waits for the leader to exit or for a reason to kill the group, then reaps the leader;
+/// says whether the CPU budget was what killed it (reported as an exit, with SIGXCPU).
 async fn watch(
     process: &Process,
     timeout: Option<Duration>,
+    cpu: Option<CpuBudget<'_>>,
     control: &JobControl,
-) -> (Ending, Result<Reaped, String>) {
+) -> (Ending, Result<Reaped, String>, bool) {
     let deadline = async {
         match timeout {
             Some(timeout) => tokio::time::sleep(timeout).await,
             None => pending().await,
         }
     };
-    let ending = tokio::select! {
-        reaped = process.wait() => return (Ending::Exited, describe(reaped)),
-        () = deadline => Ending::Timeout,
-        () = control.cancel.cancelled() => Ending::Cancelled,
-        () = control.output.limit_reached() => Ending::OutputLimit,
+    let spent = async {
+        match cpu {
+            Some(budget) => used_up(budget).await,
+            None => pending().await,
+        }
+    };
+    let (ending, cpu_exhausted) = tokio::select! {
+        reaped = process.wait() => return (Ending::Exited, describe(reaped), false),
+        () = deadline => (Ending::Timeout, false),
+        () = control.cancel.cancelled() => (Ending::Cancelled, false),
+        () = control.output.limit_reached() => (Ending::OutputLimit, false),
+        () = spent => (Ending::Exited, true),
     };
     process.kill();
-    (ending, describe(process.wait().await))
+    (ending, describe(process.wait().await), cpu_exhausted)
+}
+
+/// Returns once the job's processes together have used `budget.limit` of CPU time.
+async fn used_up(budget: CpuBudget<'_>) {
+    let mut poll = tokio::time::interval(CPU_POLL);
+    loop {
+        poll.tick().await;
+        // A small sysfs read: cheap enough for the runtime's thread.
+        if budget
+            .cgroup
+            .cpu_used()
+            .is_some_and(|used| used >= budget.limit)
+        {
+            return;
+        }
+    }
 }
 
 fn describe(reaped: Result<Reaped, Errno>) -> Result<Reaped, String> {

@@ -4,15 +4,36 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use openshell_protocol::{Enforcement, EnforcementReport, EnforcementStatus, LimitName, Limits};
 
+use super::cgroup::{Controller, Hierarchies};
 use super::user::RunAs;
 use crate::backend::{Capabilities, oom};
 
 /// Peak resident memory at or above this share of the memory limit counts as "near the limit".
 const NEAR_LIMIT_PERCENT: u64 = 75;
 
-/// How this backend enforces `limit` for jobs running as `run_as`, in a bubblewrap sandbox
-/// when `sandboxed`.
-pub(super) fn mechanism(limit: LimitName, run_as: &RunAs, sandboxed: bool) -> Enforcement {
+/// What enforces the limits of a backend's jobs.
+#[derive(Debug)]
+pub(super) struct Enforcer<'a> {
+    /// Who jobs run as.
+    pub run_as: RunAs,
+    /// Jobs run in a bubblewrap sandbox.
+    pub sandboxed: bool,
+    /// The cgroups each job gets (empty without a sandbox or without usable hierarchies).
+    pub cgroups: &'a Hierarchies,
+}
+
+impl Enforcer<'_> {
+    /// `cgroup v1` or `cgroup v2`, for `controller`, when jobs get one.
+    fn cgroup(&self, controller: Controller) -> Option<String> {
+        self.cgroups
+            .version(controller)
+            .map(|version| format!("cgroup v{version}"))
+    }
+}
+
+/// How this backend enforces `limit` under `enforcer`.
+pub(super) fn mechanism(limit: LimitName, enforcer: &Enforcer<'_>) -> Enforcement {
+    let sandboxed = enforcer.sandboxed;
     match limit {
         LimitName::Timeout if sandboxed => Enforcement::enforced(
             "wall-clock timer, then SIGKILL to the job's sandbox: every process of its pid namespace dies",
@@ -20,19 +41,44 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs, sandboxed: bool) -> En
         LimitName::Timeout => {
             Enforcement::enforced("wall-clock timer, then SIGKILL to the job's process group")
         }
-        LimitName::CpuTime => Enforcement::partial(
-            "setrlimit(RLIMIT_CPU), rounded up to whole seconds; each process of the job gets the full amount",
-        ),
-        LimitName::Memory => Enforcement::partial(format!(
-            "setrlimit(RLIMIT_DATA): caps each process's private writable memory (heap, anonymous \
-             mmap), not the job's total, nor shared or file-backed mappings or the main stack; \
-             out_of_memory is a heuristic (the program failed and printed an allocation error, \
-             or died of SIGSEGV/SIGABRT/SIGKILL with peak RSS at least {NEAR_LIMIT_PERCENT}% of the limit)"
-        )),
-        LimitName::Cpus => {
-            Enforcement::not_enforced("the local backend has no cgroups to limit CPU share")
-        }
-        LimitName::Processes => processes(run_as),
+        LimitName::CpuTime => match enforcer.cgroup(Controller::CpuAccounting) {
+            Some(cgroup) => Enforcement::enforced(format!(
+                "CPU time of the job's {cgroup}, all its processes together, read every 100 ms: at the limit \
+                 the whole sandbox is killed and the result says SIGXCPU; setrlimit(RLIMIT_CPU) also stops \
+                 any one process at the limit"
+            )),
+            None => Enforcement::partial(
+                "setrlimit(RLIMIT_CPU), rounded up to whole seconds; each process of the job gets the full amount",
+            ),
+        },
+        LimitName::Memory => match enforcer.cgroup(Controller::Memory) {
+            Some(cgroup) => Enforcement::enforced(format!(
+                "the job's memory {cgroup}: every process, its tmpfs (/tmp, /var/tmp, /dev/shm) and shared \
+                 memory together, no swap; the kernel's OOM killer ends the job (out_of_memory)"
+            )),
+            None => Enforcement::partial(format!(
+                "setrlimit(RLIMIT_DATA): caps each process's private writable memory (heap, anonymous \
+                 mmap), not the job's total, nor shared or file-backed mappings or the main stack; \
+                 out_of_memory is a heuristic (the program failed and printed an allocation error, \
+                 or died of SIGSEGV/SIGABRT/SIGKILL with peak RSS at least {NEAR_LIMIT_PERCENT}% of the limit)"
+            )),
+        },
+        LimitName::Cpus => match enforcer.cgroup(Controller::Cpu) {
+            Some(cgroup) => Enforcement::enforced(format!(
+                "CFS quota of the job's cpu {cgroup}: cpus × 100 ms of CPU per 100 ms, all its processes together"
+            )),
+            None => Enforcement::not_enforced(
+                "no cpu cgroup for the job (the local backend needs its bubblewrap sandbox and a cgroup \
+                 hierarchy the worker may write)",
+            ),
+        },
+        LimitName::Processes => match enforcer.cgroup(Controller::Pids) {
+            Some(cgroup) => Enforcement::enforced(format!(
+                "the job's pids {cgroup}: all its processes together (plus the sandbox's own two, bubblewrap \
+                 and its pid 1)"
+            )),
+            None => processes(&enforcer.run_as),
+        },
         LimitName::OpenFiles => Enforcement::enforced("setrlimit(RLIMIT_NOFILE), per process"),
         LimitName::Output if sandboxed => Enforcement::enforced(
             "output sink: capture stops at the limit and the job's sandbox (its whole pid namespace) is killed",
@@ -42,7 +88,8 @@ pub(super) fn mechanism(limit: LimitName, run_as: &RunAs, sandboxed: bool) -> En
         ),
         LimitName::Disk if sandboxed => Enforcement::partial(
             "setrlimit(RLIMIT_FSIZE) caps each file; /tmp, /var/tmp and /dev/shm are the job's own tmpfs of \
-             that size (each), but the working directory under work_root has no total cap",
+             that size (each, and counted as its memory), but the working directory under work_root has no \
+             total cap",
         ),
         LimitName::Disk => {
             Enforcement::partial("setrlimit(RLIMIT_FSIZE) caps each file, not total disk")
@@ -83,22 +130,22 @@ fn processes(run_as: &RunAs) -> Enforcement {
     }
 }
 
-/// The limits this backend can enforce, with how; `cpus` is absent, so admission fails closed
-/// on it, and `network` is present only in a sandbox.
-pub(super) fn capabilities(run_as: &RunAs, sandboxed: bool) -> Capabilities {
+/// The limits this backend can enforce, with how; `cpus` is present only with a cpu cgroup
+/// and `network` only in a sandbox, so admission fails closed on them otherwise.
+pub(super) fn capabilities(enforcer: &Enforcer<'_>) -> Capabilities {
     LimitName::ALL
         .into_iter()
         .chain([LimitName::Network])
-        .map(|limit| (limit, mechanism(limit, run_as, sandboxed)))
+        .map(|limit| (limit, mechanism(limit, enforcer)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
 }
 
 /// One entry per limit set in `limits`.
-pub(super) fn report(limits: &Limits, run_as: &RunAs, sandboxed: bool) -> EnforcementReport {
+pub(super) fn report(limits: &Limits, enforcer: &Enforcer<'_>) -> EnforcementReport {
     limits
         .iter()
-        .map(|(limit, _)| (limit, mechanism(limit, run_as, sandboxed)))
+        .map(|(limit, _)| (limit, mechanism(limit, enforcer)))
         .collect()
 }
 
@@ -191,29 +238,72 @@ mod tests {
         ));
     }
 
+    static NO_CGROUPS: Hierarchies = Hierarchies::NONE;
+
+    fn plain(run_as: RunAs) -> Enforcer<'static> {
+        Enforcer {
+            run_as,
+            sandboxed: false,
+            cgroups: &NO_CGROUPS,
+        }
+    }
+
+    fn sandboxed(run_as: RunAs, cgroups: &Hierarchies) -> Enforcer<'_> {
+        Enforcer {
+            run_as,
+            sandboxed: true,
+            cgroups,
+        }
+    }
+
     #[test]
-    fn cpus_is_never_a_capability_and_processes_depends_on_the_user() {
-        let dedicated = capabilities(&run_as(65534, true), false);
+    fn cgroups_make_memory_processes_cpus_and_cpu_time_whole_job_limits() {
+        let cgroups = Hierarchies::every_controller(2);
+        let enforced = capabilities(&sandboxed(run_as(0, true), &cgroups));
+        for limit in [
+            LimitName::Memory,
+            LimitName::Processes,
+            LimitName::Cpus,
+            LimitName::CpuTime,
+        ] {
+            let entry = &enforced[&limit];
+            assert_eq!(entry.status, EnforcementStatus::Enforced, "{limit:?}");
+            assert!(entry.mechanism.contains("cgroup v2"), "{entry:?}");
+        }
+        let without = capabilities(&sandboxed(run_as(65534, true), &NO_CGROUPS));
+        assert_eq!(
+            without[&LimitName::CpuTime].status,
+            EnforcementStatus::Partial
+        );
+        assert_eq!(
+            without[&LimitName::Memory].status,
+            EnforcementStatus::Partial
+        );
+    }
+
+    #[test]
+    fn cpus_needs_a_cgroup_and_processes_depends_on_the_user() {
+        let dedicated = capabilities(&plain(run_as(65534, true)));
         assert!(!dedicated.contains_key(&LimitName::Cpus));
         assert_eq!(
             dedicated[&LimitName::Processes].status,
             EnforcementStatus::Enforced
         );
-        let own = capabilities(&run_as(1000, false), false);
+        let own = capabilities(&plain(run_as(1000, false)));
         assert_eq!(
             own[&LimitName::Processes].status,
             EnforcementStatus::Partial
         );
-        let root = capabilities(&run_as(0, true), false);
+        let root = capabilities(&plain(run_as(0, true)));
         assert!(!root.contains_key(&LimitName::Processes));
         assert_eq!(root.len(), LimitName::ALL.len() - 2);
     }
 
     #[test]
     fn network_is_a_capability_only_in_a_sandbox() {
-        let plain = capabilities(&run_as(65534, true), false);
+        let plain = capabilities(&plain(run_as(65534, true)));
         assert!(!plain.contains_key(&LimitName::Network));
-        let sandboxed = capabilities(&run_as(65534, true), true);
+        let sandboxed = capabilities(&sandboxed(run_as(65534, true), &NO_CGROUPS));
         let network = &sandboxed[&LimitName::Network];
         assert_eq!(network.status, EnforcementStatus::Enforced);
         assert!(
@@ -230,7 +320,7 @@ mod tests {
             disk: Some(openshell_protocol::ByteSize::mib(1)),
             ..Limits::default()
         };
-        let report = report(&limits, &run_as(65534, true), false);
+        let report = report(&limits, &plain(run_as(65534, true)));
         assert_eq!(report.len(), 2);
         assert_eq!(
             report[&LimitName::Cpus].status,
