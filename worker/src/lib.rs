@@ -1,18 +1,19 @@
-//! The OpenShell worker: NATS intake, admission, sandbox backends, audit and the CLI.
+//! The OpenShell worker: NATS intake, admission, audit, metrics and the CLI, over the sandbox
+//! backends of the `openshell-backend*` crates.
 //!
 //! The flow, one module each: [`intake`] (NATS) → admission (`openshell-scheduler`) →
-//! [`job`] → [`backend`] → result + [`audit`].
+//! [`job`] → a backend built by [`registry`] → result + [`audit`]. `ARCHITECTURE.md` at the
+//! top of the repository maps the crates.
 
 pub mod audit;
-pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod intake;
 pub mod job;
-pub mod languages;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod registry;
 pub mod service;

@@ -1,11 +1,10 @@
 //! The conformance suite against the Docker backend (`SANDBOX_BACKEND=docker`), on the host's
 //! daemon with the sandbox image (`deploy/setup.sh`); skipped without them outside CI.
 
-mod conformance;
 mod support;
 
 // Without Docker (outside CI) the `return` skips the case.
-conformance::conformance_suite!(match support::dockerd::shared("conformance", 2) {
+openshell_backend::conformance_suite!(match support::dockerd::shared("conformance", 2) {
     Some(backend) => std::future::ready(backend),
     None => return,
 });

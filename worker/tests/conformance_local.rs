@@ -1,13 +1,11 @@
 //! The conformance suite against the local backend (`SANDBOX_BACKEND=none`).
 
-mod conformance;
-
 use std::sync::Arc;
 
-use openshell_worker::backend::Backend;
-use openshell_worker::backend::local::{LocalBackend, LocalSettings};
+use openshell_backend::Backend;
+use openshell_backend_local::{LocalBackend, LocalSettings};
 
-conformance::conformance_suite!(async {
+openshell_backend::conformance_suite!(async {
     let backend = LocalBackend::new(LocalSettings::default()).expect("local backend");
     Arc::new(backend) as Arc<dyn Backend>
 });

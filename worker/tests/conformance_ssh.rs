@@ -1,12 +1,11 @@
 //! The conformance suite against the SSH backend (`SANDBOX_BACKEND=ssh`), each case on its
 //! own sshd on a loopback port (see `support::sshd`).
 
-mod conformance;
 mod support;
 
 use std::sync::Arc;
 
-use openshell_worker::backend::Backend;
+use openshell_backend::Backend;
 
 use support::sshd::SshdBackend;
 
@@ -24,4 +23,4 @@ async fn backend() -> Arc<dyn Backend> {
     }
 }
 
-conformance::conformance_suite!(backend());
+openshell_backend::conformance_suite!(backend());

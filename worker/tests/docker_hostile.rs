@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::backend::docker::DockerBackend;
-use openshell_worker::backend::{
+use openshell_backend::{
     Backend, CapturedOutput, Ending, Execution, Job, JobControl, JobFile, OutputSink,
 };
+use openshell_backend_docker::DockerBackend;
+use openshell_protocol::{ByteSize, DurationMs, Limits};
 use support::dockerd;
 use tokio_util::sync::CancellationToken;
 

@@ -12,9 +12,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use openshell_backend::{Backend, Ending, Job, JobControl, OutputSink};
+use openshell_backend_docker::DockerBackend;
 use openshell_protocol::Limits;
-use openshell_worker::backend::docker::DockerBackend;
-use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
 use openshell_worker::config::PoolConfig;
 use support::dockerd;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ const CODE: &str = "print('hi')";
 
 /// The docker pools' built-in default limits.
 fn limits() -> Limits {
-    PoolConfig::for_backend("docker").defaults
+    PoolConfig::for_backend(openshell_backend::BackendKind::Docker).defaults
 }
 
 fn job() -> Job {
@@ -36,8 +36,11 @@ fn job() -> Job {
 async fn backend_runs(warm: usize) -> Vec<Duration> {
     let mut pool = dockerd::pool(warm, None);
     pool.defaults = limits();
-    let backend =
-        DockerBackend::new(&dockerd::pool_name(&format!("latency{warm}")), &pool).expect("backend");
+    let backend = {
+        let name = dockerd::pool_name(&format!("latency{warm}"));
+        let context = pool.context(&name, openshell_backend::BackendMetrics::none(&name));
+        DockerBackend::new(pool.docker.clone(), &context).expect("backend")
+    };
     // Let the warm pool fill before the first job, as it has in a worker that has been up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut times = Vec::new();

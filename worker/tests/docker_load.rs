@@ -6,8 +6,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use openshell_backend::{Backend, Ending, Job, JobControl, OutputSink};
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::backend::{Backend, Ending, Job, JobControl, OutputSink};
 use support::dockerd;
 use tokio_util::sync::CancellationToken;
 

@@ -6,11 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openshell_backend::{Backend, BackendError, Ending, Execution, Job, JobControl, OutputSink};
+use openshell_backend_docker::DockerBackend;
 use openshell_protocol::{ByteSize, DurationMs, ErrorKind, Limits};
-use openshell_worker::backend::docker::DockerBackend;
-use openshell_worker::backend::{
-    Backend, BackendError, Ending, Execution, Job, JobControl, OutputSink,
-};
 use support::dockerd::{self, PrivateDockerd};
 use tokio_util::sync::CancellationToken;
 
@@ -59,8 +57,7 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
     let mut daemon = PrivateDockerd::start().await;
     let host = daemon.host();
     let name = dockerd::pool_name("restart");
-    let backend =
-        Arc::new(DockerBackend::new(&name, &dockerd::pool(1, Some(&host))).expect("backend"));
+    let backend = Arc::new(docker_backend(&name, &dockerd::pool(1, Some(&host))));
     assert_serves(&backend).await;
     backend.health().await.expect("healthy");
 
@@ -113,4 +110,10 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
         Duration::from_secs(10),
     )
     .await;
+}
+
+/// The Docker backend of pool `name` configured as `pool`, with no metrics.
+fn docker_backend(name: &str, pool: &openshell_worker::config::PoolConfig) -> DockerBackend {
+    let context = pool.context(name, openshell_backend::BackendMetrics::none(name));
+    DockerBackend::new(pool.docker.clone(), &context).expect("backend")
 }

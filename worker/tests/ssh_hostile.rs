@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use openshell_backend::{Ending, Job};
 use openshell_protocol::{ByteSize, DurationMs};
-use openshell_worker::backend::{Ending, Job};
 use tokio_util::sync::CancellationToken;
 
 use support::jobs::{bash_job, marker, run};

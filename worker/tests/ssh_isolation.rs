@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use openshell_backend::{Backend, Ending, Execution, Job};
 use openshell_protocol::{DurationMs, EnforcementStatus, LimitName};
-use openshell_worker::backend::{Backend, Ending, Execution, Job};
 use tokio_util::sync::CancellationToken;
 
 use support::jobs::{bash_job, marker, run};

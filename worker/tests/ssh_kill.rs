@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use openshell_backend::Ending;
 use openshell_protocol::{ByteSize, DurationMs};
-use openshell_worker::backend::Ending;
 use tokio_util::sync::CancellationToken;
 
 use support::jobs::{bash_job, marker, run};
@@ -15,7 +15,7 @@ use support::sshd::{SshdBackend, processes_with};
 
 /// A job that prints its directory, leaves a background process and a new session named
 /// `marker`, and loops.
-fn lingering(marker: &str) -> openshell_worker::backend::Job {
+fn lingering(marker: &str) -> openshell_backend::Job {
     bash_job(&format!(
         "pwd\n(exec -a {marker} sleep 600) &\nsetsid bash -c 'exec -a {marker} sleep 600' &\nwhile :; do sleep 1; done\n"
     ))

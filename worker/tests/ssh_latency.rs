@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use openshell_worker::backend::Job;
+use openshell_backend::Job;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use openshell_worker::backend::Backend;
+use openshell_backend::Backend;
 use tokio_util::sync::CancellationToken;
 
 use support::jobs::{bash_job, run};

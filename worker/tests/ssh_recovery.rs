@@ -5,9 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use openshell_backend::Backend;
+use openshell_backend_ssh::{SshBackend, SshSettings};
 use openshell_protocol::ErrorKind;
-use openshell_worker::backend::Backend;
-use openshell_worker::backend::ssh::{SshBackend, SshSettings};
 use tokio_util::sync::CancellationToken;
 
 use support::jobs::{bash_job, marker, run};
@@ -93,7 +93,9 @@ async fn a_down_host_is_skipped_until_it_recovers() {
         ..first.settings()
     };
     // prepare.sh authorized the same client key for both: they serve one prepared host.
-    let backend = SshBackend::start(settings).await.expect("both hosts up");
+    let backend = SshBackend::start(settings, &openshell_backend::PoolContext::bare("ssh"))
+        .await
+        .expect("both hosts up");
     first.stop();
     for _ in 0..6 {
         assert_runs(&backend).await;

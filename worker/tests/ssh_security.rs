@@ -5,14 +5,14 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
+use openshell_backend::BackendError;
+use openshell_backend_ssh::{SshBackend, SshSettings};
 use openshell_protocol::ErrorKind;
-use openshell_worker::backend::BackendError;
-use openshell_worker::backend::ssh::{SshBackend, SshSettings};
 
 use support::sshd::{Sshd, keygen};
 
 async fn start(settings: SshSettings) -> Result<SshBackend, BackendError> {
-    SshBackend::start(settings).await
+    SshBackend::start(settings, &openshell_backend::PoolContext::bare("ssh")).await
 }
 
 fn assert_connection_failed(error: &BackendError, says: &[&str]) {
@@ -129,9 +129,12 @@ async fn loose_key_permissions_and_root_are_refused_before_connecting() {
     };
     let key = sshd.client_key();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let error = SshBackend::new(sshd.settings())
-        .err()
-        .expect("a world-readable key was used");
+    let error = SshBackend::new(
+        sshd.settings(),
+        &openshell_backend::PoolContext::bare("ssh"),
+    )
+    .err()
+    .expect("a world-readable key was used");
     assert_eq!(error.kind, ErrorKind::SandboxStartFailed);
     assert!(
         error
@@ -144,7 +147,9 @@ async fn loose_key_permissions_and_root_are_refused_before_connecting() {
         user: "root".into(),
         ..sshd.settings()
     };
-    let error = SshBackend::new(root).err().expect("root was accepted");
+    let error = SshBackend::new(root, &openshell_backend::PoolContext::bare("ssh"))
+        .err()
+        .expect("root was accepted");
     assert!(error.to_string().contains("may run as root"), "{error}");
 }
 
@@ -161,7 +166,7 @@ async fn an_unreachable_host_is_a_connection_failure_naming_it() {
     let backend = start(settings)
         .await
         .expect("an unreachable host only warns at start");
-    let error = openshell_worker::backend::Backend::health(&backend)
+    let error = openshell_backend::Backend::health(&backend)
         .await
         .unwrap_err();
     assert_connection_failed(&error, &["host unreachable", &format!("127.0.0.1:{port}")]);
@@ -227,7 +232,7 @@ async fn openshell_doctor_checks_the_ssh_hosts_sandbox() {
             )
         }
     };
-    let (ok, text) = doctor(openshell_worker::backend::ssh::settings::DEFAULT_HELPER).await;
+    let (ok, text) = doctor(openshell_backend_ssh::settings::DEFAULT_HELPER).await;
     assert!(ok, "{text}");
     assert!(
         text.contains("ok    pool remote") && text.contains("ssh backend healthy"),

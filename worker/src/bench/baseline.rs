@@ -43,7 +43,7 @@ pub struct Baseline {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BaselineTargets {
     /// Image for `--baseline docker-run` (env SANDBOX_DOCKER_IMAGE).
-    #[arg(long, env = "SANDBOX_DOCKER_IMAGE", default_value = crate::backend::docker::settings::DEFAULT_IMAGE)]
+    #[arg(long, env = "SANDBOX_DOCKER_IMAGE", default_value = openshell_backend_docker::settings::DEFAULT_IMAGE)]
     pub docker_image: String,
     /// Memory limit given to `docker run` (as the pool's).
     #[arg(long, default_value = "512m")]
@@ -173,7 +173,7 @@ impl Drop for Baseline {
 /// The environment the local backend gives a job (its default PATH, HOME and TMPDIR in the
 /// job's directory, LANG), so fork/exec finds the same programs (not, say, a pyenv shim).
 fn local_job_env(dir: &std::path::Path) -> Vec<(&'static str, std::ffi::OsString)> {
-    let path = crate::backend::local::LocalSettings::default().path;
+    let path = openshell_backend_local::LocalSettings::default().path;
     vec![
         ("PATH", path.into()),
         ("HOME", dir.as_os_str().to_owned()),

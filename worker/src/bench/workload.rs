@@ -2,7 +2,7 @@
 
 use openshell_protocol::{ExecRequest, Limits};
 
-use crate::languages;
+use openshell_backend::language as languages;
 
 /// The job every operation of a run executes.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::backend::registry;
 use crate::config::{Config, Overrides};
+use crate::registry::BackendRegistry;
+use openshell_backend::BackendMetrics;
 
 /// How long one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,7 +178,8 @@ pub async fn check_nats(config: &Config) -> Finding {
 /// `true` under the pool's own defaults), as a worker's readiness requires.
 pub async fn check_pool(name: &str, pool: &crate::config::PoolConfig) -> Finding {
     let subject = format!("pool {name}");
-    let backend = match registry::build(name, pool).await {
+    let context = pool.context(name, BackendMetrics::none(name));
+    let backend = match BackendRegistry::new().build(pool, context).await {
         Ok(backend) => backend,
         Err(error) => return finding(Status::Fail, subject, error.to_string()),
     };

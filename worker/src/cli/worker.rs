@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditPublisher;
-use crate::backend::{Backend, registry};
 use crate::config::{Config, Overrides};
 use crate::intake;
 use crate::job::PoolRuntime;
 use crate::metrics::health::{Canary, Health};
 use crate::metrics::{Metrics, server};
+use crate::registry::BackendRegistry;
 use crate::service::{PoolHandle, StatusSource};
+use openshell_backend::{Backend, BackendMetrics};
 
 /// Run a worker: take jobs from NATS and run them on the configured backends.
 #[derive(Debug, Args)]
@@ -34,7 +35,7 @@ pub struct WorkerArgs {
     pub nats: Option<String>,
     /// Serve a single pool on this backend, named after it (env SANDBOX_BACKEND; default docker).
     #[arg(long)]
-    pub backend: Option<String>,
+    pub backend: Option<openshell_backend::BackendKind>,
     /// Jobs run at once per pool (env OPENSHELL_SLOTS).
     #[arg(long)]
     pub slots: Option<usize>,
@@ -70,7 +71,6 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let audit = AuditPublisher::new(nats.clone(), subjects.clone());
     let (metrics, registry) = Metrics::new();
     let metrics = Arc::new(metrics);
-    crate::metrics::install_global(&metrics);
     let health = Health::new(nats.clone(), Arc::clone(&metrics));
     let ready_health = health.clone();
     let ready: server::Readiness = Arc::new(move || ready_health.ready());
@@ -80,7 +80,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut runtimes = Vec::new();
     let mut pool_handles = Vec::new();
     for (name, pool) in &config.pools {
-        let backend = registry::build(name, pool)
+        let sink: Arc<dyn openshell_backend::MetricsSink> = Arc::clone(&metrics) as _;
+        let context = pool.context(name, BackendMetrics::new(name, sink));
+        let backend = BackendRegistry::new()
+            .build(pool, context)
             .await
             .with_context(|| format!("pool `{name}`"))?;
         metrics.pool_started(name, backend.kind(), pool.slots);

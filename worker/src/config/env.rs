@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use openshell_backend::{BackendKind, UnknownBackend};
 use openshell_protocol::limits::LimitValue;
 use openshell_protocol::{ByteSize, DurationMs, LimitName};
 
@@ -110,7 +111,7 @@ where
 fn usable<T>(
     var: &'static str,
     value: &str,
-    backend: &str,
+    backend: &BackendKind,
     limit: LimitName,
     parsed: T,
     as_value: impl Fn(T) -> LimitValue,
@@ -188,9 +189,18 @@ fn apply_pools(
                 reason: "the config file defines pools, so it is ambiguous; unset it or remove [pools] from the file".into(),
             });
         }
-        Some(backend) => {
-            let backend = backend.trim().to_string();
-            config.pools = BTreeMap::from([(backend.clone(), PoolConfig::for_backend(&backend))]);
+        Some(value) => {
+            let backend: BackendKind =
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|error: UnknownBackend| ConfigError::Env {
+                        var: SANDBOX_BACKEND,
+                        value: value.clone(),
+                        reason: error.to_string(),
+                    })?;
+            config.pools =
+                BTreeMap::from([(backend.to_string(), PoolConfig::for_backend(backend))]);
         }
         None if config.pools.is_empty() => {
             config.pools = BTreeMap::from([(
@@ -207,7 +217,7 @@ fn apply_pools(
             usable(
                 var,
                 &value,
-                "docker",
+                &BackendKind::Docker,
                 LimitName::Memory,
                 size,
                 LimitValue::Size,
@@ -221,14 +231,14 @@ fn apply_pools(
             usable(
                 var,
                 &value,
-                "docker",
+                &BackendKind::Docker,
                 LimitName::Cpus,
                 cores,
                 LimitValue::Cores,
             )
         })
         .transpose()?;
-    let timeout = |var: &'static str, backend: &str| {
+    let timeout = |var: &'static str, backend: &BackendKind| {
         env(var)
             .map(|value| {
                 let wall = duration(var, &value)?;
@@ -243,8 +253,8 @@ fn apply_pools(
             })
             .transpose()
     };
-    let docker_timeout = timeout(SANDBOX_DOCKER_TIMEOUT, "docker")?;
-    let ssh_timeout = timeout(SSH_TIMEOUT, "ssh")?;
+    let docker_timeout = timeout(SANDBOX_DOCKER_TIMEOUT, &BackendKind::Docker)?;
+    let ssh_timeout = timeout(SSH_TIMEOUT, &BackendKind::Ssh)?;
     let ssh_port = env(SSH_PORT)
         .map(|value| parse::<u16>(SSH_PORT, &value, "a TCP port such as 22"))
         .transpose()?;
@@ -273,14 +283,14 @@ fn apply_pools(
         })
         .transpose()?;
     for pool in config.pools.values_mut() {
-        match pool.backend.as_str() {
-            "docker" => {
+        match pool.backend {
+            BackendKind::Docker => {
                 pool.docker.image = env(SANDBOX_DOCKER_IMAGE).unwrap_or(pool.docker.image.clone());
                 pool.defaults.memory = docker_memory.or(pool.defaults.memory);
                 pool.defaults.cpus = docker_cpus.or(pool.defaults.cpus);
                 pool.defaults.timeout = docker_timeout.or(pool.defaults.timeout);
             }
-            "ssh" => {
+            BackendKind::Ssh => {
                 let ssh = &mut pool.ssh;
                 ssh.hosts = env(SSH_HOST)
                     .map(|hosts| split_list(&hosts))

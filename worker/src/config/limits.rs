@@ -4,6 +4,7 @@
 //! nothing start) and a memory below what the backend accepts (Docker refuses under
 //! [`DOCKER_MIN_MEMORY`]) would fail every job while health stayed green.
 
+use openshell_backend::BackendKind;
 use openshell_protocol::limits::LimitValue;
 use openshell_protocol::{ByteSize, LimitName, Limits};
 
@@ -11,12 +12,12 @@ use openshell_protocol::{ByteSize, LimitName, Limits};
 pub const DOCKER_MIN_MEMORY: ByteSize = ByteSize::mib(6);
 
 /// The smallest memory limit a `backend` accepts, when it has one.
-pub fn min_memory(backend: &str) -> Option<ByteSize> {
-    (backend == "docker").then_some(DOCKER_MIN_MEMORY)
+pub fn min_memory(backend: &BackendKind) -> Option<ByteSize> {
+    (*backend == BackendKind::Docker).then_some(DOCKER_MIN_MEMORY)
 }
 
 /// Why `value` of `limit` can never let a job run on `backend`, if it cannot.
-pub fn unusable(backend: &str, limit: LimitName, value: LimitValue) -> Option<String> {
+pub fn unusable(backend: &BackendKind, limit: LimitName, value: LimitValue) -> Option<String> {
     match value {
         LimitValue::Duration(duration) if duration.millis() == 0 => Some(format!(
             "a {limit} of 0 stops every job at once; set a positive duration such as 30s"
@@ -44,7 +45,7 @@ pub fn unusable(backend: &str, limit: LimitName, value: LimitValue) -> Option<St
 }
 
 /// The first limit of `limits` that can never work on `backend`, with why.
-pub fn first_unusable(backend: &str, limits: &Limits) -> Option<(LimitName, String)> {
+pub fn first_unusable(backend: &BackendKind, limits: &Limits) -> Option<(LimitName, String)> {
     limits
         .iter()
         .find_map(|(limit, value)| unusable(backend, limit, value).map(|reason| (limit, reason)))
@@ -58,7 +59,8 @@ mod tests {
 
     #[test]
     fn zero_and_tiny_limits_are_unusable() {
-        let docker = |limits: Limits| first_unusable("docker", &limits).map(|(limit, _)| limit);
+        let docker =
+            |limits: Limits| first_unusable(&BackendKind::Docker, &limits).map(|(limit, _)| limit);
         let zero_timeout = Limits {
             timeout: Some(DurationMs(0)),
             ..Limits::default()
@@ -70,7 +72,7 @@ mod tests {
         };
         assert_eq!(docker(tiny.clone()), Some(LimitName::Memory));
         assert_eq!(
-            first_unusable("none", &tiny),
+            first_unusable(&BackendKind::Local, &tiny),
             None,
             "no minimum without docker"
         );

@@ -23,15 +23,14 @@ pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use secret::Secret;
 
-use crate::backend::docker::DockerSettings;
-use crate::backend::local::LocalSettings;
-use crate::backend::ssh::SshSettings;
-use crate::languages::{self, LanguageSpec};
+use openshell_backend::language::{self as languages, LanguageSpec};
+use openshell_backend::{BackendKind, BackendMetrics, PoolContext};
+use openshell_backend_docker::DockerSettings;
+use openshell_backend_local::LocalSettings;
+use openshell_backend_ssh::SshSettings;
 
 /// Backend of the pool created when no file defines pools.
-pub const DEFAULT_BACKEND: &str = "docker";
-/// Backend kinds this build can run.
-pub const BACKENDS: &[&str] = &["none", "docker", "ssh"];
+pub const DEFAULT_BACKEND: BackendKind = BackendKind::Docker;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -131,8 +130,9 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// Backend kind: `docker`, `ssh` or `none`.
-    pub backend: String,
+    /// Backend kind: `docker`, `ssh`, `none`, or the name of a backend registered with the
+    /// worker.
+    pub backend: BackendKind,
     /// Jobs this worker runs at once for the pool (`OPENSHELL_SLOTS`).
     pub slots: usize,
     /// Jobs one tenant may run at once in the pool on this worker, 0 for no quota
@@ -183,9 +183,13 @@ fn default_slots() -> usize {
 
 impl PoolConfig {
     /// A pool on `backend` with the built-in defaults.
-    pub fn for_backend(backend: &str) -> Self {
+    pub fn for_backend(backend: BackendKind) -> Self {
+        // Only containers get a CPU share by default (SANDBOX_DOCKER_CPUS): other backends
+        // enforce one only with a cpu cgroup, and a default they cannot enforce would fail
+        // every job closed.
+        let docker = backend == BackendKind::Docker;
         Self {
-            backend: backend.to_string(),
+            backend,
             slots: default_slots(),
             tenant_quota: 0,
             tenant_quotas: BTreeMap::new(),
@@ -202,9 +206,7 @@ impl PoolConfig {
                 open_files: Some(256),
                 output: Some(ByteSize::kib(256)),
                 disk: Some(ByteSize::mib(256)),
-                // Only containers get a CPU share by default (SANDBOX_DOCKER_CPUS): other
-                // backends could not enforce it and would fail every job closed.
-                cpus: (backend == "docker").then_some(1.0),
+                cpus: docker.then_some(1.0),
                 ..Limits::default()
             },
             ceilings: Limits {
@@ -240,11 +242,21 @@ impl PoolConfig {
         }
     }
 
+    /// What the backend of pool `name` knows of it, its metrics going to `metrics`.
+    pub fn context(&self, name: &str, metrics: BackendMetrics) -> PoolContext {
+        PoolContext {
+            name: name.to_string(),
+            defaults: self.defaults.clone(),
+            languages: self.languages.clone(),
+            metrics,
+        }
+    }
+
     /// The admission policy of pool `name`.
     pub fn policy(&self, name: &str) -> PoolPolicy {
         PoolPolicy {
             pool: name.to_string(),
-            backend: self.backend.clone(),
+            backend: self.backend.to_string(),
             defaults: self.defaults.clone(),
             ceilings: self.ceilings.clone(),
             tenants: self.tenants.clone(),
@@ -262,7 +274,7 @@ pub struct Overrides {
     /// `--nats`.
     pub nats_url: Option<String>,
     /// `--backend`.
-    pub backend: Option<String>,
+    pub backend: Option<BackendKind>,
     /// `--slots`.
     pub slots: Option<usize>,
     /// `--worker-id`.
@@ -307,7 +319,7 @@ impl Config {
             message: error.to_string(),
         })?;
         for pool in config.pools.values_mut() {
-            let builtin = PoolConfig::for_backend(&pool.backend);
+            let builtin = PoolConfig::for_backend(pool.backend.clone());
             pool.defaults = pool.defaults.or(&builtin.defaults);
             pool.ceilings = pool.ceilings.or(&builtin.ceilings);
         }
@@ -319,7 +331,10 @@ impl Config {
             self.nats.urls = env::split_list(url);
         }
         if let Some(backend) = &flags.backend {
-            self.pools = BTreeMap::from([(backend.clone(), PoolConfig::for_backend(backend))]);
+            self.pools = BTreeMap::from([(
+                backend.to_string(),
+                PoolConfig::for_backend(backend.clone()),
+            )]);
         }
         if let Some(slots) = flags.slots {
             self.pools.values_mut().for_each(|pool| pool.slots = slots);
@@ -370,16 +385,6 @@ impl Config {
             let key = |field: &str| format!("pools.{name}.{field}");
             check_token("pool", name)
                 .map_err(|error| invalid(format!("pools.{name}"), error.to_string()))?;
-            if !BACKENDS.contains(&pool.backend.as_str()) {
-                return Err(invalid(
-                    key("backend"),
-                    format!(
-                        "`{}` is not a backend of this build; use one of: {}",
-                        pool.backend,
-                        BACKENDS.join(", ")
-                    ),
-                ));
-            }
             if pool.slots == 0 {
                 return Err(invalid(key("slots"), "must be at least 1".into()));
             }

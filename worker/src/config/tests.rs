@@ -95,12 +95,21 @@ fn unknown_keys_and_bad_values_are_errors() {
     let error = load(Some("[nats]\nurl = \"x\"\n"), &[], Overrides::default()).unwrap_err();
     assert!(error.to_string().contains("unknown field `url`"), "{error}");
     let error = load(
-        Some("[pools.p]\nbackend = \"podman\"\n"),
+        Some("[pools.p]\nbackend = \"Podman!\"\n"),
         &[],
         Overrides::default(),
     )
     .unwrap_err();
-    assert!(error.to_string().contains("pools.p.backend"), "{error}");
+    assert!(error.to_string().contains("not a backend name"), "{error}");
+    // A well-formed name that no backend registered is refused when the worker builds it
+    // (registry.rs), naming the ones it knows.
+    let error = load(
+        None,
+        &[("SANDBOX_BACKEND", "bad name")],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("SANDBOX_BACKEND"), "{error}");
     let error = load(Some("[pools.p]\nslots = 0\n"), &[], Overrides::default()).unwrap_err();
     assert!(error.to_string().contains("pools.p.slots"), "{error}");
     let error = load(
@@ -202,7 +211,7 @@ fn file_pools_take_the_defaults_of_their_own_backend() {
             assert_eq!(defaults.memory, Some(ByteSize::mib(512)), "{file}");
             assert_eq!(
                 config.pools["p"].ceilings,
-                PoolConfig::for_backend(backend).ceilings
+                PoolConfig::for_backend(backend.parse().expect("a backend")).ceilings
             );
         }
     }

@@ -10,7 +10,7 @@ use openshell_protocol::{ErrorInfo, ExecRequest};
 use openshell_scheduler::{PoolPolicy, TenantFilter, admit};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Capabilities, Ending, JobControl, OutputSink};
+use openshell_backend::{Backend, Capabilities, Ending, JobControl, OutputSink};
 
 /// The tenant canary jobs run as.
 pub const CANARY_TENANT: &str = "_canary";

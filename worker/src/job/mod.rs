@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audit::AuditPublisher;
-use crate::backend::{Backend, Capabilities, JobControl, OutputSink};
 use crate::config::PoolConfig;
 use crate::metrics::Metrics;
 use crate::metrics::health::PoolReadiness;
+use openshell_backend::{Backend, Capabilities, JobControl, OutputSink};
 
 pub use outcome::encode_within;
 

@@ -2,7 +2,7 @@
 
 use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Limits, Payload, Verdict};
 
-use crate::backend::{BackendError, CapturedOutput, Ending, Execution};
+use openshell_backend::{BackendError, CapturedOutput, Ending, Execution};
 
 /// The verdict and error for how a program ended under `limits`.
 pub fn verdict(

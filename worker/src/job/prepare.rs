@@ -3,8 +3,8 @@
 use openshell_protocol::ExecRequest;
 use openshell_scheduler::Admitted;
 
-use crate::backend::{Job, JobFile};
-use crate::languages::LanguageSpec;
+use openshell_backend::language::LanguageSpec;
+use openshell_backend::{Job, JobFile};
 
 /// The backend's view of `request`: code becomes a file plus the language's command.
 /// `language` is the request's language spec (admission checked the pool has it).
@@ -51,7 +51,7 @@ mod tests {
     use openshell_protocol::{EnforcementReport, FileSpec, Limits, Payload};
 
     use super::*;
-    use crate::languages::builtin;
+    use openshell_backend::language::builtin;
 
     fn admitted() -> Admitted {
         Admitted {

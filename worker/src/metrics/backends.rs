@@ -1,7 +1,7 @@
 //! Backend-side metrics: health, start latency, warm pools, SSH connections.
 //!
-//! The Docker and SSH backends call these through [`super::record`] (they are built before any
-//! `Metrics` is handed to them), e.g. `metrics::record(|m| m.backends.warm_pool(..))`.
+//! The Docker and SSH backends report [`openshell_backend::BackendEvent`]s through the handle
+//! they are built with; `Metrics` turns each into these series.
 //! [`super::health`] feeds `backend_up` from the periodic health check.
 
 use std::time::Duration;
@@ -25,7 +25,7 @@ pub struct BackendLabels {
 }
 
 /// Metrics the backends report about themselves.
-pub struct BackendMetrics {
+pub struct BackendSeries {
     /// 1 when the last periodic health check of the pool's backend passed, else 0.
     pub up: Family<BackendLabels, Gauge>,
     /// Health checks that failed.
@@ -48,13 +48,13 @@ pub struct BackendMetrics {
     pub ssh_reconnects: Family<PoolLabels, Counter>,
 }
 
-impl Default for BackendMetrics {
+impl Default for BackendSeries {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl BackendMetrics {
+impl BackendSeries {
     /// Empty metrics.
     pub fn new() -> Self {
         Self {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
-use crate::backend::Backend;
+use openshell_backend::Backend;
 
 /// How often backends are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);

@@ -19,7 +19,7 @@ pub mod server;
 pub mod tenants;
 pub mod text_format;
 
-use std::sync::{Arc, OnceLock};
+use openshell_backend::{BackendEvent, MetricsSink};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -136,29 +136,29 @@ pub struct Metrics {
     /// The NATS connection.
     pub nats: connection::NatsMetrics,
     /// Backend health, start latency, warm pools and SSH connections.
-    pub backends: backends::BackendMetrics,
+    pub backends: backends::BackendSeries,
     /// Jobs by tenant: opt-in, capped (`METRICS_TENANT_LABELS`).
     pub tenants: tenants::TenantMetrics,
 }
 
-static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
-
-/// The worker's metrics, once [`install_global`] ran (in `openshell worker`); `None` in tests
-/// and client commands, so callers skip recording.
-pub fn global() -> Option<&'static Arc<Metrics>> {
-    GLOBAL.get()
-}
-
-/// Runs `f` on the worker's metrics when there are any (see [`global`]).
-pub fn record(f: impl FnOnce(&Metrics)) {
-    if let Some(metrics) = global() {
-        f(metrics);
+/// What backends observe lands in the series of their pool: each backend gets a
+/// [`openshell_backend::BackendMetrics`] handle on these metrics when it is built.
+impl MetricsSink for Metrics {
+    fn record(&self, pool: &str, event: BackendEvent) {
+        match event {
+            BackendEvent::SandboxStarted { took } => self.backends.sandbox_started(pool, took),
+            BackendEvent::WarmPoolMissed => self.backends.warm_pool_missed(pool),
+            BackendEvent::WarmPool { target, ready } => {
+                self.backends.warm_pool(pool, target, ready);
+            }
+            BackendEvent::LimitHit { limit } => self.limit_hit(pool, limit),
+            BackendEvent::SshConnections {
+                connections,
+                channels,
+            } => self.backends.ssh(pool, connections, channels),
+            BackendEvent::SshReconnected => self.backends.ssh_reconnected(pool),
+        }
     }
-}
-
-/// Makes `metrics` reachable through [`global`]; the first call wins.
-pub fn install_global(metrics: &Arc<Metrics>) {
-    let _ = GLOBAL.set(Arc::clone(metrics));
 }
 
 /// The limit a verdict says was hit, if any.
@@ -185,7 +185,7 @@ impl Metrics {
             audit_events: Family::default(),
             limits_hit: Family::default(),
             nats: connection::NatsMetrics::default(),
-            backends: backends::BackendMetrics::new(),
+            backends: backends::BackendSeries::new(),
             tenants: tenants::TenantMetrics::from_env(),
         };
         let mut root = Registry::default();

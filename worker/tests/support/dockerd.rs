@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use openshell_backend::Backend;
+use openshell_backend_docker::DockerBackend;
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::backend::Backend;
-use openshell_worker::backend::docker::DockerBackend;
 use openshell_worker::config::PoolConfig;
 use tempfile::TempDir;
 
@@ -44,7 +44,7 @@ pub fn available() -> bool {
 /// conformance suite's quiet limits (so its well-behaved jobs take warm containers), on the
 /// host's daemon or on `endpoint`.
 pub fn pool(warm: usize, endpoint: Option<&str>) -> PoolConfig {
-    let mut pool = PoolConfig::for_backend("docker");
+    let mut pool = PoolConfig::for_backend(openshell_backend::BackendKind::Docker);
     pool.docker.image = image();
     pool.docker.warm_pool = warm;
     pool.docker.endpoint = endpoint.map(str::to_string);
@@ -71,7 +71,9 @@ pub fn backend(name: &str, warm: usize) -> Option<DockerBackend> {
     if !available() {
         return None;
     }
-    Some(DockerBackend::new(name, &pool(warm, None)).expect("docker backend"))
+    let pool = pool(warm, None);
+    let context = pool.context(name, openshell_backend::BackendMetrics::none(name));
+    Some(DockerBackend::new(pool.docker.clone(), &context).expect("docker backend"))
 }
 
 /// [`backend`] behind the trait, as the conformance suite takes it.

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use openshell_protocol::{ByteSize, DurationMs, Limits, Payload};
-use openshell_worker::backend::{
+use openshell_backend::{
     Backend, BackendError, CapturedOutput, Execution, Job, JobControl, JobFile, OutputSink,
 };
+use openshell_protocol::{ByteSize, DurationMs, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
 /// A job running `script` with bash, under a 20 s timeout and a 1 MiB output limit.

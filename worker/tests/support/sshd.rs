@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
+use openshell_backend_ssh::SshSettings;
 use openshell_protocol::DurationMs;
-use openshell_worker::backend::ssh::SshSettings;
 use tempfile::TempDir;
 
 /// The OpenSSH server binary.
@@ -416,44 +416,47 @@ pub struct SshdBackend {
     /// The server (dropped after the backend).
     pub sshd: Sshd,
     /// The backend under test.
-    pub backend: openshell_worker::backend::ssh::SshBackend,
+    pub backend: openshell_backend_ssh::SshBackend,
 }
 
 impl SshdBackend {
     /// A fresh server and a started backend on it; `None` when the tests must skip.
     pub async fn start() -> Option<Self> {
         let sshd = Sshd::start().await?;
-        let backend = openshell_worker::backend::ssh::SshBackend::start(sshd.settings())
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "ssh backend did not start: {error}\nsshd log:\n{}",
-                    sshd.log()
-                )
-            });
+        let backend = openshell_backend_ssh::SshBackend::start(
+            sshd.settings(),
+            &openshell_backend::PoolContext::bare("ssh"),
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "ssh backend did not start: {error}\nsshd log:\n{}",
+                sshd.log()
+            )
+        });
         Some(Self { sshd, backend })
     }
 }
 
 #[async_trait::async_trait]
-impl openshell_worker::backend::Backend for SshdBackend {
+impl openshell_backend::Backend for SshdBackend {
     fn kind(&self) -> &'static str {
         self.backend.kind()
     }
 
-    fn capabilities(&self) -> openshell_worker::backend::Capabilities {
+    fn capabilities(&self) -> openshell_backend::Capabilities {
         self.backend.capabilities()
     }
 
-    async fn health(&self) -> Result<(), openshell_worker::backend::BackendError> {
+    async fn health(&self) -> Result<(), openshell_backend::BackendError> {
         self.backend.health().await
     }
 
     async fn execute(
         &self,
-        job: openshell_worker::backend::Job,
-        control: openshell_worker::backend::JobControl,
-    ) -> Result<openshell_worker::backend::Execution, openshell_worker::backend::BackendError> {
+        job: openshell_backend::Job,
+        control: openshell_backend::JobControl,
+    ) -> Result<openshell_backend::Execution, openshell_backend::BackendError> {
         self.backend.execute(job, control).await
     }
 }

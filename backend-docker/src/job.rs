@@ -1,0 +1,218 @@
+//! One job in one container: take a warm sandbox (or start a cold one), exec the job into it,
+//! stop it by killing the container, read what it used and how it ended, then destroy it.
+
+use std::sync::Arc;
+
+use bollard::errors::Error as ApiError;
+use openshell_protocol::ErrorKind;
+
+use super::command::Command;
+use super::connect::Engine;
+use super::error::{self, Failure};
+use super::exec::{self, Stop, Supervised};
+use super::measure::{self, Usage};
+use super::pool::WarmPools;
+use super::sandbox::{Factory, Sandbox, short};
+use super::spec::{self, Fit, Resources, Shape};
+use super::verdict;
+use openshell_backend::BackendEvent;
+use openshell_backend::{BackendError, Ending, Execution, Job, JobControl, Stream as OutputStream};
+
+/// A sandbox for `job` with its exec created: warm when one fits, else cold.
+pub(super) async fn prepare(
+    factory: &Arc<Factory>,
+    pools: &WarmPools,
+    job: &Job,
+    (shape, resources): (&Shape, &Resources),
+    command: &Command,
+) -> Result<(Sandbox, String), BackendError> {
+    let settings = &factory.settings;
+    let docker = factory.conn.docker();
+    if let Some(sandbox) = warm(factory, pools, shape, resources).await {
+        factory.name_after(&sandbox, &job.id);
+        let created = exec::create(
+            docker,
+            &sandbox.id,
+            command,
+            &settings.user,
+            &settings.workdir,
+        )
+        .await;
+        match created {
+            Ok(exec) => return Ok((sandbox, exec)),
+            Err(failure) if error::failure(&failure) == Failure::Unreachable => {
+                return Err(factory.conn.fail(
+                    "creating the job's exec",
+                    &container(&sandbox.id),
+                    &failure,
+                ));
+            }
+            Err(failure) => {
+                tracing::info!(container = %sandbox.id, "a warm sandbox is gone ({failure}); draining its pool and starting a fresh one");
+                pools.drain(Some(shape));
+            }
+        }
+    }
+    pools.missed();
+    let sandbox = factory
+        .create(shape, resources, Some((&job.id, &job.tenant)))
+        .await?;
+    match exec::create(
+        docker,
+        &sandbox.id,
+        command,
+        &settings.user,
+        &settings.workdir,
+    )
+    .await
+    {
+        Ok(exec) => Ok((sandbox, exec)),
+        Err(failure) => {
+            Err(factory
+                .conn
+                .fail("creating the job's exec", &container(&sandbox.id), &failure))
+        }
+    }
+}
+
+/// A warm sandbox of `shape` set to `resources`, if one is ready and can be.
+async fn warm(
+    factory: &Factory,
+    pools: &WarmPools,
+    shape: &Shape,
+    resources: &Resources,
+) -> Option<Sandbox> {
+    let mut sandbox = pools.take(shape)?;
+    match spec::fit(&sandbox.resources, resources) {
+        Fit::Same => Some(sandbox),
+        Fit::Mismatch => {
+            // Unused: back to the pool, or (pool full) dropped, which removes it.
+            let _ = pools.put_back(sandbox);
+            None
+        }
+        Fit::Update(update) => match factory
+            .conn
+            .docker()
+            .update_container(&sandbox.id, *update)
+            .await
+        {
+            Ok(()) => {
+                sandbox.resources = *resources;
+                Some(sandbox)
+            }
+            Err(failure) => {
+                tracing::debug!(container = %sandbox.id, "cannot update a warm sandbox's limits ({failure}); starting a fresh one");
+                None
+            }
+        },
+    }
+}
+
+/// How the supervised exec ended, with what it used; the container is stopped when the job
+/// was, or when it failed (to read the engine's out-of-memory verdict).
+pub(super) async fn conclude(
+    factory: &Arc<Factory>,
+    job: &Job,
+    sandbox: &Sandbox,
+    supervised: Supervised,
+    engine: &Engine,
+    control: &JobControl,
+) -> Result<Execution, BackendError> {
+    let docker = factory.conn.docker();
+    let id = sandbox.id.as_str();
+    let Supervised { stop, wall_time } = supervised;
+    let meter = &sandbox.meter;
+    let (ending, exit_code, usage) = match stop {
+        Stop::Timeout | Stop::Cancelled | Stop::OutputLimit => {
+            // Only an instant read comes before the kill; stopping must not wait for stats.
+            let usage = if meter.is_local() {
+                measure::usage(docker, id, meter).await
+            } else {
+                Usage::default()
+            };
+            factory.kill(id).await.map_err(mid_run)?;
+            (stopped(&stop), None, usage)
+        }
+        Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
+        Stop::Ended { exit_code, escaped } => {
+            let usage = measure::usage(docker, id, meter).await;
+            if escaped {
+                tracing::warn!(job = %job.id, container = id, "output was still open 1s after the job's program exited");
+                control.output.write(
+                    OutputStream::Stderr,
+                    b"openshell: output was still open 1s after the program exited (a background process?); \
+                      it was killed and the output may be incomplete\n",
+                );
+            }
+            let oom_killed = match (exit_code, usage.oom_since(&sandbox.baseline)) {
+                (Some(0), _) => false,
+                (_, Some(counted)) => counted,
+                // The engine records an OOM kill in the container's state once it stops.
+                (_, None) => factory.kill(id).await.unwrap_or(false),
+            };
+            (verdict::ending(exit_code, oom_killed), exit_code, usage)
+        }
+    };
+    if usage.pids_limit_hit_since(&sandbox.baseline) == Some(true) {
+        // Only the cgroup meter reads `pids.events`; with a remote engine this is not told.
+        factory
+            .metrics
+            .record(BackendEvent::LimitHit { limit: "processes" });
+    }
+    let stderr = control.output.snapshot().stderr;
+    if ending == Ending::Exited && verdict::prologue_failed(exit_code, &stderr) {
+        return Err(error::error(
+            ErrorKind::SandboxStartFailed,
+            container(id),
+            format!(
+                "Docker sandbox failed to start: the job could not be prepared in its container: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ),
+        ));
+    }
+    let (exit_code, signal) = verdict::exit_and_signal(ending, exit_code);
+    Ok(Execution {
+        ending,
+        exit_code,
+        signal,
+        wall_time,
+        cpu_time: usage.cpu_since(&sandbox.baseline),
+        peak_memory_bytes: usage.peak_bytes,
+        enforcement: verdict::report(&job.limits, engine),
+    })
+}
+
+fn stopped(stop: &Stop) -> Ending {
+    match stop {
+        Stop::Timeout => Ending::Timeout,
+        Stop::Cancelled => Ending::Cancelled,
+        _ => Ending::OutputLimit,
+    }
+}
+
+/// A failure after the job's program started: the job did run, so it is not "never started".
+fn mid_run(mut error: BackendError) -> BackendError {
+    if error.kind == ErrorKind::ConnectionFailed {
+        error.kind = ErrorKind::SandboxLost;
+    }
+    error
+}
+
+/// The daemon went away (or restarted) while the job ran.
+fn lost(factory: &Factory, job: &Job, id: &str, failure: &ApiError) -> BackendError {
+    factory.conn.note(failure);
+    error::error(
+        ErrorKind::SandboxLost,
+        format!("{} {}", factory.conn.endpoint(), container(id)),
+        format!(
+            "lost the Docker daemon while job `{}` ran ({}); the job's processes died with its container: \
+             resubmit the job once the daemon is back",
+            job.id,
+            error::describe(failure)
+        ),
+    )
+}
+
+fn container(id: &str) -> String {
+    format!("container {}", short(id))
+}

@@ -1,0 +1,181 @@
+//! The warm pool: started sandboxes waiting for a job, per [`Shape`] (a deadpool of them
+//! each). A job takes one out for good; a background task per shape creates the replacement.
+//!
+//! Warm containers are created with the pool's default limits. What Docker fixes at creation
+//! (image, tmpfs size, network) is the pool's key; memory, CPU and pids limits are changed
+//! per job with the container update API when a job's differ (see [`super::spec::fit`]).
+//!
+//! Every change is reported on the pool's `openshell_warm_pool_*` series: the target size, the
+//! sandboxes ready now (summed over shapes), and each job that had to start a cold one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::unmanaged::Pool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::sandbox::{Factory, Sandbox};
+use super::spec::{Resources, Shape};
+use openshell_backend::{BackendEvent, BackendMetrics};
+
+/// Longest wait between two refill attempts while the daemon or image is missing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First wait after a failed refill.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Warm sandboxes of one shape.
+#[derive(Debug)]
+struct Warm {
+    shape: Shape,
+    resources: Resources,
+    target: usize,
+    idle: Pool<Sandbox>,
+    wake: Notify,
+}
+
+/// Every warm pool of one backend instance.
+#[derive(Debug)]
+pub(super) struct WarmPools {
+    /// The metrics of the OpenShell pool they belong to.
+    metrics: BackendMetrics,
+    pools: HashMap<Shape, Arc<Warm>>,
+}
+
+impl WarmPools {
+    /// Pools of `target` sandboxes for each of `shapes` of the OpenShell pool `metrics` are
+    /// about; empty when `target` is 0.
+    pub fn new(
+        metrics: BackendMetrics,
+        shapes: impl IntoIterator<Item = (Shape, Resources)>,
+        target: usize,
+    ) -> Self {
+        if target == 0 {
+            return Self {
+                metrics,
+                pools: HashMap::new(),
+            };
+        }
+        let pools = shapes
+            .into_iter()
+            .map(|(shape, resources)| {
+                let warm = Warm {
+                    shape: shape.clone(),
+                    resources,
+                    target,
+                    idle: Pool::new(target),
+                    wake: Notify::new(),
+                };
+                (shape, Arc::new(warm))
+            })
+            .collect();
+        Self { metrics, pools }
+    }
+
+    /// A warm sandbox of `shape`, if one is ready; its replacement is started in the background.
+    pub fn take(&self, shape: &Shape) -> Option<Sandbox> {
+        let warm = self.pools.get(shape)?;
+        let sandbox = warm.idle.try_remove().ok();
+        warm.wake.notify_one();
+        self.report();
+        sandbox
+    }
+
+    /// Puts back a sandbox no job has used; gives it back when the pool is full or closed.
+    pub fn put_back(&self, sandbox: Sandbox) -> Option<Sandbox> {
+        let refused = match self.pools.get(&sandbox.shape) {
+            Some(warm) => warm.idle.try_add(sandbox).err().map(|(sandbox, _)| sandbox),
+            None => Some(sandbox),
+        };
+        self.report();
+        refused
+    }
+
+    /// Counts a job that starts a cold sandbox because no warm one fit.
+    pub fn missed(&self) {
+        self.metrics.record(BackendEvent::WarmPoolMissed);
+    }
+
+    /// Sets the warm-pool gauges: the target and the sandboxes ready now, over every shape.
+    fn report(&self) {
+        let target = self.pools.values().map(|warm| warm.target).sum();
+        let ready = self
+            .pools
+            .values()
+            .map(|warm| warm.idle.status().available)
+            .sum();
+        self.metrics
+            .record(BackendEvent::WarmPool { target, ready });
+    }
+
+    /// Destroys every idle sandbox of the pool of `shape` (of all pools when `None`), and
+    /// starts refilling: after a daemon restart they are dead.
+    pub fn drain(&self, shape: Option<&Shape>) {
+        for warm in self.pools.values() {
+            if shape.is_some_and(|shape| *shape != warm.shape) {
+                continue;
+            }
+            while let Ok(sandbox) = warm.idle.try_remove() {
+                drop(sandbox);
+            }
+            warm.wake.notify_one();
+        }
+        self.report();
+    }
+
+    /// Starts one refill task per pool; they stop when `stop` is cancelled.
+    pub fn spawn_refills(self: &Arc<Self>, factory: &Arc<Factory>, stop: &CancellationToken) {
+        self.report();
+        for warm in self.pools.values() {
+            let (warm, factory, stop) = (Arc::clone(warm), Arc::clone(factory), stop.clone());
+            let pools = Arc::clone(self);
+            tokio::spawn(async move { refill(&warm, &factory, &stop, &pools).await });
+        }
+    }
+
+    /// Closes every pool: nothing is added or taken any more, and the idle sandboxes go.
+    pub fn close(&self) {
+        for warm in self.pools.values() {
+            warm.idle.close();
+        }
+    }
+}
+
+/// Keeps `warm` (one of `pools`) at its target until `stop`, backing off while sandboxes
+/// cannot be created.
+async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, pools: &WarmPools) {
+    let mut backoff = MIN_BACKOFF;
+    let mut failing = false;
+    loop {
+        while warm.idle.status().size < warm.target && !stop.is_cancelled() {
+            match factory.create(&warm.shape, &warm.resources, None).await {
+                Ok(sandbox) if stop.is_cancelled() => drop(sandbox),
+                Ok(sandbox) => {
+                    if failing {
+                        tracing::info!(image = %warm.shape.image, "warm pool refilling again");
+                    }
+                    (backoff, failing) = (MIN_BACKOFF, false);
+                    // A full or closed pool gives it back, and dropping it removes it.
+                    let _ = warm.idle.try_add(sandbox);
+                    pools.report();
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(image = %warm.shape.image, "warm pool cannot start sandboxes: {error}; retrying");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tokio::select! {
+            () = warm.wake.notified() => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! How each limit is enforced in a container, what the engine must support for it (fail
+//! closed otherwise), and how a run ended.
+
+use openshell_protocol::{
+    Enforcement, EnforcementReport, EnforcementStatus, ErrorKind, LimitName, Limits,
+};
+
+use super::command::PROLOGUE_FAILED;
+use super::connect::Engine;
+use super::error;
+use super::spec::PIDS_OVERHEAD;
+use openshell_backend::{BackendError, Capabilities, Ending};
+
+/// SIGKILL, the signal every stop by the backend sends.
+pub(super) const SIGKILL: i32 = openshell_protocol::signal::SIGKILL;
+
+/// Docker's exit code for a program killed by signal N is this plus N.
+const SIGNALED_BASE: i32 = 128;
+
+/// The exit codes that stand for a signal: 128 + 1 to 128 + 64 (the highest Linux signal).
+const SIGNALED_MIN: i32 = SIGNALED_BASE + 1;
+
+/// See [`SIGNALED_MIN`].
+const SIGNALED_MAX: i32 = SIGNALED_BASE + 64;
+
+/// How the backend enforces `limit` on `engine` (`None`: before any engine is known).
+fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
+    match limit {
+        LimitName::Timeout => Enforcement::enforced(
+            "wall-clock timer from the exec's start, then the whole container is killed (SIGKILL) and removed",
+        ),
+        LimitName::CpuTime => Enforcement::partial(
+            "setrlimit(RLIMIT_CPU) via `ulimit -t`, rounded up to whole seconds; each process of the job gets the full amount",
+        ),
+        LimitName::Memory if engine.is_some_and(|engine| !engine.swap_limit) => {
+            Enforcement::partial(
+                "cgroup memory limit of the container; the engine has no swap accounting, so the job may also swap",
+            )
+        }
+        LimitName::Memory => Enforcement::enforced(
+            "cgroup memory limit of the container with memory+swap equal (no swap); out_of_memory from the \
+             container's OOMKilled state",
+        ),
+        LimitName::Cpus => {
+            Enforcement::enforced("CFS quota of the container's cgroup (Docker NanoCpus)")
+        }
+        LimitName::Processes => Enforcement::enforced(format!(
+            "pids cgroup limit of the container, counting threads, plus {PIDS_OVERHEAD} for its init and keep-alive"
+        )),
+        LimitName::OpenFiles => {
+            Enforcement::enforced("setrlimit(RLIMIT_NOFILE) via `ulimit -n`, per process")
+        }
+        LimitName::Output => Enforcement::enforced(
+            "output sink: capture stops at the limit and the container is killed",
+        ),
+        LimitName::Disk => Enforcement::enforced(
+            "tmpfs of that size on the working directory and on /tmp (each), setrlimit(RLIMIT_FSIZE) per \
+             file; the root filesystem is read-only and tmpfs pages count toward the memory limit",
+        ),
+        LimitName::Network => Enforcement::enforced(
+            "network mode `none`: the container's own network namespace with only a loopback interface",
+        ),
+    }
+}
+
+/// Every limit: the backend enforces all of them (CPU time only per process).
+pub(super) fn capabilities() -> Capabilities {
+    LimitName::ALL
+        .into_iter()
+        .chain([LimitName::Network])
+        .map(|limit| (limit, mechanism(limit, None)))
+        .collect()
+}
+
+/// One entry per limit set in `limits`.
+pub(super) fn report(limits: &Limits, engine: &Engine) -> EnforcementReport {
+    limits
+        .iter()
+        .map(|(limit, _)| (limit, mechanism(limit, Some(engine))))
+        .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
+        .collect()
+}
+
+/// Fails closed when `limits` asks for a cgroup limit the engine cannot apply.
+pub(super) fn check_enforceable(limits: &Limits, engine: &Engine) -> Result<(), BackendError> {
+    let missing = [
+        (limits.memory.is_some() && !engine.memory_limit, "memory"),
+        (
+            limits.processes.is_some() && !engine.pids_limit,
+            "processes",
+        ),
+        (limits.cpus.is_some() && !engine.cpu_quota, "cpus"),
+    ];
+    match missing.iter().find(|(missing, _)| *missing) {
+        None => Ok(()),
+        Some((_, limit)) => Err(error::error(
+            ErrorKind::LimitNotEnforceable,
+            format!("engine {}", engine.version),
+            format!(
+                "the Docker engine cannot enforce the `{limit}` limit (its kernel lacks the cgroup controller); \
+                 the job was not run: enable the controller on the host or drop the limit"
+            ),
+        )),
+    }
+}
+
+/// How a program that ended on its own is reported: out of memory when it failed and the
+/// engine saw an OOM kill in its container.
+pub(super) fn ending(exit_code: Option<i64>, oom_killed: bool) -> Ending {
+    let failed = exit_code != Some(0);
+    if failed && oom_killed {
+        Ending::OutOfMemory
+    } else {
+        Ending::Exited
+    }
+}
+
+/// The exit code and killing signal to report.
+///
+/// Docker (containerd) reports a program killed by signal N as exit code 128 + N, as a shell
+/// does, and keeps no other trace of the signal: codes 129 to 192 are reported as signal 1 to
+/// 64, so SIGKILL is `signal: 9` as on every backend. A program that itself exits with such a
+/// code (mostly a shell passing on its child's death) is reported the same way. No exit code
+/// at all means the program's container died under it (it killed its init): SIGKILL.
+pub(super) fn exit_and_signal(
+    ending: Ending,
+    exit_code: Option<i64>,
+) -> (Option<i32>, Option<i32>) {
+    let code = exit_code.and_then(|code| i32::try_from(code).ok());
+    match ending {
+        Ending::Timeout | Ending::Cancelled | Ending::OutputLimit => (None, Some(SIGKILL)),
+        Ending::Exited | Ending::OutOfMemory => match code {
+            None => (None, Some(SIGKILL)),
+            Some(code) if (SIGNALED_MIN..=SIGNALED_MAX).contains(&code) => {
+                (None, Some(code - SIGNALED_BASE))
+            }
+            Some(code) => (Some(code), None),
+        },
+    }
+}
+
+/// Whether the prologue (not the job) failed: its exit code with its message on stderr.
+pub(super) fn prologue_failed(exit_code: Option<i64>, stderr: &[u8]) -> bool {
+    exit_code == Some(PROLOGUE_FAILED) && stderr.starts_with(b"openshell: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use openshell_protocol::ByteSize;
+
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine {
+            version: "20.10.24".into(),
+            api: "1.41".into(),
+            cgroup_version: "1".into(),
+            memory_limit: true,
+            swap_limit: true,
+            pids_limit: true,
+            cpu_quota: true,
+        }
+    }
+
+    #[test]
+    fn every_limit_is_a_capability_and_cpu_time_is_partial() {
+        let capabilities = capabilities();
+        assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
+        assert_eq!(
+            capabilities[&LimitName::CpuTime].status,
+            EnforcementStatus::Partial
+        );
+        assert_eq!(
+            capabilities[&LimitName::Memory].status,
+            EnforcementStatus::Enforced
+        );
+    }
+
+    #[test]
+    fn the_report_lists_the_limits_set_and_says_when_swap_is_not_limited() {
+        let limits = Limits {
+            memory: Some(ByteSize::mib(64)),
+            disk: Some(ByteSize::mib(1)),
+            ..Limits::default()
+        };
+        let report = report(&limits, &engine());
+        assert_eq!(
+            report.keys().copied().collect::<Vec<_>>(),
+            [LimitName::Memory, LimitName::Disk]
+        );
+        let no_swap = Engine {
+            swap_limit: false,
+            ..engine()
+        };
+        assert_eq!(report_of(&limits, &no_swap), EnforcementStatus::Partial);
+    }
+
+    fn report_of(limits: &Limits, engine: &Engine) -> EnforcementStatus {
+        report(limits, engine)[&LimitName::Memory].status
+    }
+
+    #[test]
+    fn missing_cgroup_controllers_fail_closed() {
+        let limits = Limits {
+            processes: Some(10),
+            ..Limits::default()
+        };
+        assert!(check_enforceable(&limits, &engine()).is_ok());
+        let no_pids = Engine {
+            pids_limit: false,
+            ..engine()
+        };
+        let error = check_enforceable(&limits, &no_pids).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::LimitNotEnforceable);
+        assert!(check_enforceable(&Limits::default(), &no_pids).is_ok());
+    }
+
+    #[test]
+    fn out_of_memory_needs_a_failure_and_the_engines_word() {
+        assert_eq!(ending(Some(137), true), Ending::OutOfMemory);
+        assert_eq!(ending(None, true), Ending::OutOfMemory);
+        assert_eq!(ending(Some(0), true), Ending::Exited);
+        assert_eq!(ending(Some(137), false), Ending::Exited);
+        assert_eq!(
+            exit_and_signal(Ending::OutOfMemory, Some(137)),
+            (None, Some(9))
+        );
+        assert_eq!(exit_and_signal(Ending::Timeout, Some(0)), (None, Some(9)));
+        assert_eq!(exit_and_signal(Ending::Exited, None), (None, Some(9)));
+    }
+
+    #[test]
+    fn codes_past_128_are_the_signal_that_killed_the_program() {
+        assert_eq!(exit_and_signal(Ending::Exited, Some(137)), (None, Some(9)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(152)), (None, Some(24)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(129)), (None, Some(1)));
+        assert_eq!(exit_and_signal(Ending::Exited, Some(192)), (None, Some(64)));
+        for code in [0, 1, 125, 128, 193, 255] {
+            assert_eq!(
+                exit_and_signal(Ending::Exited, Some(code)),
+                (Some(code as i32), None)
+            );
+        }
+    }
+
+    #[test]
+    fn prologue_failures_are_told_by_code_and_message() {
+        assert!(prologue_failed(
+            Some(125),
+            b"openshell: cannot set the open_files limit (9)\n"
+        ));
+        assert!(!prologue_failed(Some(125), b"my own error\n"));
+        assert!(!prologue_failed(Some(1), b"openshell: x\n"));
+    }
+}

@@ -1,0 +1,158 @@
+//! What goes down the channel's stdin before the job's own: the request headers, each file's
+//! bytes, and the sentinel line; and the checks that keep paths, names and values expressible.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use super::error::SshError;
+use super::request::{self, FileEntry, Plan};
+use openshell_backend::JobFile;
+
+/// The exec request and the bytes to send ahead of the job's stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The channel's exec command.
+    pub command: String,
+    /// Headers, file contents and sentinel.
+    pub prefix: Vec<u8>,
+}
+
+/// Builds the upload for `plan`, whose `files` describe `contents` in the same order, for the
+/// sandbox helper at `helper`.
+pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
+    let mut prefix = request::headers(plan);
+    prefix.reserve(contents.iter().map(|c| c.len()).sum::<usize>() + 32);
+    for content in contents {
+        prefix.extend_from_slice(content);
+    }
+    prefix.extend_from_slice(request::SENTINEL.as_bytes());
+    prefix.push(b'\n');
+    Upload {
+        command: request::run_command(helper),
+        prefix,
+    }
+}
+
+/// The files to write, one per path (a later file replaces an earlier one), with their
+/// contents; refuses paths that leave the directory or that need a file to be a directory.
+pub fn files(files: &[JobFile]) -> Result<(Vec<FileEntry>, Vec<&[u8]>), SshError> {
+    let mut by_path: BTreeMap<String, &JobFile> = BTreeMap::new();
+    for file in files {
+        by_path.insert(confine(&file.path)?, file);
+    }
+    for path in by_path.keys() {
+        let mut parent = Path::new(path).parent();
+        while let Some(dir) = parent.filter(|dir| !dir.as_os_str().is_empty()) {
+            if by_path.contains_key(dir.to_string_lossy().as_ref()) {
+                return Err(SshError::Invalid(format!(
+                    "file `{path}` needs `{}` to be a directory, but another file has that path",
+                    dir.display()
+                )));
+            }
+            parent = dir.parent();
+        }
+    }
+    let entries = by_path
+        .iter()
+        .map(|(path, file)| FileEntry {
+            path: path.clone(),
+            len: file.content.len(),
+            mode: file.mode,
+        })
+        .collect();
+    let contents = by_path
+        .values()
+        .map(|file| file.content.as_slice())
+        .collect();
+    Ok((entries, contents))
+}
+
+/// `path` normalised to `a/b/c`, refused unless it is a relative path inside the directory.
+pub fn confine(path: &str) -> Result<String, SshError> {
+    let mut parts = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(escape(path));
+            }
+        }
+    }
+    if parts.is_empty() || parts.iter().any(|part| part.contains('\0')) {
+        return Err(escape(path));
+    }
+    Ok(parts.join("/"))
+}
+
+fn escape(path: &str) -> SshError {
+    SshError::Invalid(format!(
+        "file path `{}` is not a relative path inside the working directory; use e.g. `data/input.txt`",
+        path.escape_debug()
+    ))
+}
+
+/// Refuses an argv or environment the remote shell cannot carry exactly.
+pub fn check_command(argv: &[String], env: &BTreeMap<String, String>) -> Result<(), SshError> {
+    let Some(program) = argv.first() else {
+        return Err(SshError::Invalid("the job has no program to run".into()));
+    };
+    if program.is_empty() || program.contains('=') {
+        return Err(SshError::Invalid(format!(
+            "program name `{}` cannot be run over SSH (empty, or contains `=`)",
+            program.escape_debug()
+        )));
+    }
+    if argv.iter().any(|arg| arg.contains('\0')) {
+        return Err(SshError::Invalid("an argument contains a NUL byte".into()));
+    }
+    for (key, value) in env {
+        let bad_key = key.is_empty() || key.contains(['=', '\0']);
+        if bad_key || value.contains('\0') {
+            return Err(SshError::Invalid(format!(
+                "environment variable `{}` cannot be set (empty name, `=` in the name, or a NUL byte)",
+                key.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &[u8]) -> JobFile {
+        JobFile {
+            path: path.into(),
+            content: content.to_vec(),
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn paths_stay_inside_and_do_not_collide() {
+        assert_eq!(confine("./a//b/c.txt").unwrap(), "a/b/c.txt");
+        for bad in ["", ".", "/etc/passwd", "../x", "a/../../x"] {
+            assert!(confine(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(files(&[file("a/b", b"x"), file("a/b/c", b"y")]).is_err());
+        let job_files = [file("z", b"1"), file("a/b", b"22"), file("z", b"333")];
+        let (entries, contents) = files(&job_files).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["a/b", "z"]
+        );
+        assert_eq!(contents, [b"22".as_slice(), b"333".as_slice()]);
+    }
+
+    #[test]
+    fn commands_the_shell_cannot_carry_are_refused() {
+        let env = BTreeMap::from([("A".to_string(), "x y 'z'".to_string())]);
+        assert!(check_command(&["python3".into()], &env).is_ok());
+        assert!(check_command(&[], &env).is_err());
+        assert!(check_command(&["A=b".into()], &env).is_err());
+        let bad = BTreeMap::from([("A=B".to_string(), String::new())]);
+        assert!(check_command(&["true".into()], &bad).is_err());
+    }
+}
