@@ -130,7 +130,8 @@ impl Connection {
         error::api(doing, target, &self.endpoint, failure)
     }
 
-    fn cached(&self) -> Option<Arc<Engine>> {
+    /// The engine as last negotiated, if it was reached since it last failed.
+    pub fn cached(&self) -> Option<Arc<Engine>> {
         self.slot().clone()
     }
 

@@ -200,7 +200,7 @@ impl Backend for DockerBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities()
+        verdict::capabilities(self.factory.conn.cached().as_deref())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -223,7 +223,6 @@ impl Backend for DockerBackend {
         if control.cancel.is_cancelled() {
             return Ok(cancelled(&job, &engine));
         }
-        verdict::check_enforceable(&job.limits, &engine)?;
         let command = command::command(&job, settings, factory.owner)?;
         let shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);
         let resources = Resources::for_limits(&job.limits, settings);

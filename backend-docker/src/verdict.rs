@@ -1,15 +1,12 @@
 //! How each limit is enforced in a container, what the engine must support for it (fail
 //! closed otherwise), and how a run ended.
 
-use openshell_protocol::{
-    Enforcement, EnforcementReport, EnforcementStatus, ErrorKind, LimitName, Limits,
-};
+use openshell_protocol::{Enforcement, EnforcementReport, EnforcementStatus, LimitName, Limits};
 
 use super::command::PROLOGUE_FAILED;
 use super::connect::Engine;
-use super::error;
 use super::spec::PIDS_OVERHEAD;
-use openshell_backend::{BackendError, Capabilities, Ending};
+use openshell_backend::{Capabilities, Ending};
 
 /// SIGKILL, the signal every stop by the backend sends.
 pub(super) const SIGKILL: i32 = openshell_protocol::signal::SIGKILL;
@@ -32,6 +29,15 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
         LimitName::CpuTime => Enforcement::partial(
             "setrlimit(RLIMIT_CPU) via `ulimit -t`, rounded up to whole seconds; each process of the job gets the full amount",
         ),
+        LimitName::Memory if engine.is_some_and(|engine| !engine.memory_limit) => {
+            missing_controller("memory")
+        }
+        LimitName::Processes if engine.is_some_and(|engine| !engine.pids_limit) => {
+            missing_controller("pids")
+        }
+        LimitName::Cpus if engine.is_some_and(|engine| !engine.cpu_quota) => {
+            missing_controller("cpu")
+        }
         LimitName::Memory if engine.is_some_and(|engine| !engine.swap_limit) => {
             Enforcement::partial(
                 "cgroup memory limit of the container; the engine has no swap accounting, so the job may also swap",
@@ -63,45 +69,32 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
     }
 }
 
-/// Every limit: the backend enforces all of them (CPU time only per process).
-pub(super) fn capabilities() -> Capabilities {
+/// A limit the engine's kernel has no cgroup controller for.
+fn missing_controller(controller: &str) -> Enforcement {
+    Enforcement::not_enforced(format!(
+        "the Docker engine's kernel has no {controller} cgroup controller; enable it on the host"
+    ))
+}
+
+/// The limits `engine` can enforce, with how: what admission checks each job against, so a
+/// job asking for a limit the engine lacks is refused (or, where the pool allows unenforced
+/// limits, run and reported) before anything is audited as started. Before the engine was
+/// first reached (the health check reaches it before a pool takes jobs) every limit counts.
+pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
     LimitName::ALL
         .into_iter()
         .chain([LimitName::Network])
-        .map(|limit| (limit, mechanism(limit, None)))
-        .collect()
-}
-
-/// One entry per limit set in `limits`.
-pub(super) fn report(limits: &Limits, engine: &Engine) -> EnforcementReport {
-    limits
-        .iter()
-        .map(|(limit, _)| (limit, mechanism(limit, Some(engine))))
+        .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
 }
 
-/// Fails closed when `limits` asks for a cgroup limit the engine cannot apply.
-pub(super) fn check_enforceable(limits: &Limits, engine: &Engine) -> Result<(), BackendError> {
-    let missing = [
-        (limits.memory.is_some() && !engine.memory_limit, "memory"),
-        (
-            limits.processes.is_some() && !engine.pids_limit,
-            "processes",
-        ),
-        (limits.cpus.is_some() && !engine.cpu_quota, "cpus"),
-    ];
-    match missing.iter().find(|(missing, _)| *missing) {
-        None => Ok(()),
-        Some((_, limit)) => Err(error::error(
-            ErrorKind::LimitNotEnforceable,
-            format!("engine {}", engine.version),
-            format!(
-                "the Docker engine cannot enforce the `{limit}` limit (its kernel lacks the cgroup controller); \
-                 the job was not run: enable the controller on the host or drop the limit"
-            ),
-        )),
-    }
+/// One entry per limit set in `limits`, unenforced ones included.
+pub(super) fn report(limits: &Limits, engine: &Engine) -> EnforcementReport {
+    limits
+        .iter()
+        .map(|(limit, _)| (limit, mechanism(limit, Some(engine))))
+        .collect()
 }
 
 /// How a program that ended on its own is reported: out of memory when it failed and the
@@ -164,8 +157,9 @@ mod tests {
 
     #[test]
     fn every_limit_is_a_capability_and_cpu_time_is_partial() {
-        let capabilities = capabilities();
+        let capabilities = capabilities(Some(&engine()));
         assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
+        assert_eq!(capabilities, super::capabilities(None));
         assert_eq!(
             capabilities[&LimitName::CpuTime].status,
             EnforcementStatus::Partial
@@ -200,19 +194,22 @@ mod tests {
     }
 
     #[test]
-    fn missing_cgroup_controllers_fail_closed() {
-        let limits = Limits {
-            processes: Some(10),
-            ..Limits::default()
-        };
-        assert!(check_enforceable(&limits, &engine()).is_ok());
+    fn missing_cgroup_controllers_are_not_capabilities_and_are_reported() {
         let no_pids = Engine {
             pids_limit: false,
             ..engine()
         };
-        let error = check_enforceable(&limits, &no_pids).unwrap_err();
-        assert_eq!(error.kind, ErrorKind::LimitNotEnforceable);
-        assert!(check_enforceable(&Limits::default(), &no_pids).is_ok());
+        let capabilities = capabilities(Some(&no_pids));
+        assert!(!capabilities.contains_key(&LimitName::Processes));
+        assert!(capabilities.contains_key(&LimitName::Memory));
+        let limits = Limits {
+            processes: Some(10),
+            ..Limits::default()
+        };
+        assert_eq!(
+            report(&limits, &no_pids)[&LimitName::Processes].status,
+            EnforcementStatus::NotEnforced
+        );
     }
 
     #[test]
