@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod durable;
 pub mod intake;

@@ -29,7 +29,7 @@ use self::report::{Report, WorkerMemory};
 use self::stats::Recorder;
 use self::workers::{Overhead, OverheadTotals, Workers};
 use self::workload::Workload;
-use crate::cli::NatsArgs;
+use crate::client::NatsArgs;
 
 /// Alternating rounds per run.
 const ROUNDS: u64 = 10;
@@ -136,7 +136,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         bail!("--baseline core compares durable jobs with core ones: add --durable");
     }
     let workload = Arc::new(args.workload()?);
-    let pool = args.pool.clone().unwrap_or_else(crate::cli::default_pool);
+    let pool = args
+        .pool
+        .clone()
+        .unwrap_or_else(crate::client::default_pool);
     let mut workers = match args.spawn_workers {
         Some(count) => Workers::spawn(count, &args.nats.url, args.slots, args.durable).await?,
         None => Workers::existing(args.worker_pid.clone(), Vec::new()),

@@ -15,7 +15,7 @@ use openshell_protocol::AuditEvent;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::NatsArgs;
+use crate::client::NatsArgs;
 use crate::durable::streams::AUDIT;
 
 /// Audit commands.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::NatsArgs;
 use super::exec::exit;
+use crate::client::NatsArgs;
 use crate::durable::client::DurableClient;
 
 /// Cancel a job by id, queued (durable mode) or running (either mode).

@@ -13,7 +13,7 @@ use openshell_protocol::{
     Verdict,
 };
 
-use super::NatsArgs;
+use crate::client::NatsArgs;
 
 /// Exit codes for jobs that did not complete; a completed job exits with its own code.
 pub mod exit {
@@ -208,7 +208,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let pool = args.pool.clone().unwrap_or_else(super::default_pool);
+    let pool = args
+        .pool
+        .clone()
+        .unwrap_or_else(crate::client::default_pool);
     let nats = match args.nats.connect_as(&args.tenant).await {
         Ok(nats) => nats,
         Err(error) => {

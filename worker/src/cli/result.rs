@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Args;
 use openshell_protocol::DurationMs;
 
-use super::NatsArgs;
 use super::exec::{exit, print_result};
+use crate::client::NatsArgs;
 use crate::durable::client::DurableClient;
 
 /// Exit status when the job has no stored result (yet).

@@ -31,7 +31,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let pool = job.pool.clone().unwrap_or_else(super::default_pool);
+    let pool = job.pool.clone().unwrap_or_else(crate::client::default_pool);
     let nats = match job.nats.connect_as(&job.tenant).await {
         Ok(nats) => nats,
         Err(error) => {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 
-use super::NatsArgs;
+use crate::client::NatsArgs;
 use crate::service::{SERVICE_NAME, WorkerStatus};
 
 /// List the live workers with their pools, load and health.
