@@ -31,6 +31,7 @@ step "docker" bash deploy/setup.sh --no-nats
 step "stale sandboxes" docker_sweep_dead_workers
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
+step "crate boundaries" bash deploy/check-architecture.sh
 # Each alert fires on the series that should raise it and stays silent otherwise.
 step "alert rules" promtool test rules deploy/prometheus/alerts.test.yml
 if have cargo-nextest; then
