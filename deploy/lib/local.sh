@@ -1,10 +1,10 @@
 # shellcheck shell=bash
 # The local backend (SANDBOX_BACKEND=none): the dedicated user a root worker runs jobs as,
 # and bubblewrap, with which each job gets its own pid, mount, ipc, uts and network
-# namespaces (worker/src/backend/local/sandbox.rs). Needs lib/common.sh sourced first.
+# namespaces (backend-local/src/sandbox.rs). Needs lib/common.sh sourced first.
 
 # The user a root worker runs local jobs as unless a pool names another
-# (worker/src/backend/local/user.rs DEFAULT_USER). Shared with no other service.
+# (backend-local/src/user.rs DEFAULT_USER). Shared with no other service.
 LOCAL_JOB_USER=openshell-job
 
 # Creates the job user (a system user and group of its own, no home, no login shell) unless

@@ -1,4 +1,4 @@
-# pid 1 of a local-backend job sandbox. worker/src/backend/local/sandbox.rs runs it inside
+# pid 1 of a local-backend job sandbox. backend-local/src/sandbox.rs runs it inside
 # bubblewrap, as root with only CAP_SETUID and CAP_SETGID, under a seccomp filter that
 # refuses user namespaces and keyrings:
 #
