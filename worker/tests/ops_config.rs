@@ -169,3 +169,53 @@ async fn a_file_pool_on_none_runs_jobs_with_and_without_defaults() {
         );
     }
 }
+
+/// A limit the pool's backend cannot enforce is refused before the job runs: a `none` pool
+/// without its sandbox has no cgroups, so `cpus` cannot be enforced (`limit_not_enforceable`,
+/// exit 65), while the same pool with `allow_unenforced_limits` runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_the_backend_cannot_enforce_is_refused_unless_the_pool_allows_it() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(
+        &path,
+        "[pools.strict]\nbackend = \"none\"\nlocal = { sandbox = \"off\" }\n\n\
+         [pools.lax]\nbackend = \"none\"\nallow_unenforced_limits = true\nlocal = { sandbox = \"off\" }\n",
+    )
+    .expect("write config");
+    let url = nats.url();
+    let config = path.to_str().expect("utf-8 path");
+    let _worker =
+        WorkerProcess::start(&[("NATS_URL", url.as_str()), ("OPENSHELL_CONFIG", config)]).await;
+    let exec = |pool: &'static str| {
+        let url = url.clone();
+        async move {
+            support::cli(
+                [
+                    "exec",
+                    "--pool",
+                    pool,
+                    "--cpus",
+                    "0.5",
+                    "--json",
+                    "--command",
+                    "true",
+                ],
+                &[("NATS_URL", url.as_str())],
+            )
+            .await
+        }
+    };
+    let strict = exec("strict").await;
+    assert_eq!(strict.status.code(), Some(65), "{}", text(&strict));
+    assert!(
+        String::from_utf8_lossy(&strict.stdout).contains("limit_not_enforceable"),
+        "{}",
+        text(&strict)
+    );
+    let lax = exec("lax").await;
+    assert!(lax.status.success(), "{}", text(&lax));
+}

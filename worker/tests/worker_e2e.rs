@@ -228,11 +228,6 @@ async fn malformed_requests_get_typed_errors_and_audit_events() {
             ErrorKind::LimitExceedsPolicy,
         ),
         (
-            "unenforceable",
-            br#"{"id":"u10","command":["true"],"limits":{"cpus":0.5}}"#.to_vec(),
-            ErrorKind::LimitNotEnforceable,
-        ),
-        (
             "unknown language",
             br#"{"id":"u11","language":"cobol","code":"x"}"#.to_vec(),
             ErrorKind::LanguageNotAllowed,
