@@ -216,7 +216,7 @@ impl AuditEvent {
                 .files
                 .iter()
                 .map(|file| AuditedFile {
-                    path: file.path.clone(),
+                    path: file.path.to_string(),
                     size: file.content.len() as u64,
                     sha256: sha256_hex(file.content.as_bytes()),
                 })

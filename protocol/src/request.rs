@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::PROTOCOL_VERSION;
 use crate::limits::Limits;
+use crate::path::RelativePath;
 use crate::payload::Payload;
 
 fn protocol_version() -> u32 {
@@ -123,11 +124,11 @@ where
 }
 
 /// A file to place in the job's working directory.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// Relative path inside the working directory; no `..`, no leading `/`.
-    pub path: String,
+    pub path: RelativePath,
     /// File contents.
     pub content: Payload,
     /// Unix permission bits, e.g. 493 (0o755); default 0o644.

@@ -87,7 +87,7 @@ fn hashes_follow_the_readme_definition() {
     request.args = vec!["data.bin".into()];
     request.stdin = Some(Payload::from("world\n"));
     request.files.push(FileSpec {
-        path: "data.bin".into(),
+        path: "data.bin".parse().unwrap(),
         content: Payload(vec![0, 1, 2, 255, 254, 253]),
         mode: None,
     });

@@ -400,7 +400,7 @@ fn sample_request() -> ExecRequest {
     request.stdin = Some(Payload(vec![0, 255, 10]));
     request.env.insert("MODE".into(), "test".into());
     request.files.push(FileSpec {
-        path: "run.sh".into(),
+        path: "run.sh".parse().unwrap(),
         content: Payload::from("echo hi\n"),
         mode: Some(0o755),
     });
