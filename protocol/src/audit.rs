@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::request::{ExecRequest, sha256_hex};
 use crate::result::{ExecResult, Verdict};
 use crate::signal::signal_name;
+use crate::traceparent::Traceparent;
 
 /// Which step of a job an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -166,7 +167,7 @@ pub struct AuditContext {
     /// Worker id.
     pub worker_id: String,
     /// The job's valid W3C `traceparent`, if any.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Traceparent>,
 }
 
 impl AuditEvent {
@@ -193,7 +194,7 @@ impl AuditEvent {
             verdict: None,
             usage: None,
             error: None,
-            traceparent: context.traceparent.clone(),
+            traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
         }
     }
 

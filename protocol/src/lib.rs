@@ -18,6 +18,7 @@ pub mod result;
 pub mod schema;
 pub mod signal;
 pub mod subjects;
+pub mod traceparent;
 pub mod units;
 
 #[cfg(feature = "client")]
@@ -33,6 +34,7 @@ pub use request::{ExecRequest, FileSpec};
 pub use result::{Enforcement, EnforcementReport, EnforcementStatus, ExecResult, Verdict};
 pub use signal::{signal_name, signal_number};
 pub use subjects::Subjects;
+pub use traceparent::{InvalidTraceparent, TRACEPARENT_HEADER, Traceparent};
 pub use units::{ByteSize, DurationMs};
 
 #[cfg(feature = "client")]
