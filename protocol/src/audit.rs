@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::PROTOCOL_VERSION;
 use crate::error::ErrorInfo;
 use crate::limits::Limits;
+use crate::path::RelativePath;
 use crate::request::{ExecRequest, sha256_hex};
 use crate::result::{ExecResult, Verdict};
 use crate::signal::signal_name;
@@ -56,7 +57,7 @@ impl fmt::Display for AuditEventType {
 #[serde(deny_unknown_fields)]
 pub struct AuditedFile {
     /// Path inside the working directory.
-    pub path: String,
+    pub path: RelativePath,
     /// Size in bytes.
     pub size: u64,
     /// Hex SHA-256 of the contents.
@@ -110,6 +111,10 @@ pub struct AuditEvent {
     pub worker_id: String,
     /// When the event happened (RFC 3339, UTC).
     pub timestamp: DateTime<Utc>,
+    // The program, as `ExecRequest` has it: the same names, types and skip rules. They are not
+    // one `#[serde(flatten)]` struct because the request cannot take it: serde reads flattened
+    // fields (and finds unknown ones) only after the closing brace, so the decoder could no
+    // longer say which field a type error is in, nor list the known fields.
     /// Language of `code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
@@ -217,7 +222,7 @@ impl AuditEvent {
                 .files
                 .iter()
                 .map(|file| AuditedFile {
-                    path: file.path.to_string(),
+                    path: file.path.clone(),
                     size: file.content.len() as u64,
                     sha256: sha256_hex(file.content.as_bytes()),
                 })
