@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::PROTOCOL_VERSION;
 use crate::error::ErrorInfo;
 use crate::limits::Limits;
+use crate::path::RelativePath;
 use crate::request::{ExecRequest, sha256_hex};
 use crate::result::{ExecResult, Verdict};
 use crate::signal::signal_name;
+use crate::traceparent::Traceparent;
 
 /// Which step of a job an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -55,7 +57,7 @@ impl fmt::Display for AuditEventType {
 #[serde(deny_unknown_fields)]
 pub struct AuditedFile {
     /// Path inside the working directory.
-    pub path: String,
+    pub path: RelativePath,
     /// Size in bytes.
     pub size: u64,
     /// Hex SHA-256 of the contents.
@@ -109,6 +111,10 @@ pub struct AuditEvent {
     pub worker_id: String,
     /// When the event happened (RFC 3339, UTC).
     pub timestamp: DateTime<Utc>,
+    // The program, as `ExecRequest` has it: the same names, types and skip rules. They are not
+    // one `#[serde(flatten)]` struct because the request cannot take it: serde reads flattened
+    // fields (and finds unknown ones) only after the closing brace, so the decoder could no
+    // longer say which field a type error is in, nor list the known fields.
     /// Language of `code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
@@ -166,7 +172,7 @@ pub struct AuditContext {
     /// Worker id.
     pub worker_id: String,
     /// The job's valid W3C `traceparent`, if any.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Traceparent>,
 }
 
 impl AuditEvent {
@@ -193,7 +199,7 @@ impl AuditEvent {
             verdict: None,
             usage: None,
             error: None,
-            traceparent: context.traceparent.clone(),
+            traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
         }
     }
 

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 
 use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorInfo, ErrorKind};
-use crate::json_path::error_path;
+use crate::json_path::{error_path, string_before_error};
 use crate::limits::{LimitValue, Limits};
+use crate::path::RelativePath;
 use crate::request::{ExecRequest, object};
 use crate::subjects::check_token;
 
@@ -20,8 +21,8 @@ pub const MAX_ARGV: usize = 1024;
 pub const MAX_ENV_VARS: usize = 256;
 /// Most files.
 pub const MAX_FILES: usize = 256;
-/// Longest file path, in bytes.
-pub const MAX_PATH_BYTES: usize = 1024;
+/// Longest file path, in bytes (a rule of [`RelativePath`]).
+pub use crate::path::MAX_PATH_BYTES;
 /// Longest language name.
 pub const MAX_LANGUAGE_LEN: usize = 32;
 /// Lowest and highest priority.
@@ -129,25 +130,54 @@ pub fn decode_request(bytes: &[u8], max_bytes: usize) -> Result<ExecRequest, Dec
     Ok(request)
 }
 
-/// The request in `bytes`, checked for shape and types but not yet for the rules of [`validate`].
+/// The request in `bytes`, checked for shape and types (and file paths, which are checked as
+/// they are read) but not yet for the rules of [`validate`].
 fn parse(bytes: &[u8]) -> Result<ExecRequest, DecodeError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let parsed =
         object::<_, ExecRequest>(&mut json).and_then(|request| json.end().map(|()| request));
     parsed.map_err(|error| {
         // A newer version may add fields this crate rejects as unknown: name the version instead.
+        // (This frame stays small: salvage_version recurses as deep as the JSON nests.)
         if let Some(version) = salvage_version(bytes).filter(|&version| version != PROTOCOL_VERSION)
         {
             return DecodeError::UnsupportedVersion { version };
         }
-        let message = match error_path(bytes, &error) {
-            Some(path) => format!("at `{}`: {error}", shorten(path, MAX_FIELD_BYTES)),
-            None => error.to_string(),
-        };
-        DecodeError::Malformed {
-            message: shorten(message, MAX_ERROR_MESSAGE_BYTES),
-        }
+        refusal(bytes, &error)
     })
+}
+
+/// Why serde refused `bytes` with `error`: a file path that broke its rule, or a shape or type
+/// error, named by its field when it is inside one.
+fn refusal(bytes: &[u8], error: &serde_json::Error) -> DecodeError {
+    let path = error_path(bytes, error);
+    if let Some(refused) = path
+        .as_deref()
+        .and_then(|field| file_path_refused(bytes, error, field))
+    {
+        return refused;
+    }
+    let message = match path {
+        Some(path) => format!("at `{}`: {error}", shorten(path, MAX_FIELD_BYTES)),
+        None => error.to_string(),
+    };
+    DecodeError::Malformed {
+        message: shorten(message, MAX_ERROR_MESSAGE_BYTES),
+    }
+}
+
+/// The rule a file's path broke, when that is where serde stopped: [`RelativePath`] checks a
+/// path as it is read, and the refusal names the field (`files[2].path`) as every rule's does.
+/// The path is read back from the text and checked again, so that only a path that really
+/// breaks a rule (not a number where a path should be) is refused this way.
+fn file_path_refused(bytes: &[u8], error: &serde_json::Error, field: &str) -> Option<DecodeError> {
+    let index = field.strip_prefix("files[")?.strip_suffix("].path")?;
+    if !error.is_data() || index.is_empty() || !index.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let path = string_before_error(bytes, error)?;
+    let broken = RelativePath::parse(&path).err()?;
+    Some(invalid(field, broken.to_string()))
 }
 
 /// The integer `version` of a JSON object, when it has one.
@@ -263,30 +293,8 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
     if request.files.len() > MAX_FILES {
         return Err(invalid("files", format!("at most {MAX_FILES} files")));
     }
+    // Each path is a RelativePath, checked as it was read.
     for (index, file) in request.files.iter().enumerate() {
-        let field = format!("files[{index}].path");
-        let path = &file.path;
-        if path.is_empty() || path.len() > MAX_PATH_BYTES {
-            return Err(invalid(
-                field,
-                format!("must be 1 to {MAX_PATH_BYTES} bytes"),
-            ));
-        }
-        if path.starts_with('/') || path.contains('\0') || path.contains('\\') {
-            return Err(invalid(
-                field,
-                format!("`{path}` must be a relative path without NUL or backslash"),
-            ));
-        }
-        if path
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return Err(invalid(
-                field,
-                format!("`{path}` must not contain empty, `.` or `..` parts"),
-            ));
-        }
         if file.mode.is_some_and(|mode| mode > 0o777) {
             return Err(invalid(
                 format!("files[{index}].mode"),
@@ -294,7 +302,7 @@ fn validate_files(request: &ExecRequest) -> Result<(), DecodeError> {
             ));
         }
     }
-    check_file_paths(request.files.iter().map(|file| file.path.as_str())).map_err(|conflict| {
+    check_file_paths(request.files.iter().map(|file| &file.path)).map_err(|conflict| {
         invalid(
             format!("files[{}].path", conflict.index()),
             conflict.to_string(),
@@ -336,27 +344,32 @@ impl FileConflict {
     }
 }
 
-/// Checks that files at `paths` (relative, `/`-separated, without empty, `.` or `..` parts)
-/// can all be written into one directory: no path twice, none a leading directory of another.
-/// The decoder applies it to a request's files; backends to a job's, which may add the
-/// language's code file.
-pub fn check_file_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), FileConflict> {
-    let paths: Vec<&str> = paths.into_iter().collect();
+/// Checks that files at `paths` can all be written into one directory: no path twice, none a
+/// leading directory of another. The decoder applies it to a request's files; backends to a
+/// job's, which may add the language's code file.
+///
+/// The paths are [`RelativePath`]s. Plain `&str`s are taken too, for backends that still carry
+/// paths as text and normalise them themselves (`/`-separated, no empty, `.` or `..` parts):
+/// the rule is only right for paths in that one spelling.
+pub fn check_file_paths<P: AsRef<str>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<(), FileConflict> {
+    let paths: Vec<P> = paths.into_iter().collect();
     let mut files = HashSet::with_capacity(paths.len());
-    for (index, path) in paths.iter().enumerate() {
-        if !files.insert(*path) {
+    for (index, path) in paths.iter().map(AsRef::as_ref).enumerate() {
+        if !files.insert(path) {
             return Err(FileConflict::Duplicate {
                 index,
-                path: (*path).to_string(),
+                path: path.to_string(),
             });
         }
     }
-    for (index, path) in paths.iter().enumerate() {
+    for (index, path) in paths.iter().map(AsRef::as_ref).enumerate() {
         let mut directories = path.match_indices('/').map(|(at, _)| &path[..at]);
         if let Some(directory) = directories.find(|dir| files.contains(dir)) {
             return Err(FileConflict::NotADirectory {
                 index,
-                path: (*path).to_string(),
+                path: path.to_string(),
                 directory: directory.to_string(),
             });
         }

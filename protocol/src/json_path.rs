@@ -18,14 +18,7 @@ enum Frame {
 /// the offending token); the path is rebuilt by scanning the text up to there. None at the top
 /// level, or when the document is not an object.
 pub(crate) fn error_path(bytes: &[u8], error: &serde_json::Error) -> Option<String> {
-    if error.line() == 0 {
-        return None;
-    }
-    let line_start: usize = (bytes.split(|&byte| byte == b'\n'))
-        .take(error.line() - 1)
-        .map(|line| line.len() + 1)
-        .sum();
-    let prefix = bytes.get(..(line_start + error.column()).min(bytes.len()))?;
+    let prefix = bytes.get(..error_offset(bytes, error)?)?;
     if prefix.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
@@ -36,6 +29,33 @@ pub(crate) fn error_path(bytes: &[u8], error: &serde_json::Error) -> Option<Stri
     }
     let path = render_path(&frames);
     (!path.is_empty()).then_some(path)
+}
+
+/// The JSON string that ends where serde_json stopped, decoded: the value a `Deserialize`
+/// refused after reading it whole. None when no string ends there.
+pub(crate) fn string_before_error(bytes: &[u8], error: &serde_json::Error) -> Option<String> {
+    let text = bytes.get(..error_offset(bytes, error)?)?;
+    let body = text.strip_suffix(b"\"")?;
+    // The opening quote is the last one not escaped: a JSON string holds no bare quote.
+    let escaped = |at: usize| {
+        let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\');
+        backslashes.count() % 2 == 1
+    };
+    let start = (0..body.len()).rfind(|&at| body[at] == b'"' && !escaped(at))?;
+    serde_json::from_slice(&text[start..]).ok()
+}
+
+/// How many bytes of `bytes` serde_json had read when it stopped with `error`: its line and
+/// column (in bytes, through the offending token) as an offset.
+fn error_offset(bytes: &[u8], error: &serde_json::Error) -> Option<usize> {
+    if error.line() == 0 {
+        return None;
+    }
+    let line_start: usize = (bytes.split(|&byte| byte == b'\n'))
+        .take(error.line() - 1)
+        .map(|line| line.len() + 1)
+        .sum();
+    Some((line_start + error.column()).min(bytes.len()))
 }
 
 /// `limits.memory`, `files[2].path`: the frames as a path.

@@ -11,12 +11,14 @@ pub mod decode;
 pub mod error;
 mod json_path;
 pub mod limits;
+pub mod path;
 pub mod payload;
 pub mod request;
 pub mod result;
 pub mod schema;
 pub mod signal;
 pub mod subjects;
+pub mod traceparent;
 pub mod units;
 
 #[cfg(feature = "client")]
@@ -26,11 +28,13 @@ pub use audit::{AuditEvent, AuditEventType, ResourceUsage};
 pub use decode::{DecodeError, decode_request};
 pub use error::{ErrorInfo, ErrorKind};
 pub use limits::{LimitName, Limits};
+pub use path::{PathError, RelativePath};
 pub use payload::Payload;
 pub use request::{ExecRequest, FileSpec};
 pub use result::{Enforcement, EnforcementReport, EnforcementStatus, ExecResult, Verdict};
 pub use signal::{signal_name, signal_number};
 pub use subjects::Subjects;
+pub use traceparent::{InvalidTraceparent, TRACEPARENT_HEADER, Traceparent};
 pub use units::{ByteSize, DurationMs};
 
 #[cfg(feature = "client")]

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::PROTOCOL_VERSION;
 use crate::limits::Limits;
+use crate::path::RelativePath;
 use crate::payload::Payload;
 
 fn protocol_version() -> u32 {
@@ -89,26 +90,6 @@ pub struct ExecRequest {
     pub traceparent: Option<String>,
 }
 
-/// Whether `value` is a W3C trace context `traceparent` of version `00`:
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase, neither id all zeros.
-pub fn is_valid_traceparent(value: &str) -> bool {
-    let hex = |part: &str, len: usize| {
-        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
-    let parts: Vec<&str> = value.split('-').collect();
-    match parts.as_slice() {
-        ["00", trace_id, parent_id, flags] => {
-            hex(trace_id, 32)
-                && hex(parent_id, 16)
-                && hex(flags, 2)
-                && nonzero(trace_id)
-                && nonzero(parent_id)
-        }
-        _ => false,
-    }
-}
-
 /// Reads any JSON value as text (a string as itself, anything else as its JSON), so a field
 /// that is only advisory never fails a request's decoding.
 fn lenient_text<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
@@ -123,11 +104,11 @@ where
 }
 
 /// A file to place in the job's working directory.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// Relative path inside the working directory; no `..`, no leading `/`.
-    pub path: String,
+    pub path: RelativePath,
     /// File contents.
     pub content: Payload,
     /// Unix permission bits, e.g. 493 (0o755); default 0o644.
@@ -222,31 +203,6 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn traceparents_follow_the_w3c_version_00_format() {
-        assert!(is_valid_traceparent(VALID));
-        assert!(is_valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-        ));
-        for bad in [
-            "",
-            "00",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902g7-01",
-            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ] {
-            assert!(!is_valid_traceparent(bad), "accepted {bad:?}");
-        }
-    }
 
     #[test]
     fn a_traceparent_field_of_any_shape_decodes_and_only_a_string_keeps_its_text() {

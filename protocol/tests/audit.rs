@@ -87,7 +87,7 @@ fn hashes_follow_the_readme_definition() {
     request.args = vec!["data.bin".into()];
     request.stdin = Some(Payload::from("world\n"));
     request.files.push(FileSpec {
-        path: "data.bin".into(),
+        path: "data.bin".parse().unwrap(),
         content: Payload(vec![0, 1, 2, 255, 254, 253]),
         mode: None,
     });
@@ -164,4 +164,34 @@ fn a_killing_signal_travels_with_its_name() {
     result.set_signal(None);
     let json = serde_json::to_value(&result).unwrap();
     assert!(json.get("signal").is_none() && json.get("signal_name").is_none());
+}
+
+/// `received` carries the program exactly as the request had it on the wire: the same keys,
+/// values and omissions (the two types declare these fields each; see `AuditEvent`), and each
+/// file under the request's own path.
+#[test]
+fn received_carries_the_program_and_paths_as_the_request_wrote_them() {
+    let mut command = ExecRequest::command("j8", vec!["sh".into(), "-c".into()]);
+    command.args = vec!["echo hi".into()];
+    command.files.push(FileSpec {
+        path: "data/in.txt".parse().unwrap(),
+        content: Payload::from("x"),
+        mode: None,
+    });
+    for request in [ExecRequest::code("j9", "python", "print(9)"), command] {
+        let sent = serde_json::to_value(&request).unwrap();
+        let audited = serde_json::to_value(event(AuditEventType::Received, &request)).unwrap();
+        for key in ["language", "code", "command", "args"] {
+            assert_eq!(audited.get(key), sent.get(key), "{key} of {sent}");
+        }
+        let paths = |json: &serde_json::Value| -> Vec<serde_json::Value> {
+            let files = json.get("files").and_then(|files| files.as_array());
+            files
+                .into_iter()
+                .flatten()
+                .map(|file| file["path"].clone())
+                .collect()
+        };
+        assert_eq!(paths(&audited), paths(&sent), "{sent}");
+    }
 }

@@ -21,7 +21,7 @@ use openshell_protocol::audit::AuditContext;
 use openshell_protocol::schema::Message;
 use openshell_protocol::{
     AuditEvent, AuditEventType, ByteSize, DurationMs, Enforcement, ErrorInfo, ErrorKind,
-    ExecRequest, ExecResult, FileSpec, LimitName, Limits, Payload, Verdict, decode,
+    ExecRequest, ExecResult, FileSpec, LimitName, Limits, Payload, Traceparent, Verdict, decode,
 };
 use readme::{Example, Kind};
 use serde::Serialize;
@@ -400,7 +400,7 @@ fn sample_request() -> ExecRequest {
     request.stdin = Some(Payload(vec![0, 255, 10]));
     request.env.insert("MODE".into(), "test".into());
     request.files.push(FileSpec {
-        path: "run.sh".into(),
+        path: "run.sh".parse().unwrap(),
         content: Payload::from("echo hi\n"),
         mode: Some(0o755),
     });
@@ -454,7 +454,7 @@ fn constructed_messages_match_the_schemas() {
         pool: "none".into(),
         backend: "none".into(),
         worker_id: "w1".into(),
-        traceparent: Some(TRACEPARENT.into()),
+        traceparent: Traceparent::parse(TRACEPARENT).ok(),
     };
     let received = AuditEvent::for_request(
         AuditEventType::Received,

@@ -1,13 +1,10 @@
-//! NATS intake: one queue subscription per pool, plus the cancel listener; and the W3C
-//! `traceparent` a request brings (NATS header first, request field as the fallback).
+//! NATS intake: one queue subscription per pool, plus the cancel listener.
 
 use std::sync::Arc;
 
 use async_nats::Message;
 use futures::StreamExt;
-use openshell_protocol::audit::AuditContext;
-use openshell_protocol::request::is_valid_traceparent;
-use openshell_protocol::{ExecRequest, Subjects};
+use openshell_protocol::Subjects;
 use openshell_scheduler::RunningJobs;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -140,37 +137,4 @@ pub async fn serve_cancel(
             }
         }
     }))
-}
-
-/// The NATS header that carries a W3C trace context.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
-
-/// The valid `traceparent` header of `message`, if any; an invalid one is ignored (debug log).
-pub fn traceparent_header(message: &Message) -> Option<String> {
-    let value = message.headers.as_ref()?.get(TRACEPARENT_HEADER)?;
-    valid_traceparent(value.as_str(), "header")
-}
-
-/// `value` when it is a valid W3C `traceparent`; else `None`, logged at debug level naming
-/// `source`: a bad trace context never costs a job.
-pub fn valid_traceparent(value: &str, source: &'static str) -> Option<String> {
-    if is_valid_traceparent(value) {
-        return Some(value.to_string());
-    }
-    let shown: String = value.chars().take(80).collect();
-    tracing::debug!(source, value = ?shown, "ignoring an invalid traceparent (want 00-<32 hex>-<16 hex>-<2 hex>)");
-    None
-}
-
-/// Gives `context` the `traceparent` field of `request` when the header gave none, and records
-/// the job's trace context on the current (job) span.
-pub fn adopt_traceparent(context: &mut AuditContext, request: &ExecRequest) {
-    if context.traceparent.is_none()
-        && let Some(field) = request.traceparent.as_deref()
-    {
-        context.traceparent = valid_traceparent(field, "request field");
-    }
-    if let Some(traceparent) = &context.traceparent {
-        tracing::Span::current().record("traceparent", traceparent.as_str());
-    }
 }

@@ -151,7 +151,7 @@ fn files() -> impl Strategy<Value = Vec<FileSpec>> {
             files
                 .into_iter()
                 .map(|(path, (content, mode))| FileSpec {
-                    path,
+                    path: path.parse().unwrap(),
                     content,
                     mode,
                 })

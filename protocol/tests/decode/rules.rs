@@ -144,6 +144,43 @@ fn file_paths_stay_inside_the_working_directory() {
     assert!(error.to_string().contains("twice"), "{error}");
 }
 
+/// A path is checked as it is read (it is a `RelativePath`), and still refused with its rule
+/// and field however it is written: with escapes, in a later file, across lines.
+#[test]
+fn a_bad_path_is_refused_with_its_rule_however_it_is_written() {
+    let cases = [
+        (
+            command_with(r#""files": [{"path": "a\"/../b", "content": ""}]"#),
+            "files[0].path",
+            "`a\"/../b` must not contain empty, `.` or `..` parts",
+        ),
+        (
+            command_with(r#""files": [{"path": "x\\", "content": ""}]"#),
+            "files[0].path",
+            "`x\\` must be a relative path without NUL or backslash",
+        ),
+        (
+            command_with(r#""files": [{"path": "a", "content": ""}, {"path": "", "mode": 1}]"#),
+            "files[1].path",
+            "must be 1 to 1024 bytes",
+        ),
+        (
+            "{\n  \"id\": \"j\",\n  \"command\": [\"ls\"],\n  \"files\": [\n    {\"path\":\n      \"/etc/passwd\"}\n  ]\n}".to_string(),
+            "files[0].path",
+            "`/etc/passwd` must be a relative path without NUL or backslash",
+        ),
+    ];
+    for (json, field, message) in cases {
+        let error = refuses(json, Want::Invalid(field));
+        assert_eq!(error.to_string(), format!("invalid `{field}`: {message}"));
+    }
+    // A second `path` key is a shape error, whatever its value.
+    refuses(
+        command_with(r#""files": [{"path": "a", "path": "../b", "content": ""}]"#),
+        Want::Malformed("duplicate field `path`"),
+    );
+}
+
 /// Files that cannot all be written into one directory are refused here, by the decoder, so
 /// every backend answers them alike (`invalid_request`), whatever it would have done with them.
 #[test]

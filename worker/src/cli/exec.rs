@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args;
 use openshell_protocol::{
-    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, Payload, Subjects,
-    Verdict,
+    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, Payload, RelativePath,
+    Subjects, Verdict,
 };
 
 use crate::client::NatsArgs;
@@ -145,6 +145,9 @@ impl ExecArgs {
             .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
         for pair in &self.files {
             let (path, local) = split_pair(pair, "--file")?;
+            let path = RelativePath::parse(&path).with_context(|| {
+                format!("--file {pair}: PATH is not a file path in the job's working directory")
+            })?;
             let content = std::fs::read(&local).with_context(|| format!("reading {local}"))?;
             request.files.push(FileSpec {
                 path,

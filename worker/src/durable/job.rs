@@ -9,7 +9,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use openshell_protocol::decode::salvage_id;
 use openshell_protocol::subjects::check_token;
-use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Verdict};
+use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Traceparent, Verdict};
 use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 
 use super::DurablePool;
@@ -17,7 +17,7 @@ use super::attempts::Begin;
 use super::lease::{Acquired, Lease};
 use super::results::{self, Stored};
 use super::subjects::{JobSubject, REPLY_TO_HEADER};
-use crate::job::{Processed, Waiting};
+use crate::job::{Processed, Waiting, trace};
 
 /// Delay before a job that could not be audited or stored is offered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -205,7 +205,13 @@ impl DurablePool {
         tracing::info!(%id, %tenant, kind = %error.kind, "queued job refused: {}", error.message);
         let result = self
             .runtime
-            .refuse_raw(tenant, id, &message.payload, traceparent(message), error)
+            .refuse_raw(
+                tenant,
+                id,
+                &message.payload,
+                trace::from_message(message),
+                error,
+            )
             .await;
         self.finish(message, &self.subjects.result(tenant, id), result, reply)
             .await;
@@ -240,7 +246,13 @@ impl DurablePool {
         };
         tracing::info!(%id, %tenant, "job already has a stored result; not run again");
         self.runtime
-            .refuse_raw(tenant, id, &message.payload, traceparent(message), error)
+            .refuse_raw(
+                tenant,
+                id,
+                &message.payload,
+                trace::from_message(message),
+                error,
+            )
             .await;
         ack(message, AckKind::Ack).await;
     }
@@ -255,7 +267,7 @@ impl DurablePool {
         reserved: Option<DispatchPermit>,
         mut lease: Lease,
     ) -> (Processed, Option<Lease>) {
-        let traceparent = crate::intake::traceparent_header(message);
+        let traceparent = trace::from_header(message);
         let waiting = reserved.map_or(Waiting::Unbounded, Waiting::Reserved);
         let work = self
             .runtime
@@ -333,7 +345,7 @@ impl DurablePool {
         result.pool = self.runtime.name.clone();
         result.backend = self.runtime.backend.kind().to_string();
         result.worker_id = self.runtime.worker_id.clone();
-        result.traceparent = traceparent(job);
+        result.traceparent = trace::from_message(job).map(Traceparent::into_string);
         result
     }
 
@@ -342,21 +354,6 @@ impl DurablePool {
         tracing::warn!(subject = %message.subject, "dropping a queued job: {why}; submit jobs with `openshell submit`");
         ack(message, AckKind::Term).await;
     }
-}
-
-/// The job's valid trace context without decoding the whole request: the header, else the
-/// request's `traceparent` field.
-fn traceparent(message: &Message) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Trace {
-        traceparent: Option<String>,
-    }
-    crate::intake::traceparent_header(message).or_else(|| {
-        let field = serde_json::from_slice::<Trace>(&message.payload)
-            .ok()?
-            .traceparent?;
-        crate::intake::valid_traceparent(&field, "request field")
-    })
 }
 
 async fn ack(message: &Message, kind: AckKind) {

@@ -7,6 +7,7 @@
 pub mod canary;
 mod outcome;
 mod prepare;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use openshell_protocol::audit::AuditContext;
 use openshell_protocol::decode::{decode_request, salvage_id};
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{
-    AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects, Verdict,
+    AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects,
+    Traceparent, Verdict,
 };
 use openshell_scheduler::deadline::check_deadline;
 use openshell_scheduler::{
@@ -153,7 +155,7 @@ impl PoolRuntime {
     /// A request whose reply subject the tenant could not read is refused and not answered.
     pub async fn handle(self: Arc<Self>, message: Message, seat: Seat) {
         let tenant = self.tenant_of(&message);
-        let traceparent = crate::intake::traceparent_header(&message);
+        let traceparent = trace::from_header(&message);
         if let Some(reply) = &message.reply {
             let id = salvage_id(&message.payload);
             if let Err(refused) = self.subjects.check_reply(&tenant, id.as_deref(), reply) {
@@ -176,7 +178,7 @@ impl PoolRuntime {
     pub async fn overloaded(&self, message: &Message, full: openshell_scheduler::Full) {
         let tenant = self.tenant_of(message);
         let id = salvage_id(&message.payload).unwrap_or_default();
-        let traceparent = crate::intake::traceparent_header(message);
+        let traceparent = trace::from_header(message);
         let result = self
             .refuse_raw(&tenant, &id, &message.payload, traceparent, full.into())
             .await;
@@ -203,7 +205,7 @@ impl PoolRuntime {
         tenant: &str,
         id: &str,
         raw: &[u8],
-        traceparent: Option<String>,
+        traceparent: Option<Traceparent>,
         error: ErrorInfo,
     ) -> ExecResult {
         let context = self.context(tenant, traceparent);
@@ -218,7 +220,7 @@ impl PoolRuntime {
         self.stamp(ExecResult::failed(id, error), &context)
     }
 
-    fn context(&self, tenant: &str, traceparent: Option<String>) -> AuditContext {
+    fn context(&self, tenant: &str, traceparent: Option<Traceparent>) -> AuditContext {
         AuditContext {
             tenant: tenant.to_string(),
             pool: self.name.clone(),
@@ -236,12 +238,12 @@ impl PoolRuntime {
         &self,
         tenant: &str,
         raw: &Bytes,
-        traceparent: Option<String>,
+        traceparent: Option<Traceparent>,
         waiting: Waiting,
     ) -> Processed {
         let mut timings = Timings::now();
         let mut context = self.context(tenant, traceparent);
-        let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name, traceparent = context.traceparent.as_deref());
+        let span = tracing::info_span!("job", id = tracing::field::Empty, tenant = %tenant, pool = %self.name, traceparent = context.traceparent.as_ref().map(Traceparent::as_str));
         let (result, audited) = async {
             match self.accept(raw, &mut context).await {
                 Ok(accepted) => {
@@ -274,7 +276,7 @@ impl PoolRuntime {
             }
         };
         tracing::Span::current().record("id", request.id.as_str());
-        crate::intake::adopt_traceparent(context, &request);
+        trace::adopt(context, &request);
         let admission = admit(
             &request,
             &context.tenant,
@@ -476,7 +478,7 @@ impl PoolRuntime {
         result.pool = context.pool.clone();
         result.backend = context.backend.clone();
         result.worker_id = context.worker_id.clone();
-        result.traceparent = context.traceparent.clone();
+        result.traceparent = context.traceparent.as_ref().map(Traceparent::to_string);
         result
     }
 

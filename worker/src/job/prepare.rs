@@ -18,7 +18,7 @@ pub fn build_job(
         .files
         .iter()
         .map(|file| JobFile {
-            path: file.path.clone(),
+            path: file.path.to_string(),
             content: file.content.0.clone(),
             mode: file.mode.unwrap_or(0o644),
         })
@@ -65,7 +65,7 @@ mod tests {
         let mut request = ExecRequest::code("j", "python", "print(1)");
         request.args = vec!["x".into()];
         request.files = vec![FileSpec {
-            path: "main.py".into(),
+            path: "main.py".parse().unwrap(),
             content: Payload::from("shadowed"),
             mode: None,
         }];
