@@ -2,7 +2,7 @@
 //! backends of the `openshell-backend*` crates.
 //!
 //! The flow, one module each: [`intake`] (NATS) → admission (`openshell-scheduler`) →
-//! [`job`] → a backend built by [`registry`] → result + [`audit`]. `ARCHITECTURE.md` at the
+//! [`job`] → a backend built by [`registry`] → result ([`reply`]) + [`audit`]. `ARCHITECTURE.md` at the
 //! top of the repository maps the crates.
 
 pub mod audit;
@@ -16,4 +16,5 @@ pub mod logging;
 pub mod metrics;
 pub mod nats;
 pub mod registry;
+pub mod reply;
 pub mod service;

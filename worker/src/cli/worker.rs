@@ -11,13 +11,14 @@ use openshell_scheduler::{Dispatcher, PoolPolicy, RunningJobs, WaitingRoom};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::AuditPublisher;
+use crate::audit::{AuditPublisher, AuditSink};
 use crate::config::{Config, Overrides};
 use crate::intake;
 use crate::job::PoolRuntime;
 use crate::metrics::health::{Canary, Health};
 use crate::metrics::{Metrics, server};
 use crate::registry::BackendRegistry;
+use crate::reply::{NatsReplier, Replier};
 use crate::service::{PoolHandle, StatusSource};
 use openshell_backend::{Backend, BackendMetrics};
 
@@ -68,7 +69,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let running = RunningJobs::new();
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let audit = AuditPublisher::new(nats.clone(), subjects.clone());
+    let audit: Arc<dyn AuditSink> = Arc::new(AuditPublisher::new(nats.clone(), subjects.clone()));
+    let replier: Arc<dyn Replier> = Arc::new(NatsReplier::new(nats.clone()));
     let (metrics, registry) = Metrics::new();
     let metrics = Arc::new(metrics);
     let health = Health::new(nats.clone(), Arc::clone(&metrics));
@@ -103,7 +105,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             waiting: WaitingRoom::new(pool.waiting_limits()),
             readiness,
             running: running.clone(),
-            audit: audit.clone(),
+            audit: Arc::clone(&audit),
+            replier: Arc::clone(&replier),
             nats: nats.clone(),
             subjects: subjects.clone(),
             worker_id: config.worker.id.clone(),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
-use bytes::Bytes;
 use openshell_protocol::decode::salvage_id;
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Verdict};
@@ -289,7 +288,7 @@ impl DurablePool {
         mut result: ExecResult,
         reply: Option<&str>,
     ) {
-        let max_payload = self.runtime.nats.server_info().max_payload.max(64 * 1024);
+        let max_payload = crate::reply::max_payload(&self.runtime.nats);
         let mut attempt = 0;
         let stored = loop {
             attempt += 1;
@@ -307,16 +306,11 @@ impl DurablePool {
         };
         if stored == Stored::AlreadyThere {
             tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
-        } else if let Some(reply) = reply {
-            let payload = serde_json::to_vec(&result).unwrap_or_default();
-            if let Err(error) = self
-                .runtime
-                .nats
-                .publish(reply.to_string(), Bytes::from(payload))
-                .await
-            {
-                tracing::warn!(%error, id = %result.id, "result stored but not sent to the reply subject");
-            }
+        } else if let Some(reply) = reply
+            && let Err(error) = self.runtime.replier.reply(reply, &mut result).await
+        {
+            let cause = &error.source;
+            tracing::warn!(%error, %cause, id = %result.id, "result stored but not sent to the reply subject");
         }
         ack(message, AckKind::Ack).await;
     }

@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 pub use error::DurableError;
 pub use subjects::DurableSubjects;
 
+use crate::audit::AuditPublisher;
 use crate::config::DurableConfig;
 use crate::job::PoolRuntime;
 
@@ -95,8 +96,10 @@ pub async fn serve(
             settings.ack_wait.as_duration(),
         );
         let pool_consumer = consumer::ensure(&streams.jobs, wanted).await?;
+        let audit = AuditPublisher::new(nats.clone(), runtime.subjects.clone())
+            .with_jetstream(jetstream.clone());
         let durable_runtime = PoolRuntime {
-            audit: runtime.audit.clone().with_jetstream(jetstream.clone()),
+            audit: Arc::new(audit),
             ..PoolRuntime::clone(runtime)
         };
         let pool = Arc::new(DurablePool {

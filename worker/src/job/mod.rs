@@ -28,7 +28,7 @@ use openshell_scheduler::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audit::AuditPublisher;
+use crate::audit::AuditSink;
 use crate::config::PoolConfig;
 use crate::metrics::Metrics;
 use crate::metrics::health::PoolReadiness;
@@ -37,7 +37,7 @@ use openshell_backend::{Backend, Capabilities, JobControl, OutputSink};
 pub use outcome::encode_within;
 
 /// Everything a pool needs to run jobs; shared by all its in-flight jobs. A clone shares the
-/// backend, slots and running jobs (durable mode clones it with a JetStream audit publisher).
+/// backend, slots and running jobs (durable mode clones it with a JetStream audit sink).
 #[derive(Clone)]
 pub struct PoolRuntime {
     /// Pool name.
@@ -58,9 +58,11 @@ pub struct PoolRuntime {
     pub readiness: PoolReadiness,
     /// Running jobs, shared with the cancel listener.
     pub running: RunningJobs,
-    /// Audit publisher.
-    pub audit: AuditPublisher,
-    /// NATS connection for replies.
+    /// Where audit events go.
+    pub audit: Arc<dyn AuditSink>,
+    /// Where core results go.
+    pub replier: Arc<dyn crate::reply::Replier>,
+    /// NATS connection for intake.
     pub nats: async_nats::Client,
     /// Subject scheme.
     pub subjects: Subjects,
@@ -499,10 +501,9 @@ impl PoolRuntime {
             ..
         } = processed;
         if let Some(reply) = &message.reply {
-            let max = self.nats.server_info().max_payload.max(64 * 1024);
-            let payload = encode_within(&mut result, max);
-            if let Err(error) = self.nats.publish(reply.clone(), Bytes::from(payload)).await {
-                tracing::error!(%error, id = %result.id, "could not publish the result");
+            if let Err(error) = self.replier.reply(reply, &mut result).await {
+                let cause = &error.source;
+                tracing::error!(%error, %cause, id = %result.id, "could not publish the result");
             }
         } else {
             tracing::warn!(id = %result.id, "request had no reply subject; result dropped (audit has it)");
