@@ -7,18 +7,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use openshell_protocol::Subjects;
-use openshell_scheduler::{Dispatcher, PoolPolicy, RunningJobs, WaitingRoom};
+use openshell_scheduler::{PoolPolicy, RunningJobs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{AuditPublisher, AuditSink};
+use crate::audit::AuditPublisher;
 use crate::config::{Config, Overrides};
 use crate::intake;
-use crate::job::PoolRuntime;
+use crate::job::{PoolRuntime, WorkerContext};
 use crate::metrics::health::{Canary, Health};
 use crate::metrics::{Metrics, server};
 use crate::registry::BackendRegistry;
-use crate::reply::{NatsReplier, Replier};
+use crate::reply::NatsReplier;
 use crate::service::{PoolHandle, StatusSource};
 use openshell_backend::{Backend, BackendMetrics};
 
@@ -66,13 +66,21 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     )
     .await?;
     crate::nats::wait_connected(&nats, &config.nats.urls).await;
-    let running = RunningJobs::new();
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let audit: Arc<dyn AuditSink> = Arc::new(AuditPublisher::new(nats.clone(), subjects.clone()));
-    let replier: Arc<dyn Replier> = Arc::new(NatsReplier::new(nats.clone()));
     let (metrics, registry) = Metrics::new();
     let metrics = Arc::new(metrics);
+    let worker = WorkerContext {
+        worker_id: config.worker.id.clone(),
+        subjects: subjects.clone(),
+        max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
+        running: RunningJobs::new(),
+        shutdown: stop.clone(),
+        metrics: Arc::clone(&metrics),
+        audit: Arc::new(AuditPublisher::new(nats.clone(), subjects.clone())),
+        replier: Arc::new(NatsReplier::new(nats.clone())),
+    };
+    let running = worker.running.clone();
     let health = Health::new(nats.clone(), Arc::clone(&metrics));
     let ready_health = health.clone();
     let ready: server::Readiness = Arc::new(move || ready_health.ready());
@@ -96,33 +104,22 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 canary(&backend, pool.policy(name)),
             )
             .await;
-        let runtime = Arc::new(PoolRuntime {
-            name: name.clone(),
-            policy: pool.policy(name),
-            capabilities: backend.capabilities(),
+        let runtime = Arc::new(PoolRuntime::new(
+            name,
+            pool.clone(),
             backend,
-            slots: Dispatcher::new(pool.slots, pool.quotas()),
-            waiting: WaitingRoom::new(pool.waiting_limits()),
             readiness,
-            running: running.clone(),
-            audit: Arc::clone(&audit),
-            replier: Arc::clone(&replier),
-            nats: nats.clone(),
-            subjects: subjects.clone(),
-            worker_id: config.worker.id.clone(),
-            max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
-            shutdown: stop.clone(),
-            metrics: Arc::clone(&metrics),
-            config: pool.clone(),
-        });
+            &worker,
+        ));
         pool_handles.push(PoolHandle {
             name: name.clone(),
-            backend: runtime.backend.kind().to_string(),
-            slots: runtime.slots.clone(),
+            backend: runtime.backend().kind().to_string(),
+            slots: runtime.slots().clone(),
             ceilings: pool.ceilings.clone(),
         });
         runtimes.push(Arc::clone(&runtime));
-        intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
+        intakes
+            .push(intake::serve_pool(runtime, nats.clone(), tracker.clone(), stop.clone()).await?);
     }
     if config.durable.enabled {
         let durable = crate::durable::serve(

@@ -31,7 +31,7 @@ const QUOTA_DELAY_MAX: Duration = Duration::from_secs(2);
 impl DurablePool {
     /// Handles one delivered job while holding one of the pool's intake slots.
     pub async fn handle(self: Arc<Self>, message: Message, _permit: SlotPermit) {
-        let pool = &self.runtime.name;
+        let pool = self.runtime.name();
         let named = self.subjects.parse_job(pool, &message.subject);
         let payload_id = salvage_id(&message.payload);
         let (tenant, id) = match named {
@@ -72,7 +72,10 @@ impl DurablePool {
             .and_then(|headers| headers.get(REPLY_TO_HEADER))
             .map(|value| value.as_str().to_string());
         if let Some(reply) = &reply
-            && let Err(refused) = self.runtime.subjects.check_reply(&tenant, Some(&id), reply)
+            && let Err(refused) = self
+                .runtime
+                .subjects()
+                .check_reply(&tenant, Some(&id), reply)
         {
             let error = ErrorInfo::new(ErrorKind::ReplyNotAllowed, refused.to_string());
             return self.refuse(&message, &tenant, &id, error, None).await;
@@ -81,14 +84,14 @@ impl DurablePool {
         let (delivered, pending) = message
             .info()
             .map_or((1, 0), |info| (info.delivered, info.pending));
-        let metrics = &self.runtime.metrics.nats;
+        let metrics = &self.runtime.metrics().nats;
         metrics.pending(pool, pending);
         if delivered > 1 {
             metrics.redelivered(pool);
         }
         // The slot is taken now, before any round trip, so that jobs pulled together cannot
         // all pass their tenant's quota; with every slot busy (core jobs), the job waits.
-        let reserved = match self.runtime.slots.try_acquire(&tenant) {
+        let reserved = match self.runtime.slots().try_acquire(&tenant) {
             Ok(slot) => Some(slot),
             Err(NoSlot::Busy) => None,
             Err(NoSlot::AtQuota) => {
@@ -184,7 +187,7 @@ impl DurablePool {
 
     /// True when the pool's backend fails its health check now.
     async fn backend_down(&self) -> bool {
-        let check = self.runtime.backend.health();
+        let check = self.runtime.backend().health();
         !matches!(
             tokio::time::timeout(crate::metrics::health::CHECK_TIMEOUT, check).await,
             Ok(Ok(()))
@@ -271,7 +274,7 @@ impl DurablePool {
                     }
                     if let Err(lost) = lease.renew().await {
                         tracing::error!(%lost, %id, %tenant, "stopping the run");
-                        self.runtime.running.cancel(tenant, id);
+                        self.runtime.running().cancel(tenant, id);
                         return ((&mut work).await, None);
                     }
                 }
@@ -288,7 +291,7 @@ impl DurablePool {
         mut result: ExecResult,
         reply: Option<&str>,
     ) {
-        let max_payload = crate::reply::max_payload(&self.runtime.nats);
+        let max_payload = crate::reply::max_payload(&self.nats);
         let mut attempt = 0;
         let stored = loop {
             attempt += 1;
@@ -307,7 +310,7 @@ impl DurablePool {
         if stored == Stored::AlreadyThere {
             tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
         } else if let Some(reply) = reply
-            && let Err(error) = self.runtime.replier.reply(reply, &mut result).await
+            && let Err(error) = self.runtime.replier().reply(reply, &mut result).await
         {
             let cause = &error.source;
             tracing::warn!(%error, %cause, id = %result.id, "result stored but not sent to the reply subject");
@@ -324,9 +327,9 @@ impl DurablePool {
         let mut result = ExecResult::failed(id, ErrorInfo::new(ErrorKind::Internal, message));
         result.status = Verdict::WorkerLost;
         result.tenant = tenant.to_string();
-        result.pool = self.runtime.name.clone();
-        result.backend = self.runtime.backend.kind().to_string();
-        result.worker_id = self.runtime.worker_id.clone();
+        result.pool = self.runtime.name().to_string();
+        result.backend = self.runtime.backend().kind().to_string();
+        result.worker_id = self.runtime.worker_id().to_string();
         result.traceparent = traceparent(job);
         result
     }
