@@ -14,12 +14,11 @@ use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 use super::DurablePool;
 use super::attempts::Begin;
 use super::lease::{Acquired, Lease};
+use super::requeue::{self, RETRY_DELAY, Requeue};
 use super::results::{self, Stored};
 use super::subjects::{JobSubject, REPLY_TO_HEADER};
 use crate::job::{Processed, Waiting};
 
-/// Delay before a job that could not be audited or stored is offered again.
-const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Attempts at storing a result before the job is left to redelivery.
 const STORE_ATTEMPTS: u32 = 10;
 /// First delay before a job whose tenant is at its quota is offered again; it grows with
@@ -151,27 +150,12 @@ impl DurablePool {
             tracing::warn!(%id, %tenant, "run stopped after losing its lease; result not stored");
             return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
         };
-        let not_run = match processed.result.error.as_ref().map(|e| e.kind) {
-            _ if !processed.audited => Some(("audit stream unavailable: job not run", RETRY_DELAY)),
-            // Still running here (a redelivery raced the in-progress ack): leave it to that run.
-            Some(ErrorKind::DuplicateJob) => Some((
-                "the job is running on this worker already",
-                self.settings.ack_wait.as_duration(),
-            )),
-            // Stopped before it started: another worker takes it.
-            Some(ErrorKind::ShuttingDown) => Some((
-                "worker shutting down before the job started",
-                Duration::ZERO,
-            )),
-            // The backend could not start it and is down (an outage): the job waits for a
-            // backend instead of failing. With the backend up, the job itself is at fault.
-            Some(kind) if crate::job::never_started(kind) && self.backend_down().await => Some((
-                "the backend is down and could not start the job",
-                RETRY_DELAY,
-            )),
-            _ => None,
+        let put_back = match requeue::decide(&processed, self.settings.ack_wait.as_duration()) {
+            Requeue::No => None,
+            Requeue::Yes(put_back) => Some(put_back),
+            Requeue::IfBackendDown(put_back) => self.backend_down().await.then_some(put_back),
         };
-        if let Some((why, delay)) = not_run {
+        if let Some(requeue::PutBack { why, delay }) = put_back {
             if let Err(error) = self.attempts.undo(&key).await {
                 tracing::warn!(%error, %id, "an attempt that did not run stays counted");
             }

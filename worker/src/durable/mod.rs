@@ -5,8 +5,9 @@
 //! pulling only free slots) → [`job`] (result already stored? tenant at its quota? another
 //! run holding the job's [`lease`]? too many started runs, counted in [`attempts`]? run
 //! through the shared [`crate::job::PoolRuntime`] with in-progress acks and lease renewals)
-//! → [`results`] (store, ack, release the lease). [`cancel`] records cancellations of
-//! queued jobs. [`subjects`] names everything.
+//! → [`requeue`] (did it run, or does it go back to the queue?) → [`results`] (store, ack,
+//! release the lease). [`cancel`] records cancellations of queued jobs. [`subjects`] names
+//! everything.
 //!
 //! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
 //! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
@@ -24,6 +25,7 @@ pub mod consumer;
 mod error;
 pub mod job;
 pub mod lease;
+pub mod requeue;
 pub mod results;
 pub mod streams;
 pub mod subjects;
