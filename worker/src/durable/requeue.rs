@@ -57,3 +57,51 @@ pub fn decide(processed: &Processed, ack_wait: Duration) -> Requeue {
         _ => Requeue::No,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openshell_protocol::{AuditEventType, ExecRequest};
+
+    use super::*;
+    use crate::job::Waiting;
+    use crate::job::fakes::{FakeAudit, Fixture, TENANT};
+
+    const ACK_WAIT: Duration = Duration::from_secs(30);
+
+    /// Processes one `echo` job as durable mode does, recording audit events in `audit`.
+    async fn process(audit: std::sync::Arc<FakeAudit>) -> (Fixture, Processed) {
+        let fixture = Fixture::new(FakeAudit::working());
+        let request = ExecRequest::command("q1", vec!["echo".into(), "hi".into()]);
+        let raw = Bytes::from(serde_json::to_vec(&request).expect("request encodes"));
+        let processed = fixture
+            .runtime
+            .with_audit(audit)
+            .process(TENANT, &raw, None, Waiting::Unbounded)
+            .await;
+        (fixture, processed)
+    }
+
+    #[tokio::test]
+    async fn a_job_that_could_not_be_audited_goes_back_to_the_queue_unrun() {
+        for refused in [AuditEventType::Received, AuditEventType::Started] {
+            let (fixture, processed) = process(FakeAudit::refusing(refused)).await;
+            assert_eq!(fixture.backend.executed(), 0, "{refused:?}: the job ran");
+            assert_eq!(
+                decide(&processed, ACK_WAIT),
+                Requeue::Yes(PutBack {
+                    why: "audit stream unavailable: job not run",
+                    delay: RETRY_DELAY,
+                }),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_ran_has_its_result_stored() {
+        let (fixture, processed) = process(FakeAudit::working()).await;
+        assert_eq!(fixture.backend.executed(), 1);
+        assert_eq!(decide(&processed, ACK_WAIT), Requeue::No);
+    }
+}

@@ -4,12 +4,17 @@
 //! [`PoolRuntime::process`] is the part both paths share: core request/reply
 //! ([`PoolRuntime::handle`]) replies with its result, durable mode (`crate::durable`) stores it.
 //! The pool's [`PoolRuntime`] (in `runtime`) holds what its jobs share; audit events go to
-//! its [`crate::audit::AuditSink`] and core results to its [`crate::reply::Replier`].
+//! its [`crate::audit::AuditSink`] and core results to its [`crate::reply::Replier`], so
+//! tests run the whole path with fakes (`tests`).
 
 pub mod canary;
+#[cfg(test)]
+pub(crate) mod fakes;
 mod outcome;
 mod prepare;
 mod runtime;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
