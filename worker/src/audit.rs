@@ -1,11 +1,25 @@
-//! Publishing audit events on `<prefix>.audit.<tenant>.<pool>.<event>`.
+//! Audit events: the [`AuditSink`] the job path records them in, and its NATS implementation,
+//! [`AuditPublisher`], publishing on `<prefix>.audit.<tenant>.<pool>.<event>`.
 //!
 //! In durable mode the publisher also holds a JetStream context: then
-//! [`AuditPublisher::publish_flushed`] waits for the `OPENSHELL_AUDIT` stream's ack, so an
+//! [`AuditSink::publish_flushed`] waits for the `OPENSHELL_AUDIT` stream's ack, so an
 //! event that must precede the code is on disk before the code starts.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use openshell_protocol::{AuditEvent, Subjects};
+
+/// Where the job path records its audit events. A job's code runs only after its `received`
+/// and `started` events were recorded with [`AuditSink::publish_flushed`]; the other events go
+/// out with [`AuditSink::publish`], and a lost one is logged and counted, not fatal.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Publishes `event` without waiting for it to be stored.
+    async fn publish(&self, event: &AuditEvent) -> Result<(), AuditError>;
+
+    /// Publishes `event` and returns once it is stored; an error means it may not be.
+    async fn publish_flushed(&self, event: &AuditEvent) -> Result<(), AuditError>;
+}
 
 /// Why an audit event could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +35,7 @@ pub struct AuditError {
     pub message: String,
 }
 
-/// Publishes audit events.
+/// Publishes audit events to NATS: the worker's [`AuditSink`].
 #[derive(Debug, Clone)]
 pub struct AuditPublisher {
     nats: async_nats::Client,
@@ -39,14 +53,17 @@ impl AuditPublisher {
         }
     }
 
-    /// This publisher, with [`Self::publish_flushed`] waiting for a JetStream ack.
+    /// This publisher, with [`AuditSink::publish_flushed`] waiting for a JetStream ack.
     pub fn with_jetstream(mut self, jetstream: async_nats::jetstream::Context) -> Self {
         self.jetstream = Some(jetstream);
         self
     }
+}
 
+#[async_trait]
+impl AuditSink for AuditPublisher {
     /// Publishes `event` without waiting for the server.
-    pub async fn publish(&self, event: &AuditEvent) -> Result<(), AuditError> {
+    async fn publish(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let subject = self.subjects.audit(&event.tenant, &event.pool, event.event);
         let error = |message: String| AuditError {
             event: event.event.to_string(),
@@ -63,7 +80,7 @@ impl AuditPublisher {
 
     /// Publishes `event` and waits until the server has it: a flush round trip, or with
     /// JetStream the audit stream's ack (no stream, or a full one, is an error).
-    pub async fn publish_flushed(&self, event: &AuditEvent) -> Result<(), AuditError> {
+    async fn publish_flushed(&self, event: &AuditEvent) -> Result<(), AuditError> {
         if let Some(jetstream) = &self.jetstream {
             return self.publish_acked(jetstream, event).await;
         }

@@ -23,26 +23,27 @@ pub struct IntakeError {
     pub message: String,
 }
 
-/// Serves `pool` on its request subject in its queue group while the pool is ready, handling
-/// each request in a task on `tracker`, until `stop` fires. While the pool's backend is
+/// Serves `pool` on its request subject in its queue group on `nats` while the pool is ready,
+/// handling each request in a task on `tracker`, until `stop` fires. While the pool's backend is
 /// unhealthy the worker leaves the queue group, so requests go to workers that can run them.
 /// Pending messages are drained, not dropped.
 pub async fn serve_pool(
     pool: Arc<PoolRuntime>,
+    nats: async_nats::Client,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, IntakeError> {
-    let subject = pool.subjects.exec_wildcard(&pool.name);
+    let subject = pool.subjects().exec_wildcard(pool.name());
     // The first subscription is made here, so that a refused one stops the worker.
-    let first = if pool.readiness.is_ready() {
-        Some(subscribe(&pool).await?)
+    let first = if pool.readiness().is_ready() {
+        Some(subscribe(&nats, &pool).await?)
     } else {
-        tracing::warn!(pool = %pool.name, "pool not ready: not taking jobs until its backend passes a check");
+        tracing::warn!(pool = %pool.name(), "pool not ready: not taking jobs until its backend passes a check");
         None
     };
-    tracing::info!(pool = %pool.name, backend = pool.backend.kind(), %subject, slots = pool.slots.total(), "serving pool");
+    tracing::info!(pool = %pool.name(), backend = pool.backend().kind(), %subject, slots = pool.slots().total(), "serving pool");
     Ok(tokio::spawn(async move {
-        let mut readiness = pool.readiness.clone();
+        let mut readiness = pool.readiness().clone();
         let mut subscription = first;
         loop {
             let mut current = match subscription.take() {
@@ -52,9 +53,9 @@ pub async fn serve_pool(
                         () = readiness.ready() => {}
                         () = stop.cancelled() => break,
                     }
-                    match subscribe(&pool).await {
+                    match subscribe(&nats, &pool).await {
                         Ok(current) => {
-                            tracing::info!(pool = %pool.name, "pool ready: taking jobs again");
+                            tracing::info!(pool = %pool.name(), "pool ready: taking jobs again");
                             current
                         }
                         Err(error) => {
@@ -85,16 +86,18 @@ pub async fn serve_pool(
             if stopping {
                 break;
             }
-            tracing::warn!(pool = %pool.name, "pool not ready: left the queue group until its backend passes a check");
+            tracing::warn!(pool = %pool.name(), "pool not ready: left the queue group until its backend passes a check");
         }
     }))
 }
 
-async fn subscribe(pool: &PoolRuntime) -> Result<async_nats::Subscriber, IntakeError> {
-    let subject = pool.subjects.exec_wildcard(&pool.name);
-    let queue = pool.subjects.queue_group(&pool.name);
-    pool.nats
-        .queue_subscribe(subject.clone(), queue)
+async fn subscribe(
+    nats: &async_nats::Client,
+    pool: &PoolRuntime,
+) -> Result<async_nats::Subscriber, IntakeError> {
+    let subject = pool.subjects().exec_wildcard(pool.name());
+    let queue = pool.subjects().queue_group(pool.name());
+    nats.queue_subscribe(subject.clone(), queue)
         .await
         .map_err(|error| IntakeError {
             subject,
@@ -106,7 +109,7 @@ async fn subscribe(pool: &PoolRuntime) -> Result<async_nats::Subscriber, IntakeE
 /// as `overloaded` right here: refusing is cheap, and doing it in line keeps a flood from
 /// turning into as many tasks.
 async fn admit_waiting(pool: &Arc<PoolRuntime>, tracker: &TaskTracker, message: Message) {
-    match pool.waiting.try_enter(&pool.tenant_of(&message)) {
+    match pool.waiting().try_enter(&pool.tenant_of(&message)) {
         Ok(seat) => {
             tracker.spawn(Arc::clone(pool).handle(message, seat));
         }

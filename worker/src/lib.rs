@@ -1,9 +1,10 @@
 //! The OpenShell worker: NATS intake, admission, audit, metrics and the CLI, over the sandbox
 //! backends of the `openshell-backend*` crates.
 //!
-//! The flow, one module each: [`intake`] (NATS) → admission (`openshell-scheduler`) →
-//! [`job`] → a backend built by [`registry`] → result + [`audit`]. `ARCHITECTURE.md` at the
-//! top of the repository maps the crates.
+//! [`Worker::start`] runs a worker (`openshell worker` is a thin caller, see [`cli`]); the
+//! flow of a job, one module each: [`intake`] (NATS) → admission (`openshell-scheduler`) →
+//! [`job`] → a backend built by [`registry`] → result ([`reply`]) + [`audit`].
+//! `ARCHITECTURE.md` at the top of the repository maps the crates.
 
 pub mod audit;
 pub mod bench;
@@ -17,4 +18,8 @@ pub mod logging;
 pub mod metrics;
 pub mod nats;
 pub mod registry;
+pub mod reply;
 pub mod service;
+pub mod worker;
+
+pub use worker::{Worker, WorkerError, WorkerHandle};

@@ -1,25 +1,14 @@
-//! `openshell worker`: serve the configured pools until SIGTERM or SIGINT.
+//! `openshell worker`: serve the configured pools until SIGTERM or SIGINT. The worker itself
+//! is [`crate::worker::Worker`]; this command loads its configuration and waits for a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
-use openshell_protocol::Subjects;
-use openshell_scheduler::{Dispatcher, PoolPolicy, RunningJobs, WaitingRoom};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::audit::AuditPublisher;
 use crate::config::{Config, Overrides};
-use crate::intake;
-use crate::job::PoolRuntime;
-use crate::metrics::health::{Canary, Health};
-use crate::metrics::{Metrics, server};
 use crate::registry::BackendRegistry;
-use crate::service::{PoolHandle, StatusSource};
-use openshell_backend::{Backend, BackendMetrics};
+use crate::worker::Worker;
 
 /// Run a worker: take jobs from NATS and run them on the configured backends.
 #[derive(Debug, Args)]
@@ -58,149 +47,12 @@ impl WorkerArgs {
 
 /// Runs the worker until a signal, then drains.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let subjects = Subjects::new(config.nats.subject_prefix.clone());
-    let (nats, violations) = crate::nats::connect(
-        &config.nats,
-        &format!("openshell-worker {}", config.worker.id),
-    )
-    .await?;
-    crate::nats::wait_connected(&nats, &config.nats.urls).await;
-    let running = RunningJobs::new();
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let audit = AuditPublisher::new(nats.clone(), subjects.clone());
-    let (metrics, registry) = Metrics::new();
-    let metrics = Arc::new(metrics);
-    let health = Health::new(nats.clone(), Arc::clone(&metrics));
-    let ready_health = health.clone();
-    let ready: server::Readiness = Arc::new(move || ready_health.ready());
-    let metrics_addr = server::serve(config.worker.metrics_addr, registry, ready).await?;
-    tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
-    let mut intakes = Vec::new();
-    let mut runtimes = Vec::new();
-    let mut pool_handles = Vec::new();
-    for (name, pool) in &config.pools {
-        let sink: Arc<dyn openshell_backend::MetricsSink> = Arc::clone(&metrics) as _;
-        let context = pool.context(name, BackendMetrics::new(name, sink));
-        let backend = BackendRegistry::new()
-            .build(pool, context)
-            .await
-            .with_context(|| format!("pool `{name}`"))?;
-        metrics.pool_started(name, backend.kind(), pool.slots);
-        let readiness = health
-            .watch(
-                name,
-                Arc::clone(&backend),
-                canary(&backend, pool.policy(name)),
-            )
-            .await;
-        let runtime = Arc::new(PoolRuntime {
-            name: name.clone(),
-            policy: pool.policy(name),
-            capabilities: backend.capabilities(),
-            backend,
-            slots: Dispatcher::new(pool.slots, pool.quotas()),
-            waiting: WaitingRoom::new(pool.waiting_limits()),
-            readiness,
-            running: running.clone(),
-            audit: audit.clone(),
-            nats: nats.clone(),
-            subjects: subjects.clone(),
-            worker_id: config.worker.id.clone(),
-            max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
-            shutdown: stop.clone(),
-            metrics: Arc::clone(&metrics),
-            config: pool.clone(),
-        });
-        pool_handles.push(PoolHandle {
-            name: name.clone(),
-            backend: runtime.backend.kind().to_string(),
-            slots: runtime.slots.clone(),
-            ceilings: pool.ceilings.clone(),
-        });
-        runtimes.push(Arc::clone(&runtime));
-        intakes.push(intake::serve_pool(runtime, tracker.clone(), stop.clone()).await?);
-    }
-    if config.durable.enabled {
-        let durable = crate::durable::serve(
-            &nats,
-            &runtimes,
-            &config.durable,
-            tracker.clone(),
-            stop.clone(),
-        );
-        intakes.extend(durable.await?);
-    }
-    let _health_checks = health.spawn(stop.clone());
-    let status = StatusSource {
-        worker_id: config.worker.id.clone(),
-        pools: pool_handles,
-        health,
-    };
-    let _service = crate::service::register(nats.clone(), &subjects, status).await?;
-    let cancel_listener =
-        intake::serve_cancel(nats.clone(), subjects.clone(), running.clone()).await?;
-    nats.flush()
-        .await
-        .context("flushing subscriptions to NATS")?;
-    refused_subscriptions(&violations).await?;
-    tracing::info!(worker = %config.worker.id, pools = config.pools.len(), "OpenShell worker ready");
-
+    let worker = Worker::start(config, BackendRegistry::new()).await?;
+    // Tests and `openshell bench` wait for this line.
+    tracing::info!(worker = %worker.worker_id(), pools = worker.pools().len(), "OpenShell worker ready");
     wait_for_signal().await;
-    tracing::info!(grace = %config.worker.shutdown_grace, running = running.len(), "shutting down: taking no new jobs");
-    stop.cancel();
-    for intake in intakes {
-        let _ = intake.await;
-    }
-    tracker.close();
-    if tokio::time::timeout(config.worker.shutdown_grace.as_duration(), tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            running = running.len(),
-            "grace period over: cancelling running jobs"
-        );
-        running.cancel_all();
-        tracker.wait().await;
-    }
-    cancel_listener.abort();
-    nats.flush().await.ok();
-    tracing::info!("worker stopped");
+    worker.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Fails when the server refused any of the worker's subscriptions: the worker would look
-/// ready and never receive a job. The server reports a refusal before it answers the flush;
-/// the short pause lets the report reach the connection's event handler.
-async fn refused_subscriptions(violations: &crate::nats::Violations) -> anyhow::Result<()> {
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let refused: Vec<String> = violations
-        .all()
-        .into_iter()
-        .filter(|violation| violation.to_lowercase().contains("subscription"))
-        .collect();
-    if refused.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "the NATS server refused the worker's subscriptions ({}); the worker would take no jobs. \
-         Grant its user subscribe on <prefix>.exec.>, <prefix>.cancel.> and (durable mode) the \
-         JetStream API, as the worker user in deploy/nats/accounts.conf has",
-        refused.join("; ")
-    )
-}
-
-/// The pool's canary: a tiny job through `backend` under `policy`'s defaults.
-fn canary(backend: &Arc<dyn Backend>, policy: PoolPolicy) -> Canary {
-    let backend = Arc::clone(backend);
-    Arc::new(move || {
-        let (backend, policy) = (Arc::clone(&backend), policy.clone());
-        Box::pin(async move {
-            let capabilities = backend.capabilities();
-            crate::job::canary::run(backend.as_ref(), &policy, &capabilities).await
-        })
-    })
 }
 
 async fn wait_for_signal() {

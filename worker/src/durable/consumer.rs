@@ -98,7 +98,7 @@ pub fn serve(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut readiness = pool.runtime.readiness.clone();
+        let mut readiness = pool.runtime.readiness().clone();
         loop {
             tokio::select! {
                 () = readiness.ready() => {}
@@ -146,7 +146,7 @@ pub fn serve(
 
 async fn pull_failed(pool: &DurablePool, message: String, stop: &CancellationToken) {
     let error = DurableError::Pull {
-        consumer: name(&pool.runtime.name),
+        consumer: name(pool.runtime.name()),
         message,
     };
     tracing::warn!(%error);

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
-use bytes::Bytes;
 use openshell_protocol::decode::salvage_id;
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{ErrorInfo, ErrorKind, ExecResult, Traceparent, Verdict};
@@ -15,12 +14,11 @@ use openshell_scheduler::{DispatchPermit, NoSlot, SlotPermit};
 use super::DurablePool;
 use super::attempts::Begin;
 use super::lease::{Acquired, Lease};
+use super::requeue::{self, RETRY_DELAY, Requeue};
 use super::results::{self, Stored};
 use super::subjects::{JobSubject, REPLY_TO_HEADER};
 use crate::job::{Processed, Waiting, trace};
 
-/// Delay before a job that could not be audited or stored is offered again.
-const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Attempts at storing a result before the job is left to redelivery.
 const STORE_ATTEMPTS: u32 = 10;
 /// First delay before a job whose tenant is at its quota is offered again; it grows with
@@ -32,7 +30,7 @@ const QUOTA_DELAY_MAX: Duration = Duration::from_secs(2);
 impl DurablePool {
     /// Handles one delivered job while holding one of the pool's intake slots.
     pub async fn handle(self: Arc<Self>, message: Message, _permit: SlotPermit) {
-        let pool = &self.runtime.name;
+        let pool = self.runtime.name();
         let named = self.subjects.parse_job(pool, &message.subject);
         let payload_id = salvage_id(&message.payload);
         let (tenant, id) = match named {
@@ -73,7 +71,10 @@ impl DurablePool {
             .and_then(|headers| headers.get(REPLY_TO_HEADER))
             .map(|value| value.as_str().to_string());
         if let Some(reply) = &reply
-            && let Err(refused) = self.runtime.subjects.check_reply(&tenant, Some(&id), reply)
+            && let Err(refused) = self
+                .runtime
+                .subjects()
+                .check_reply(&tenant, Some(&id), reply)
         {
             let error = ErrorInfo::new(ErrorKind::ReplyNotAllowed, refused.to_string());
             return self.refuse(&message, &tenant, &id, error, None).await;
@@ -82,14 +83,14 @@ impl DurablePool {
         let (delivered, pending) = message
             .info()
             .map_or((1, 0), |info| (info.delivered, info.pending));
-        let metrics = &self.runtime.metrics.nats;
+        let metrics = &self.runtime.metrics().nats;
         metrics.pending(pool, pending);
         if delivered > 1 {
             metrics.redelivered(pool);
         }
         // The slot is taken now, before any round trip, so that jobs pulled together cannot
         // all pass their tenant's quota; with every slot busy (core jobs), the job waits.
-        let reserved = match self.runtime.slots.try_acquire(&tenant) {
+        let reserved = match self.runtime.slots().try_acquire(&tenant) {
             Ok(slot) => Some(slot),
             Err(NoSlot::Busy) => None,
             Err(NoSlot::AtQuota) => {
@@ -149,27 +150,12 @@ impl DurablePool {
             tracing::warn!(%id, %tenant, "run stopped after losing its lease; result not stored");
             return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
         };
-        let not_run = match processed.result.error.as_ref().map(|e| e.kind) {
-            _ if !processed.audited => Some(("audit stream unavailable: job not run", RETRY_DELAY)),
-            // Still running here (a redelivery raced the in-progress ack): leave it to that run.
-            Some(ErrorKind::DuplicateJob) => Some((
-                "the job is running on this worker already",
-                self.settings.ack_wait.as_duration(),
-            )),
-            // Stopped before it started: another worker takes it.
-            Some(ErrorKind::ShuttingDown) => Some((
-                "worker shutting down before the job started",
-                Duration::ZERO,
-            )),
-            // The backend could not start it and is down (an outage): the job waits for a
-            // backend instead of failing. With the backend up, the job itself is at fault.
-            Some(kind) if crate::job::never_started(kind) && self.backend_down().await => Some((
-                "the backend is down and could not start the job",
-                RETRY_DELAY,
-            )),
-            _ => None,
+        let put_back = match requeue::decide(&processed, self.settings.ack_wait.as_duration()) {
+            Requeue::No => None,
+            Requeue::Yes(put_back) => Some(put_back),
+            Requeue::IfBackendDown(put_back) => self.backend_down().await.then_some(put_back),
         };
-        if let Some((why, delay)) = not_run {
+        if let Some(requeue::PutBack { why, delay }) = put_back {
             if let Err(error) = self.attempts.undo(&key).await {
                 tracing::warn!(%error, %id, "an attempt that did not run stays counted");
             }
@@ -185,7 +171,7 @@ impl DurablePool {
 
     /// True when the pool's backend fails its health check now.
     async fn backend_down(&self) -> bool {
-        let check = self.runtime.backend.health();
+        let check = self.runtime.backend().health();
         !matches!(
             tokio::time::timeout(crate::metrics::health::CHECK_TIMEOUT, check).await,
             Ok(Ok(()))
@@ -284,7 +270,7 @@ impl DurablePool {
                     }
                     if let Err(lost) = lease.renew().await {
                         tracing::error!(%lost, %id, %tenant, "stopping the run");
-                        self.runtime.running.cancel(tenant, id);
+                        self.runtime.running().cancel(tenant, id);
                         return ((&mut work).await, None);
                     }
                 }
@@ -301,7 +287,7 @@ impl DurablePool {
         mut result: ExecResult,
         reply: Option<&str>,
     ) {
-        let max_payload = self.runtime.nats.server_info().max_payload.max(64 * 1024);
+        let max_payload = crate::reply::max_payload(&self.nats);
         let mut attempt = 0;
         let stored = loop {
             attempt += 1;
@@ -319,16 +305,11 @@ impl DurablePool {
         };
         if stored == Stored::AlreadyThere {
             tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
-        } else if let Some(reply) = reply {
-            let payload = serde_json::to_vec(&result).unwrap_or_default();
-            if let Err(error) = self
-                .runtime
-                .nats
-                .publish(reply.to_string(), Bytes::from(payload))
-                .await
-            {
-                tracing::warn!(%error, id = %result.id, "result stored but not sent to the reply subject");
-            }
+        } else if let Some(reply) = reply
+            && let Err(error) = self.runtime.replier().reply(reply, &mut result).await
+        {
+            let cause = &error.source;
+            tracing::warn!(%error, %cause, id = %result.id, "result stored but not sent to the reply subject");
         }
         ack(message, AckKind::Ack).await;
     }
@@ -342,9 +323,9 @@ impl DurablePool {
         let mut result = ExecResult::failed(id, ErrorInfo::new(ErrorKind::Internal, message));
         result.status = Verdict::WorkerLost;
         result.tenant = tenant.to_string();
-        result.pool = self.runtime.name.clone();
-        result.backend = self.runtime.backend.kind().to_string();
-        result.worker_id = self.runtime.worker_id.clone();
+        result.pool = self.runtime.name().to_string();
+        result.backend = self.runtime.backend().kind().to_string();
+        result.worker_id = self.runtime.worker_id().to_string();
         result.traceparent = trace::from_message(job).map(Traceparent::into_string);
         result
     }

@@ -5,8 +5,9 @@
 //! pulling only free slots) → [`job`] (result already stored? tenant at its quota? another
 //! run holding the job's [`lease`]? too many started runs, counted in [`attempts`]? run
 //! through the shared [`crate::job::PoolRuntime`] with in-progress acks and lease renewals)
-//! → [`results`] (store, ack, release the lease). [`cancel`] records cancellations of
-//! queued jobs. [`subjects`] names everything.
+//! → [`requeue`] (did it run, or does it go back to the queue?) → [`results`] (store, ack,
+//! release the lease). [`cancel`] records cancellations of queued jobs. [`subjects`] names
+//! everything.
 //!
 //! Guarantees: a job is acked only after its result is stored, so a worker that dies mid-job
 //! leaves it to be redelivered; each delivery first looks for a stored result, so a job that
@@ -24,6 +25,7 @@ pub mod consumer;
 mod error;
 pub mod job;
 pub mod lease;
+pub mod requeue;
 pub mod results;
 pub mod streams;
 pub mod subjects;
@@ -37,6 +39,7 @@ use tokio_util::task::TaskTracker;
 pub use error::DurableError;
 pub use subjects::DurableSubjects;
 
+use crate::audit::{AuditPublisher, AuditSink};
 use crate::config::DurableConfig;
 use crate::job::PoolRuntime;
 
@@ -44,6 +47,8 @@ use crate::job::PoolRuntime;
 pub struct DurablePool {
     /// The pool's runtime, its audit publisher waiting for JetStream acks.
     pub runtime: Arc<PoolRuntime>,
+    /// NATS connection (its `max_payload` bounds stored results).
+    pub nats: async_nats::Client,
     /// JetStream context.
     pub jetstream: async_nats::jetstream::Context,
     /// The results stream.
@@ -71,36 +76,39 @@ pub async fn serve(
     let Some(first) = runtimes.first() else {
         return Ok(Vec::new());
     };
-    let subjects = DurableSubjects::new(first.subjects.prefix());
+    let subjects = DurableSubjects::new(first.subjects().prefix());
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
     let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
     let leases = lease::Leases::ensure(
         &jetstream,
         settings.ack_wait.as_duration(),
-        &first.worker_id,
+        first.worker_id(),
     )
     .await?;
     let canceller = cancel::Canceller {
         jetstream: jetstream.clone(),
         jobs: streams.jobs.clone(),
-        subjects: first.subjects.clone(),
-        worker_id: first.worker_id.clone(),
+        subjects: first.subjects().clone(),
+        worker_id: first.worker_id().to_string(),
         leases: leases.clone(),
     };
     let mut intakes = vec![canceller.serve(nats, stop.clone()).await?];
+    // Events that must precede the code wait for the audit stream's ack.
+    let audit: Arc<dyn AuditSink> = Arc::new(
+        AuditPublisher::new(nats.clone(), first.subjects().clone())
+            .with_jetstream(jetstream.clone()),
+    );
     for runtime in runtimes {
+        let name = runtime.name();
         let wanted = consumer::config(
-            &runtime.name,
-            subjects.pool_jobs(&runtime.name),
+            name,
+            subjects.pool_jobs(name),
             settings.ack_wait.as_duration(),
         );
         let pool_consumer = consumer::ensure(&streams.jobs, wanted).await?;
-        let durable_runtime = PoolRuntime {
-            audit: runtime.audit.clone().with_jetstream(jetstream.clone()),
-            ..PoolRuntime::clone(runtime)
-        };
         let pool = Arc::new(DurablePool {
-            runtime: Arc::new(durable_runtime),
+            runtime: Arc::new(runtime.with_audit(Arc::clone(&audit))),
+            nats: nats.clone(),
             jetstream: jetstream.clone(),
             results: streams.results.clone(),
             attempts: attempts.clone(),
@@ -108,8 +116,8 @@ pub async fn serve(
             subjects: subjects.clone(),
             settings: settings.clone(),
         });
-        tracing::info!(pool = %runtime.name, consumer = %consumer::name(&runtime.name), subject = %subjects.pool_jobs(&runtime.name), "serving pool from JetStream");
-        let gate = Slots::new(runtime.slots.total());
+        tracing::info!(pool = %name, consumer = %consumer::name(name), subject = %subjects.pool_jobs(name), "serving pool from JetStream");
+        let gate = Slots::new(runtime.slots().total());
         intakes.push(consumer::serve(
             pool,
             pool_consumer,

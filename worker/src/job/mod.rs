@@ -3,10 +3,18 @@
 //!
 //! [`PoolRuntime::process`] is the part both paths share: core request/reply
 //! ([`PoolRuntime::handle`]) replies with its result, durable mode (`crate::durable`) stores it.
+//! The pool's [`PoolRuntime`] (in `runtime`) holds what its jobs share; audit events go to
+//! its [`crate::audit::AuditSink`] and core results to its [`crate::reply::Replier`], so
+//! tests run the whole path with fakes (`tests`).
 
 pub mod canary;
+#[cfg(test)]
+pub(crate) mod fakes;
 mod outcome;
 mod prepare;
+mod runtime;
+#[cfg(test)]
+mod tests;
 pub mod trace;
 
 use std::sync::Arc;
@@ -19,62 +27,16 @@ use openshell_protocol::audit::AuditContext;
 use openshell_protocol::decode::{decode_request, salvage_id};
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{
-    AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Subjects,
-    Traceparent, Verdict,
+    AuditEvent, AuditEventType, ErrorInfo, ErrorKind, ExecRequest, ExecResult, Traceparent, Verdict,
 };
 use openshell_scheduler::deadline::check_deadline;
-use openshell_scheduler::{
-    Admitted, DispatchPermit, Dispatcher, PoolPolicy, RunningGuard, RunningJobs, Seat, WaitingRoom,
-    admit,
-};
-use tokio_util::sync::CancellationToken;
+use openshell_scheduler::{Admitted, DispatchPermit, RunningGuard, Seat, admit};
 use tracing::Instrument;
 
-use crate::audit::AuditPublisher;
-use crate::config::PoolConfig;
-use crate::metrics::Metrics;
-use crate::metrics::health::PoolReadiness;
-use openshell_backend::{Backend, Capabilities, JobControl, OutputSink};
+use openshell_backend::{JobControl, OutputSink};
 
 pub use outcome::encode_within;
-
-/// Everything a pool needs to run jobs; shared by all its in-flight jobs. A clone shares the
-/// backend, slots and running jobs (durable mode clones it with a JetStream audit publisher).
-#[derive(Clone)]
-pub struct PoolRuntime {
-    /// Pool name.
-    pub name: String,
-    /// Pool configuration.
-    pub config: PoolConfig,
-    /// Admission policy derived from the configuration.
-    pub policy: PoolPolicy,
-    /// The backend.
-    pub backend: Arc<dyn Backend>,
-    /// What the backend can enforce (read once).
-    pub capabilities: Capabilities,
-    /// The pool's slots, handed to waiting jobs by priority and tenant turns within quotas.
-    pub slots: Dispatcher,
-    /// Bounds the core requests held before they get a slot.
-    pub waiting: WaitingRoom,
-    /// Whether the pool takes jobs (its backend and canary passed their last check).
-    pub readiness: PoolReadiness,
-    /// Running jobs, shared with the cancel listener.
-    pub running: RunningJobs,
-    /// Audit publisher.
-    pub audit: AuditPublisher,
-    /// NATS connection for replies.
-    pub nats: async_nats::Client,
-    /// Subject scheme.
-    pub subjects: Subjects,
-    /// This worker's id.
-    pub worker_id: String,
-    /// Largest request accepted.
-    pub max_request_bytes: usize,
-    /// Cancelled when the worker stops taking jobs.
-    pub shutdown: CancellationToken,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-}
+pub use runtime::{PoolRuntime, WorkerContext};
 
 /// A request that passed admission and was audited as `received`.
 struct Accepted {
@@ -501,10 +463,9 @@ impl PoolRuntime {
             ..
         } = processed;
         if let Some(reply) = &message.reply {
-            let max = self.nats.server_info().max_payload.max(64 * 1024);
-            let payload = encode_within(&mut result, max);
-            if let Err(error) = self.nats.publish(reply.clone(), Bytes::from(payload)).await {
-                tracing::error!(%error, id = %result.id, "could not publish the result");
+            if let Err(error) = self.replier.reply(reply, &mut result).await {
+                let cause = &error.source;
+                tracing::error!(%error, %cause, id = %result.id, "could not publish the result");
             }
         } else {
             tracing::warn!(id = %result.id, "request had no reply subject; result dropped (audit has it)");

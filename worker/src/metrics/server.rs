@@ -33,12 +33,12 @@ pub struct ServeError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` and serves until the process ends; returns the bound address.
+/// Binds `addr` and serves until the returned task is aborted; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     registry: Registry,
     ready: Readiness,
-) -> Result<SocketAddr, ServeError> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError { addr, source })?;
@@ -51,12 +51,12 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(shared);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "metrics server stopped");
         }
     });
-    Ok(bound)
+    Ok((bound, task))
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format otherwise.

@@ -1,0 +1,126 @@
+//! The worker as a library: [`Worker::start`] connects to NATS, builds every configured pool
+//! on its backend, serves them (core request/reply, and the durable work queue when enabled),
+//! the cancel listener, the metrics endpoint and the NATS micro service, and hands back a
+//! [`WorkerHandle`] to stop it. `openshell worker` (`crate::cli::worker`) is a thin caller:
+//! it loads the configuration, starts the worker and waits for a signal.
+//!
+//! One file each: this one (the order things start in), [`pools`] (one pool: backend, health
+//! watch, runtime), [`handle`] (stopping and draining), [`error`] (what can fail).
+
+mod error;
+mod handle;
+mod pools;
+
+use std::sync::Arc;
+
+use openshell_protocol::Subjects;
+use openshell_scheduler::RunningJobs;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::WorkerError;
+pub use handle::{Stopper, WorkerHandle};
+
+use crate::audit::AuditPublisher;
+use crate::config::Config;
+use crate::intake;
+use crate::job::WorkerContext;
+use crate::metrics::health::Health;
+use crate::metrics::{Metrics, server};
+use crate::registry::BackendRegistry;
+use crate::reply::NatsReplier;
+use crate::service::StatusSource;
+use handle::Background;
+
+/// A worker: takes jobs from NATS and runs them on the configured pools' backends.
+#[derive(Debug)]
+pub struct Worker;
+
+impl Worker {
+    /// Starts a worker serving `config`, building its pools' backends with `registry` (the
+    /// built-in kinds plus any registered there). Returns once every pool is served and the
+    /// server accepted the subscriptions; the worker runs until [`WorkerHandle::shutdown`].
+    /// On an error, whatever had started is stopped again.
+    pub async fn start(
+        config: Config,
+        registry: BackendRegistry,
+    ) -> Result<WorkerHandle, WorkerError> {
+        let subjects = Subjects::new(config.nats.subject_prefix.clone());
+        let (nats, violations) = crate::nats::connect(
+            &config.nats,
+            &format!("openshell-worker {}", config.worker.id),
+        )
+        .await?;
+        crate::nats::wait_connected(&nats, &config.nats.urls).await;
+        let stop = CancellationToken::new();
+        // Until the handle is returned, an early return stops what had started.
+        let stop_on_drop = stop.clone().drop_guard();
+        let mut background = Background::default();
+        let tracker = TaskTracker::new();
+        let (metrics, registry_metrics) = Metrics::new();
+        let metrics = Arc::new(metrics);
+        let worker = WorkerContext {
+            worker_id: config.worker.id.clone(),
+            subjects: subjects.clone(),
+            max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
+            running: RunningJobs::new(),
+            shutdown: stop.clone(),
+            metrics: Arc::clone(&metrics),
+            audit: Arc::new(AuditPublisher::new(nats.clone(), subjects.clone())),
+            replier: Arc::new(NatsReplier::new(nats.clone())),
+        };
+        let health = Health::new(nats.clone(), Arc::clone(&metrics));
+        let ready_health = health.clone();
+        let ready: server::Readiness = Arc::new(move || ready_health.ready());
+        let (metrics_addr, metrics_server) =
+            server::serve(config.worker.metrics_addr, registry_metrics, ready).await?;
+        background.push(metrics_server);
+        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+        let mut intakes = Vec::new();
+        let mut runtimes = Vec::new();
+        let mut pool_handles = Vec::new();
+        for (name, pool) in &config.pools {
+            let (runtime, status) = pools::build(name, pool, &registry, &health, &worker).await?;
+            pool_handles.push(status);
+            runtimes.push(Arc::clone(&runtime));
+            intakes.push(
+                intake::serve_pool(runtime, nats.clone(), tracker.clone(), stop.clone()).await?,
+            );
+        }
+        if config.durable.enabled {
+            let durable = crate::durable::serve(
+                &nats,
+                &runtimes,
+                &config.durable,
+                tracker.clone(),
+                stop.clone(),
+            );
+            intakes.extend(durable.await?);
+        }
+        background.push(health.spawn(stop.clone()));
+        let status = StatusSource {
+            worker_id: config.worker.id.clone(),
+            pools: pool_handles,
+            health,
+        };
+        background.push(crate::service::register(nats.clone(), &subjects, status).await?);
+        background.push(
+            intake::serve_cancel(nats.clone(), subjects.clone(), worker.running.clone()).await?,
+        );
+        nats.flush().await.map_err(WorkerError::Flush)?;
+        error::refused_subscriptions(&violations).await?;
+        Ok(WorkerHandle {
+            worker_id: config.worker.id.clone(),
+            pools: config.pools.keys().cloned().collect(),
+            metrics_addr,
+            grace: config.worker.shutdown_grace,
+            nats,
+            running: worker.running,
+            stop,
+            _stop_on_drop: stop_on_drop,
+            tracker,
+            intakes,
+            background,
+        })
+    }
+}
