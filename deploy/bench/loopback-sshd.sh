@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # A throw-away OpenSSH server for the SSH rows of deploy/bench/run.sh, set up the way the SSH
-# tests do it (worker/tests/support/sshd.rs): this machine prepared as a job host by
+# tests do it (test-support/src/sshd.rs): this machine prepared as a job host by
 # deploy/ssh-host/prepare.sh (transport user openshell-bench, sandbox helper, job uids), its
 # own host key, a temporary client key, a known_hosts file, listening on 127.0.0.1 only.
 # Needs lib/common.sh and lib/ssh.sh sourced first, and root (sshd, prepare.sh).

@@ -2,9 +2,11 @@
 //! report, in core mode against fork/exec and in durable mode against core. No timing is
 //! asserted: figures are for benchmarks, not tests.
 
-mod support;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
 
-use support::nats::NatsServer;
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// Runs `openshell bench --json` with `args` against `nats`; its one-line report.
 async fn bench_json(nats: &NatsServer, args: &[&str]) -> serde_json::Value {
@@ -21,11 +23,12 @@ async fn bench_json(nats: &NatsServer, args: &[&str]) -> serde_json::Value {
         "true",
         "--json",
     ];
-    let output = support::cli(
-        common.iter().chain(args).copied(),
-        &[("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let output = OPENSHELL
+        .cli(
+            common.iter().chain(args).copied(),
+            &[("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -172,7 +175,7 @@ async fn bench_fails_when_its_jobs_fail() {
         "0",
         "--json",
     ];
-    let output = support::cli(args, &[("SANDBOX_BACKEND", "none")]).await;
+    let output = OPENSHELL.cli(args, &[("SANDBOX_BACKEND", "none")]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

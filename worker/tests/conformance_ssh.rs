@@ -1,13 +1,11 @@
 //! The conformance suite against the SSH backend (`SANDBOX_BACKEND=ssh`), each case on its
-//! own sshd on a loopback port (see `support::sshd`).
-
-mod support;
+//! own sshd on a loopback port (see `openshell_test_support::sshd`).
 
 use std::sync::Arc;
 
 use openshell_backend::Backend;
 
-use support::sshd::SshdBackend;
+use openshell_test_support::sshd::SshdBackend;
 
 /// The backend with its own sshd; outside CI without sshd, the case passes as skipped.
 async fn backend() -> Arc<dyn Backend> {

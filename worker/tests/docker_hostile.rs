@@ -2,8 +2,6 @@
 //! the host, and the backend keeps serving. Needs the host's dockerd and the sandbox image
 //! (`deploy/setup.sh`); skipped without them outside CI.
 
-mod support;
-
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use openshell_backend::{
 };
 use openshell_backend_docker::DockerBackend;
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use support::dockerd;
+use openshell_test_support::dockerd;
 use tokio_util::sync::CancellationToken;
 
 /// What came back from one job.

@@ -7,16 +7,15 @@
 //! p50/p95 of one small Python job through the Docker backend with the warm pool, without it,
 //! and `docker run --rm` of the same command with the same limits and hardening, in one run.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_backend::{Backend, Ending, Job, JobControl, OutputSink};
+use openshell_backend::{Backend, Ending, Job, JobControl, OutputSink, PoolContext};
 use openshell_backend_docker::DockerBackend;
 use openshell_protocol::Limits;
+use openshell_test_support::dockerd;
+use openshell_test_support::jobs::python_job;
 use openshell_worker::config::PoolConfig;
-use support::dockerd;
 use tokio_util::sync::CancellationToken;
 
 const RUNS: usize = 20;
@@ -28,18 +27,19 @@ fn limits() -> Limits {
 }
 
 fn job() -> Job {
-    support::jobs::python_job("latency".into(), "bench", CODE, limits())
+    python_job("latency".into(), "bench", CODE, limits())
 }
 
 /// Latencies of `RUNS` sequential jobs on a backend with `warm` warm containers, the pool's
 /// defaults equal to the job's limits (as production pools have them).
 async fn backend_runs(warm: usize) -> Vec<Duration> {
-    let mut pool = dockerd::pool(warm, None);
-    pool.defaults = limits();
     let backend = {
         let name = dockerd::pool_name(&format!("latency{warm}"));
-        let context = pool.context(&name, openshell_backend::BackendMetrics::none(&name));
-        DockerBackend::new(pool.docker.clone(), &context).expect("backend")
+        let context = PoolContext {
+            defaults: limits(),
+            ..dockerd::context(&name)
+        };
+        DockerBackend::new(dockerd::settings(warm, None), &context).expect("backend")
     };
     // Let the warm pool fill before the first job, as it has in a worker that has been up.
     tokio::time::sleep(Duration::from_secs(3)).await;

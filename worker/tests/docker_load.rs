@@ -1,14 +1,13 @@
 //! The Docker backend under load: 20 jobs at once, each in its own container, all cleaned up.
 //! Needs the host's dockerd and the sandbox image (`deploy/setup.sh`).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use openshell_backend::{Backend, Ending, Job, JobControl, OutputSink};
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use support::dockerd;
+use openshell_test_support::dockerd;
+use openshell_test_support::jobs::python_job;
 use tokio_util::sync::CancellationToken;
 
 fn python(index: usize) -> Job {
@@ -21,7 +20,7 @@ fn python(index: usize) -> Job {
         output: Some(ByteSize::kib(16)),
         ..Limits::default()
     };
-    support::jobs::python_job(format!("load-{index}"), "load", code, limits)
+    python_job(format!("load-{index}"), "load", code, limits)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,15 +1,13 @@
 //! The Docker daemon going away: on a private `dockerd` of the test's own, jobs get clear
 //! connection errors while it is down or restarting, and the backend recovers by itself.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use openshell_backend::{Backend, BackendError, Ending, Execution, Job, JobControl, OutputSink};
 use openshell_backend_docker::DockerBackend;
 use openshell_protocol::{ByteSize, DurationMs, ErrorKind, Limits};
-use support::dockerd::{self, PrivateDockerd};
+use openshell_test_support::dockerd::{self, PrivateDockerd};
 use tokio_util::sync::CancellationToken;
 
 fn job(argv: &[&str]) -> Job {
@@ -57,7 +55,7 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
     let mut daemon = PrivateDockerd::start().await;
     let host = daemon.host();
     let name = dockerd::pool_name("restart");
-    let backend = Arc::new(docker_backend(&name, &dockerd::pool(1, Some(&host))));
+    let backend = Arc::new(docker_backend(&name, &host));
     assert_serves(&backend).await;
     backend.health().await.expect("healthy");
 
@@ -112,8 +110,7 @@ async fn daemon_down_and_restarts_give_clear_errors_and_the_backend_recovers() {
     .await;
 }
 
-/// The Docker backend of pool `name` configured as `pool`, with no metrics.
-fn docker_backend(name: &str, pool: &openshell_worker::config::PoolConfig) -> DockerBackend {
-    let context = pool.context(name, openshell_backend::BackendMetrics::none(name));
-    DockerBackend::new(pool.docker.clone(), &context).expect("backend")
+/// The Docker backend of pool `name` on the daemon at `host`, one warm container, no metrics.
+fn docker_backend(name: &str, host: &str) -> DockerBackend {
+    DockerBackend::new(dockerd::settings(1, Some(host)), &dockerd::context(name)).expect("backend")
 }

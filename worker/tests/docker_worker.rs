@@ -2,14 +2,14 @@
 //! `SANDBOX_BACKEND=docker`, and hostile jobs through NATS; the worker keeps serving and
 //! leaves no container behind. Needs nats-server, dockerd and the sandbox image.
 
-mod support;
-
 use std::time::Duration;
 
 use openshell_protocol::{ByteSize, Client, DurationMs, ExecRequest, Limits, Verdict};
-use support::dockerd;
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::{Openshell, dockerd};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 fn request(id: &str, language: &str, code: &str, limits: Limits) -> ExecRequest {
     let mut request = ExecRequest::code(id, language, code);
@@ -40,7 +40,7 @@ async fn hostile_jobs_through_nats_get_their_verdicts_and_the_worker_keeps_servi
     if !docker_host.is_empty() {
         envs.push(("DOCKER_HOST", docker_host.as_str()));
     }
-    let mut worker = WorkerProcess::start(&envs).await;
+    let mut worker = OPENSHELL.worker(&envs).await;
     let client = Client::connect(&url).await.expect("client connects");
 
     let hostile = [

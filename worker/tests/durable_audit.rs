@@ -2,15 +2,14 @@
 //! runs once the stream is back.
 
 mod durable;
-mod support;
 
 use std::time::Duration;
 
 use openshell_protocol::{AuditEventType, Verdict};
+use openshell_test_support::nats::NatsServer;
 use openshell_worker::config::DurableConfig;
 use openshell_worker::durable::DurableSubjects;
 use openshell_worker::durable::streams::{self, AUDIT};
-use support::nats::NatsServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_code_runs_without_the_audit_stream() {

@@ -2,12 +2,15 @@
 //! `openshell audit tail --since` replays the audit stream.
 
 mod durable;
-mod support;
 
 use std::time::Duration;
 
 use openshell_protocol::{AuditEventType, Verdict};
-use support::nats::NatsServer;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_running_and_queued_then_replay_audit() {
@@ -34,7 +37,9 @@ async fn cancel_running_and_queued_then_replay_audit() {
     let url = nats.url();
     let env = [("NATS_URL", url.as_str())];
     for id in ["queued", "running"] {
-        let output = support::cli(["cancel", id, "--tenant", "acme"], &env).await;
+        let output = OPENSHELL
+            .cli(["cancel", id, "--tenant", "acme"], &env)
+            .await;
         assert_eq!(output.status.code(), Some(0), "{output:?}");
         assert_eq!(
             String::from_utf8_lossy(&output.stdout),
@@ -71,35 +76,37 @@ async fn cancel_running_and_queued_then_replay_audit() {
         "{per_subject:?}"
     );
 
-    let tail = support::cli(
-        [
-            "audit",
-            "tail",
-            "--since",
-            "1h",
-            "--no-follow",
-            "--json",
-            "--tenant",
-            "acme",
-        ],
-        &env,
-    )
-    .await;
+    let tail = OPENSHELL
+        .cli(
+            [
+                "audit",
+                "tail",
+                "--since",
+                "1h",
+                "--no-follow",
+                "--json",
+                "--tenant",
+                "acme",
+            ],
+            &env,
+        )
+        .await;
     assert_eq!(tail.status.code(), Some(0), "{tail:?}");
     let stdout = String::from_utf8_lossy(&tail.stdout);
     assert_eq!(stdout.lines().count(), events.len(), "{stdout}");
     assert!(stdout.contains("\"job_id\":\"running\""));
-    let future = support::cli(
-        [
-            "audit",
-            "tail",
-            "--since",
-            "2999-01-01T00:00:00Z",
-            "--no-follow",
-        ],
-        &env,
-    )
-    .await;
+    let future = OPENSHELL
+        .cli(
+            [
+                "audit",
+                "tail",
+                "--since",
+                "2999-01-01T00:00:00Z",
+                "--no-follow",
+            ],
+            &env,
+        )
+        .await;
     assert_eq!(future.status.code(), Some(0));
     assert!(future.stdout.is_empty());
 }

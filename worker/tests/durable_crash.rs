@@ -2,12 +2,11 @@
 //! stored result, and a job past `max_deliver` ends `worker_lost`.
 
 mod durable;
-mod support;
 
 use std::time::Duration;
 
 use openshell_protocol::Verdict;
-use support::nats::NatsServer;
+use openshell_test_support::nats::NatsServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_worker_loses_no_job() {

@@ -2,12 +2,15 @@
 //! and the same job id submitted twice runs once.
 
 mod durable;
-mod support;
 
 use std::time::Duration;
 
 use openshell_protocol::{AuditEventType, ExecRequest};
-use support::nats::NatsServer;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn same_job_id_twice_runs_once() {
@@ -26,11 +29,11 @@ async fn same_job_id_twice_runs_once() {
         "-c",
         "echo ran",
     ];
-    let first = support::cli(submit, &env).await;
+    let first = OPENSHELL.cli(submit, &env).await;
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert_eq!(stdout.lines().last(), Some("twice"));
-    let second = support::cli(submit, &env).await;
+    let second = OPENSHELL.cli(submit, &env).await;
     assert_eq!(second.status.code(), Some(0));
     // Still queued, or already run: either way it does not run again (checked below). The
     // CLI says which when it can tell; in the moment between the result being stored and the
@@ -43,7 +46,9 @@ async fn same_job_id_twice_runs_once() {
         "{second:?}"
     );
 
-    let waited = support::cli(["result", "twice", "--wait", "20s"], &env).await;
+    let waited = OPENSHELL
+        .cli(["result", "twice", "--wait", "20s"], &env)
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&waited.stdout),
         "ran\n",
@@ -79,7 +84,7 @@ async fn same_job_id_twice_runs_once() {
     assert_eq!(started, 1, "the job ran once");
     let per_subject = durable::results_per_subject(&connection).await;
     assert_eq!(per_subject.get("openshell.results.default.twice"), Some(&1));
-    let missing = support::cli(["result", "nope"], &env).await;
+    let missing = OPENSHELL.cli(["result", "nope"], &env).await;
     assert_eq!(missing.status.code(), Some(3));
     drop(client);
 }

@@ -4,13 +4,12 @@
 //! as a lost worker's attempt).
 
 mod durable;
-mod ops;
-mod support;
 
 use std::time::{Duration, Instant};
 
 use openshell_protocol::{ExecRequest, Verdict};
-use support::nats::NatsServer;
+use openshell_test_support::http;
+use openshell_test_support::nats::NatsServer;
 
 /// How long each of the slow tenant's jobs runs.
 const SLOW_JOB: Duration = Duration::from_secs(2);
@@ -88,7 +87,7 @@ async fn a_deep_queue_does_not_delay_another_tenants_job() {
 
     // The puts-back show as redeliveries; pending (jobs never delivered yet) is reported,
     // here 0 since every queued job was offered to the worker at least once.
-    let (_, metrics) = ops::http_get(&ops::metrics_addr(&worker.logs()), "/metrics", "*/*").await;
+    let (_, metrics) = http::get(&worker.metrics_addr(), "/metrics", "*/*").await;
     let value = |name: &str| {
         metrics
             .lines()

@@ -5,14 +5,16 @@
 //! its bubblewrap sandbox off.
 
 mod durable;
-mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use openshell_protocol::{ExecRequest, Verdict};
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::{Openshell, WorkerProcess};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// Pool `none` with the local sandbox off, so jobs can append to the test's file.
 const UNSANDBOXED: &str =
@@ -26,15 +28,16 @@ async fn unsandboxed_worker(
 ) -> WorkerProcess {
     let url = nats.url();
     let config = config.display().to_string();
-    WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("OPENSHELL_CONFIG", config.as_str()),
-        ("OPENSHELL_DURABLE", "true"),
-        ("OPENSHELL_WORKER_ID", id),
-        ("LOG_LEVEL", "info"),
-        ("OPENSHELL_SLOTS", "4"),
-    ])
-    .await
+    OPENSHELL
+        .worker(&[
+            ("NATS_URL", url.as_str()),
+            ("OPENSHELL_CONFIG", config.as_str()),
+            ("OPENSHELL_DURABLE", "true"),
+            ("OPENSHELL_WORKER_ID", id),
+            ("LOG_LEVEL", "info"),
+            ("OPENSHELL_SLOTS", "4"),
+        ])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

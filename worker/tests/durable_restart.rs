@@ -2,11 +2,10 @@
 //! and the workers reconnect by themselves.
 
 mod durable;
-mod support;
 
 use std::time::Duration;
 
-use support::nats::NatsServer;
+use openshell_test_support::nats::NatsServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_restart_loses_no_job() {

@@ -5,16 +5,19 @@
 //! the sandbox image, and sshd.
 
 mod durable;
-mod ops;
-mod support;
 
 use std::time::Duration;
 
 use openshell_protocol::{Client, ExecRequest, Verdict};
+use openshell_test_support::dockerd::{self, PrivateDockerd};
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::nats::accounts::AccountsServer;
+use openshell_test_support::sshd::Sshd;
+use openshell_test_support::{Openshell, WorkerProcess, http};
 use openshell_worker::durable::client::DurableClient;
-use support::dockerd::{self, PrivateDockerd};
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// A durable docker worker named `id` on `nats`, with `extra` variables.
 async fn docker_worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> WorkerProcess {
@@ -33,7 +36,7 @@ async fn docker_worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> W
         envs.push(("DOCKER_HOST", docker_host.as_str()));
     }
     envs.extend_from_slice(extra);
-    WorkerProcess::start(&envs).await
+    OPENSHELL.worker(&envs).await
 }
 
 fn job(id: &str) -> ExecRequest {
@@ -81,9 +84,9 @@ async fn a_worker_whose_image_is_missing_takes_no_job() {
         &[("SANDBOX_DOCKER_IMAGE", "openshell-missing-image:none")],
     )
     .await;
-    let (status, _) = ops::http_get(&ops::metrics_addr(&broken.logs()), "/readyz", "*/*").await;
+    let (status, _) = http::get(&broken.metrics_addr(), "/readyz", "*/*").await;
     assert_eq!(status, 503, "the broken worker says it is ready");
-    let (status, _) = ops::http_get(&ops::metrics_addr(&healthy.logs()), "/readyz", "*/*").await;
+    let (status, _) = http::get(&healthy.metrics_addr(), "/readyz", "*/*").await;
     assert_eq!(status, 200, "{}", healthy.logs());
 
     let client = Client::connect(&nats.url()).await.expect("client");
@@ -137,14 +140,14 @@ async fn queued_jobs_wait_out_a_docker_outage() {
 /// the refusal, instead of looking ready and never taking a job.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_without_its_subscriptions_refuses_to_start() {
-    let Some(server) = ops::accounts::AccountsServer::start().await else {
+    let Some(server) = AccountsServer::start().await else {
         return;
     };
     // The auditor may subscribe to audit subjects only.
     let env = server.env_as("auditor");
     let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     envs.extend([("SANDBOX_BACKEND", "none"), ("METRICS_ADDR", "127.0.0.1:0")]);
-    let out = tokio::time::timeout(Duration::from_secs(60), support::cli(["worker"], &envs))
+    let out = tokio::time::timeout(Duration::from_secs(60), OPENSHELL.cli(["worker"], &envs))
         .await
         .expect("the worker exits instead of serving without its subscriptions");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -157,7 +160,7 @@ async fn a_worker_without_its_subscriptions_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_jobs_wait_out_an_sshd_outage() {
-    let Some(mut sshd) = support::sshd::Sshd::start().await else {
+    let Some(mut sshd) = Sshd::start().await else {
         return;
     };
     let Some(nats) = NatsServer::start().await else {
@@ -171,7 +174,7 @@ async fn queued_jobs_wait_out_an_sshd_outage() {
         ("OPENSHELL_SLOTS", "4"),
     ];
     envs.extend(ssh_env.iter().map(|(name, value)| (*name, value.as_str())));
-    let worker = WorkerProcess::start(&envs).await;
+    let worker = OPENSHELL.worker(&envs).await;
     sshd.stop();
     let (_, client) = durable::client(&nats).await;
     let ids = queue(&client, "ssh", "ssh-outage", 30).await;

@@ -3,12 +3,13 @@
 //! key; a pool defined in a file on the `none` backend takes that backend's defaults and runs
 //! jobs; the help texts name the real default backend.
 
-mod support;
-
 use std::process::Output;
 
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 fn text(output: &Output) -> String {
     format!(
@@ -25,7 +26,7 @@ async fn refused(envs: &[(&str, &str)], named: &str, value: &str) {
     let mut all = vec![("NATS_URL", "nats://127.0.0.1:1")];
     all.extend_from_slice(envs);
     for command in ["worker", "config"] {
-        let out = support::cli([command], &all).await;
+        let out = OPENSHELL.cli([command], &all).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -99,7 +100,7 @@ async fn file_limits_that_fail_every_job_are_refused() {
 #[tokio::test]
 async fn help_names_docker_as_the_default_backend() {
     for command in ["worker", "exec", "bench"] {
-        let out = support::cli([command, "--help"], &[]).await;
+        let out = OPENSHELL.cli([command, "--help"], &[]).await;
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", text(&out));
         assert!(help.contains("docker"), "`{command} --help`:\n{help}");
@@ -130,7 +131,7 @@ async fn a_file_pool_on_none_runs_jobs_with_and_without_defaults() {
     let config = path.to_str().expect("utf-8 path");
     let envs = [("NATS_URL", url.as_str()), ("OPENSHELL_CONFIG", config)];
 
-    let shown = support::cli(["config"], &envs).await;
+    let shown = OPENSHELL.cli(["config"], &envs).await;
     assert!(shown.status.success(), "{}", text(&shown));
     let shown: toml::Table =
         toml::from_str(&String::from_utf8_lossy(&shown.stdout)).expect("config prints TOML");
@@ -146,21 +147,22 @@ async fn a_file_pool_on_none_runs_jobs_with_and_without_defaults() {
         );
     }
 
-    let _worker = WorkerProcess::start(&envs).await;
+    let _worker = OPENSHELL.worker(&envs).await;
     for pool in ["plain", "tuned"] {
-        let out = support::cli(
-            [
-                "exec",
-                "--pool",
-                pool,
-                "--lang",
-                "bash",
-                "-c",
-                "echo ran on $BASH_VERSION",
-            ],
-            &[("NATS_URL", url.as_str())],
-        )
-        .await;
+        let out = OPENSHELL
+            .cli(
+                [
+                    "exec",
+                    "--pool",
+                    pool,
+                    "--lang",
+                    "bash",
+                    "-c",
+                    "echo ran on $BASH_VERSION",
+                ],
+                &[("NATS_URL", url.as_str())],
+            )
+            .await;
         assert!(out.status.success(), "pool {pool}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("ran on"),
@@ -188,25 +190,27 @@ async fn a_limit_the_backend_cannot_enforce_is_refused_unless_the_pool_allows_it
     .expect("write config");
     let url = nats.url();
     let config = path.to_str().expect("utf-8 path");
-    let _worker =
-        WorkerProcess::start(&[("NATS_URL", url.as_str()), ("OPENSHELL_CONFIG", config)]).await;
+    let _worker = OPENSHELL
+        .worker(&[("NATS_URL", url.as_str()), ("OPENSHELL_CONFIG", config)])
+        .await;
     let exec = |pool: &'static str| {
         let url = url.clone();
         async move {
-            support::cli(
-                [
-                    "exec",
-                    "--pool",
-                    pool,
-                    "--cpus",
-                    "0.5",
-                    "--json",
-                    "--command",
-                    "true",
-                ],
-                &[("NATS_URL", url.as_str())],
-            )
-            .await
+            OPENSHELL
+                .cli(
+                    [
+                        "exec",
+                        "--pool",
+                        pool,
+                        "--cpus",
+                        "0.5",
+                        "--json",
+                        "--command",
+                        "true",
+                    ],
+                    &[("NATS_URL", url.as_str())],
+                )
+                .await
         }
     };
     let strict = exec("strict").await;

@@ -3,13 +3,12 @@
 //! well formed and agree with each other, and everything they query is a metric the worker
 //! exports.
 
-mod ops;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use openshell_test_support::{deploy_dir, tool};
 use openshell_worker::metrics::{Metrics, text_format};
 
 fn run(tool: &Path, args: &[&str], dir: &Path) {
@@ -29,20 +28,20 @@ fn run(tool: &Path, args: &[&str], dir: &Path) {
 
 #[test]
 fn alert_rules_and_scrape_config_pass_promtool() {
-    let Some(promtool) = ops::tool("promtool", "run deploy/setup.sh --install-only") else {
+    let Some(promtool) = tool("promtool", "run deploy/setup.sh --install-only") else {
         return;
     };
-    let dir = ops::deploy_dir().join("prometheus");
+    let dir = deploy_dir().join("prometheus");
     run(&promtool, &["check", "rules", "alerts.yml"], &dir);
     run(&promtool, &["check", "config", "prometheus.yml"], &dir);
 }
 
 #[test]
 fn compose_file_passes_docker_compose_config() {
-    let Some(compose) = ops::tool("docker-compose", "run deploy/setup.sh --install-only") else {
+    let Some(compose) = tool("docker-compose", "run deploy/setup.sh --install-only") else {
         return;
     };
-    let dir = ops::deploy_dir().join("compose");
+    let dir = deploy_dir().join("compose");
     run(
         &compose,
         &["-f", "docker-compose.yml", "config", "-q"],
@@ -103,7 +102,7 @@ fn kubernetes_manifests_and_compose_file_agree() {
         eprintln!("SKIP: python3-yaml not found (run deploy/setup.sh --install-only)");
         return;
     };
-    let deploy = ops::deploy_dir();
+    let deploy = deploy_dir();
     let deploy = deploy.to_str().expect("UTF-8 path");
     run(
         Path::new(python),
@@ -163,7 +162,7 @@ fn referenced(text: &str) -> BTreeSet<String> {
 #[test]
 fn dashboard_and_alerts_only_query_metrics_the_worker_exports() {
     let exported = exported_names();
-    let deploy = ops::deploy_dir();
+    let deploy = deploy_dir();
     let dashboard = std::fs::read_to_string(deploy.join("grafana/openshell-workers.json"))
         .expect("read dashboard");
     let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
@@ -197,7 +196,7 @@ fn dashboard_and_alerts_only_query_metrics_the_worker_exports() {
 
 #[test]
 fn systemd_unit_is_hardened_and_dockerfile_is_multi_stage() {
-    let deploy = ops::deploy_dir();
+    let deploy = deploy_dir();
     let unit = std::fs::read_to_string(deploy.join("systemd/openshell-worker.service"))
         .expect("read unit");
     for option in [

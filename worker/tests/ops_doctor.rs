@@ -1,9 +1,11 @@
 //! `openshell doctor` against a real nats-server: passes on a good setup, names what to fix
 //! and exits non-zero on a broken one.
 
-mod support;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
 
-use support::nats::NatsServer;
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_passes_with_nats_and_a_healthy_backend() {
@@ -11,11 +13,12 @@ async fn doctor_passes_with_nats_and_a_healthy_backend() {
         return;
     };
     let url = nats.url();
-    let out = support::cli(
-        ["doctor"],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            ["doctor"],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -30,13 +33,14 @@ async fn doctor_passes_with_nats_and_a_healthy_backend() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_fails_and_says_what_to_fix_when_nats_is_down() {
-    let port = support::free_port();
+    let port = openshell_test_support::free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let out = support::cli(
-        ["doctor"],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            ["doctor"],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("FAIL  nats"), "{text}");

@@ -1,10 +1,11 @@
 //! Logs of a real worker with `LOG_FORMAT=json`: every line is JSON, and the lines about a job
 //! carry its id, tenant and pool.
 
-mod support;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
 
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_name_the_job_tenant_and_pool() {
@@ -12,23 +13,25 @@ async fn json_logs_name_the_job_tenant_and_pool() {
         return;
     };
     let url = nats.url();
-    let mut worker =
-        WorkerProcess::local(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")]).await;
-    let out = support::cli(
-        [
-            "exec",
-            "--lang",
-            "bash",
-            "--tenant",
-            "acme",
-            "--id",
-            "log-job-1",
-            "-c",
-            "echo hi",
-        ],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let mut worker = OPENSHELL
+        .local_worker(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")])
+        .await;
+    let out = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--lang",
+                "bash",
+                "--tenant",
+                "acme",
+                "--id",
+                "log-job-1",
+                "-c",
+                "echo hi",
+            ],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert!(out.status.success(), "{out:?}");
     worker.terminate().await;
     let logs = worker.logs();

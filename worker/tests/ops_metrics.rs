@@ -2,21 +2,25 @@
 //! metrics` on a live scrape, a real Prometheus server reading the worker back, and Docker and
 //! SSH workers (real dockerd, real sshd) feeding the backend series.
 
-mod ops;
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use openshell_protocol::{Client, DurationMs, ExecRequest, Limits, Verdict};
-use ops::prometheus::PrometheusServer;
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::dockerd;
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::prometheus::PrometheusServer;
+use openshell_test_support::sshd::Sshd;
+use openshell_test_support::{Openshell, WorkerProcess, http};
 use tokio::io::AsyncWriteExt;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 async fn worker(nats: &NatsServer) -> WorkerProcess {
     let url = nats.url();
-    WorkerProcess::start(&[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")]).await
+    OPENSHELL
+        .worker(&[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,25 +29,26 @@ async fn live_scrape_passes_promtool_and_names_follow_conventions() {
         return;
     };
     let worker = worker(&nats).await;
-    let addr = ops::metrics_addr(&worker.logs());
+    let addr = worker.metrics_addr();
     // A job that hits its timeout feeds the job and limit series.
     let url = nats.url();
-    let out = support::cli(
-        [
-            "exec",
-            "--lang",
-            "bash",
-            "--timeout",
-            "300ms",
-            "-c",
-            "sleep 5",
-        ],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--lang",
+                "bash",
+                "--timeout",
+                "300ms",
+                "-c",
+                "sleep 5",
+            ],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert!(!out.status.success(), "a timed-out job exits non-zero");
 
-    let (status, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    let (status, text) = http::get(&addr, "/metrics", "*/*").await;
     assert_eq!(status, 200);
     for line in [
         "openshell_jobs_total{pool=\"none\",backend=\"none\",verdict=\"timeout\"} 1",
@@ -55,10 +60,12 @@ async fn live_scrape_passes_promtool_and_names_follow_conventions() {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
     assert!(!text.contains("tenant="), "no tenant label by default");
-    let (_, open) = ops::http_get(&addr, "/metrics", "application/openmetrics-text").await;
+    let (_, open) = http::get(&addr, "/metrics", "application/openmetrics-text").await;
     assert!(open.ends_with("# EOF\n"), "OpenMetrics when asked for");
 
-    let Some(promtool) = ops::tool("promtool", "run deploy/setup.sh --install-only") else {
+    let Some(promtool) =
+        openshell_test_support::tool("promtool", "run deploy/setup.sh --install-only")
+    else {
         return;
     };
     let mut check = tokio::process::Command::new(promtool)
@@ -92,8 +99,8 @@ async fn a_fresh_worker_exports_the_alerted_series_at_zero_and_process_metrics()
         return;
     };
     let worker = worker(&nats).await;
-    let addr = ops::metrics_addr(&worker.logs());
-    let (status, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    let addr = worker.metrics_addr();
+    let (status, text) = http::get(&addr, "/metrics", "*/*").await;
     assert_eq!(status, 200);
     for line in [
         "openshell_audit_events_total{outcome=\"failed\"} 0",
@@ -134,9 +141,9 @@ async fn readyz_and_reconnects_follow_the_nats_connection() {
         return;
     };
     let worker = worker(&nats).await;
-    let addr = ops::metrics_addr(&worker.logs());
-    assert_eq!(ops::http_get(&addr, "/healthz", "*/*").await.0, 200);
-    assert_eq!(ops::http_get(&addr, "/readyz", "*/*").await.0, 200);
+    let addr = worker.metrics_addr();
+    assert_eq!(http::get(&addr, "/healthz", "*/*").await.0, 200);
+    assert_eq!(http::get(&addr, "/readyz", "*/*").await.0, 200);
     nats.stop().await;
     wait_for(&addr, "/readyz", |status, _| status == 503).await;
     wait_for(&addr, "/metrics", |_, text| {
@@ -157,7 +164,7 @@ async fn prometheus_scrapes_the_worker_and_answers_a_query() {
         return;
     };
     let worker = worker(&nats).await;
-    let addr = ops::metrics_addr(&worker.logs());
+    let addr = worker.metrics_addr();
     let Some(prometheus) = PrometheusServer::start(&[&addr]).await else {
         return;
     };
@@ -182,7 +189,7 @@ async fn prometheus_scrapes_the_worker_and_answers_a_query() {
 async fn wait_for(addr: &str, path: &str, done: impl Fn(u16, &str) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = ops::http_get(addr, path, "*/*").await;
+        let (status, body) = http::get(addr, path, "*/*").await;
         if done(status, &body) {
             return;
         }
@@ -200,22 +207,24 @@ async fn tenant_series_are_opt_in_and_capped() {
         return;
     };
     let url = nats.url();
-    let worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "none"),
-        ("METRICS_TENANT_LABELS", "1"),
-    ])
-    .await;
-    let addr = ops::metrics_addr(&worker.logs());
-    for tenant in ["acme", "globex", "initech"] {
-        let out = support::cli(
-            ["exec", "--lang", "bash", "--tenant", tenant, "-c", "true"],
-            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-        )
+    let worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url.as_str()),
+            ("SANDBOX_BACKEND", "none"),
+            ("METRICS_TENANT_LABELS", "1"),
+        ])
         .await;
+    let addr = worker.metrics_addr();
+    for tenant in ["acme", "globex", "initech"] {
+        let out = OPENSHELL
+            .cli(
+                ["exec", "--lang", "bash", "--tenant", tenant, "-c", "true"],
+                &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+            )
+            .await;
         assert!(out.status.success(), "{out:?}");
     }
-    let (_, text) = ops::http_get(&addr, "/metrics", "*/*").await;
+    let (_, text) = http::get(&addr, "/metrics", "*/*").await;
     assert!(
         text.contains("openshell_tenant_jobs_total{tenant=\"acme\",verdict=\"completed\"} 1"),
         "{text}"
@@ -231,14 +240,14 @@ async fn tenant_series_are_opt_in_and_capped() {
 /// pids limit refused (read from the container's `pids.events`).
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
-    if !support::dockerd::available() {
+    if !dockerd::available() {
         return;
     }
     let Some(nats) = NatsServer::start().await else {
         return;
     };
     let url = nats.url();
-    let image = support::dockerd::image();
+    let image = dockerd::image();
     let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let mut envs = vec![
         ("NATS_URL", url.as_str()),
@@ -248,8 +257,8 @@ async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
     if !docker_host.is_empty() {
         envs.push(("DOCKER_HOST", docker_host.as_str()));
     }
-    let mut worker = WorkerProcess::start(&envs).await;
-    let addr = ops::metrics_addr(&worker.logs());
+    let mut worker = OPENSHELL.worker(&envs).await;
+    let addr = worker.metrics_addr();
     let client = Client::connect(&url).await.expect("client connects");
     let mut request = ExecRequest::code("forks", "python", FORK_UNTIL_REFUSED);
     request.limits = Limits {
@@ -287,7 +296,7 @@ async fn docker_jobs_feed_start_latency_warm_pool_and_pids_limit_series() {
     // A SIGTERM, not the kill on drop: the worker removes its warm containers as it stops.
     let label = format!("openshell.worker={}", result.worker_id);
     assert!(worker.terminate().await.success(), "{}", worker.logs());
-    support::dockerd::assert_none_left(None, &label, Duration::from_secs(15)).await;
+    dockerd::assert_none_left(None, &label, Duration::from_secs(15)).await;
 }
 
 /// Forks sleeping children until the kernel refuses one, then kills them.
@@ -313,7 +322,7 @@ for pid in kids:
 /// reconnect after the host's sshd went away under it.
 #[tokio::test(flavor = "multi_thread")]
 async fn ssh_jobs_feed_connection_channel_and_reconnect_series() {
-    let Some(mut sshd) = support::sshd::Sshd::start().await else {
+    let Some(mut sshd) = Sshd::start().await else {
         return;
     };
     let Some(nats) = NatsServer::start().await else {
@@ -323,11 +332,13 @@ async fn ssh_jobs_feed_connection_channel_and_reconnect_series() {
     let ssh_env = sshd.worker_env();
     let mut envs = vec![("NATS_URL", url.as_str())];
     envs.extend(ssh_env.iter().map(|(name, value)| (*name, value.as_str())));
-    let worker = WorkerProcess::start(&envs).await;
-    let addr = ops::metrics_addr(&worker.logs());
+    let worker = OPENSHELL.worker(&envs).await;
+    let addr = worker.metrics_addr();
     let run = || async {
         let env = [("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "ssh")];
-        let out = support::cli(["exec", "--lang", "sh", "-c", "echo over-ssh"], &env).await;
+        let out = OPENSHELL
+            .cli(["exec", "--lang", "sh", "-c", "echo over-ssh"], &env)
+            .await;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "over-ssh\n");
     };

@@ -2,18 +2,18 @@
 //! own tenant and reads its own replies, but cannot submit as another tenant, read another
 //! tenant's inbox, or read audit events; the auditor reads audit.
 
-mod ops;
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
 use openshell_protocol::{ExecRequest, ExecResult, Verdict};
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::accounts::{AccountsServer, violation};
 use openshell_worker::cli::audit::AUDITOR_INBOX;
 use openshell_worker::durable::client::DurableClient;
-use ops::accounts::{AccountsServer, violation};
-use support::worker::WorkerProcess;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 fn request(id: &str) -> bytes::Bytes {
     serde_json::to_vec(&ExecRequest::code(id, "bash", "echo hi"))
@@ -26,13 +26,14 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
     let Some(server) = AccountsServer::start().await else {
         return;
     };
-    let _worker = WorkerProcess::start(&[
-        ("NATS_URL", server.url.as_str()),
-        ("NATS_USER", "worker"),
-        ("NATS_PASSWORD", "worker-secret"),
-        ("SANDBOX_BACKEND", "none"),
-    ])
-    .await;
+    let _worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", server.url.as_str()),
+            ("NATS_USER", "worker"),
+            ("NATS_PASSWORD", "worker-secret"),
+            ("SANDBOX_BACKEND", "none"),
+        ])
+        .await;
     let (auditor, _) = server.connect("auditor", AUDITOR_INBOX).await;
     let mut audit = auditor
         .subscribe("openshell.audit.>")
@@ -96,14 +97,15 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
         return;
     };
     let url = server.url.as_str();
-    let _worker = WorkerProcess::start(&[
-        ("NATS_URL", url),
-        ("NATS_USER", "worker"),
-        ("NATS_PASSWORD", "worker-secret"),
-        ("SANDBOX_BACKEND", "none"),
-        ("OPENSHELL_DURABLE", "true"),
-    ])
-    .await;
+    let _worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url),
+            ("NATS_USER", "worker"),
+            ("NATS_PASSWORD", "worker-secret"),
+            ("SANDBOX_BACKEND", "none"),
+            ("OPENSHELL_DURABLE", "true"),
+        ])
+        .await;
     let agent = [
         ("NATS_URL", url),
         ("NATS_USER", "agent-acme"),
@@ -113,14 +115,18 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
     ];
 
     let exec = ["exec", "--lang", "bash", "-c", "echo core-acme"];
-    let out = support::cli(exec, &agent).await;
+    let out = OPENSHELL.cli(exec, &agent).await;
     assert!(out.status.success(), "exec as agent-acme: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "core-acme\n");
 
     let submit = ["submit", "--id", "acme-durable-1", "--lang", "bash"];
-    let out = support::cli(submit.into_iter().chain(["-c", "echo stored-acme"]), &agent).await;
+    let out = OPENSHELL
+        .cli(submit.into_iter().chain(["-c", "echo stored-acme"]), &agent)
+        .await;
     assert!(out.status.success(), "submit as agent-acme: {out:?}");
-    let out = support::cli(["result", "acme-durable-1", "--wait", "30s"], &agent).await;
+    let out = OPENSHELL
+        .cli(["result", "acme-durable-1", "--wait", "30s"], &agent)
+        .await;
     assert!(out.status.success(), "result as agent-acme: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stored-acme\n");
 
@@ -134,13 +140,16 @@ async fn agent_cli_exec_submit_and_result_work_with_the_agents_grants() {
         ("OPENSHELL_TENANT", "globex"),
     ];
     let submit = ["submit", "--id", "globex-secret-job", "--lang", "bash"];
-    let out = support::cli(
-        submit.into_iter().chain(["-c", "echo globex-only"]),
-        &globex,
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            submit.into_iter().chain(["-c", "echo globex-only"]),
+            &globex,
+        )
+        .await;
     assert!(out.status.success(), "submit as agent-globex: {out:?}");
-    let out = support::cli(["result", "globex-secret-job", "--wait", "30s"], &globex).await;
+    let out = OPENSHELL
+        .cli(["result", "globex-secret-job", "--wait", "30s"], &globex)
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "globex-only\n",
@@ -183,14 +192,15 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
         return;
     };
     let url = server.url.as_str();
-    let _worker = WorkerProcess::start(&[
-        ("NATS_URL", url),
-        ("NATS_USER", "worker"),
-        ("NATS_PASSWORD", "worker-secret"),
-        ("SANDBOX_BACKEND", "none"),
-        ("OPENSHELL_DURABLE", "true"),
-    ])
-    .await;
+    let _worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url),
+            ("NATS_USER", "worker"),
+            ("NATS_PASSWORD", "worker-secret"),
+            ("SANDBOX_BACKEND", "none"),
+            ("OPENSHELL_DURABLE", "true"),
+        ])
+        .await;
     let auditor = [
         ("NATS_URL", url),
         ("NATS_USER", "auditor"),
@@ -206,13 +216,17 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
 
     // Live: the tail is following before the job runs, and prints its events.
     let mut live = Tail::start(&["audit", "tail", "--tenant", "acme"], &auditor).await;
-    let out = support::cli(["exec", "--lang", "bash", "-c", "echo audited"], &agent).await;
+    let out = OPENSHELL
+        .cli(["exec", "--lang", "bash", "-c", "echo audited"], &agent)
+        .await;
     assert!(out.status.success(), "exec as agent-acme: {out:?}");
     let line = live.next_line().await;
     assert!(line.contains("tenant=acme"), "{line}");
 
     // Stored: every event of the job, from the stream, then the command ends.
-    let out = support::cli(["audit", "tail", "--since", "1h", "--no-follow"], &auditor).await;
+    let out = OPENSHELL
+        .cli(["audit", "tail", "--since", "1h", "--no-follow"], &auditor)
+        .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -235,7 +249,7 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
         "--tenant",
         "acme",
     ];
-    let out = support::cli(only_acme, &auditor).await;
+    let out = OPENSHELL.cli(only_acme, &auditor).await;
     assert!(out.status.success(), "audit tail --tenant acme: {out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("tenant=acme"),
@@ -250,7 +264,7 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
         "--tenant",
         "globex",
     ];
-    let out = support::cli(only_globex, &auditor).await;
+    let out = OPENSHELL.cli(only_globex, &auditor).await;
     assert!(out.status.success(), "audit tail --tenant globex: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{out:?}");
 
@@ -261,7 +275,9 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
     for _ in 0..3 {
         stored.push(job_of(&tail.next_line().await));
     }
-    let out = support::cli(["exec", "--lang", "bash", "-c", "echo again"], &agent).await;
+    let out = OPENSHELL
+        .cli(["exec", "--lang", "bash", "-c", "echo again"], &agent)
+        .await;
     assert!(out.status.success(), "second exec as agent-acme: {out:?}");
     for _ in 0..3 {
         let job = job_of(&tail.next_line().await);
@@ -272,7 +288,9 @@ async fn auditor_cli_tails_and_replays_audit_with_the_auditors_grants() {
     }
 
     // An agent lacks these grants: the CLI names the refused permission instead of timing out.
-    let out = support::cli(["audit", "tail", "--since", "1h", "--no-follow"], &agent).await;
+    let out = OPENSHELL
+        .cli(["audit", "tail", "--since", "1h", "--no-follow"], &agent)
+        .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -289,14 +307,15 @@ async fn auditor_cannot_publish_purge_or_delete() {
     let Some(server) = AccountsServer::start().await else {
         return;
     };
-    let _worker = WorkerProcess::start(&[
-        ("NATS_URL", server.url.as_str()),
-        ("NATS_USER", "worker"),
-        ("NATS_PASSWORD", "worker-secret"),
-        ("SANDBOX_BACKEND", "none"),
-        ("OPENSHELL_DURABLE", "true"),
-    ])
-    .await;
+    let _worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", server.url.as_str()),
+            ("NATS_USER", "worker"),
+            ("NATS_PASSWORD", "worker-secret"),
+            ("SANDBOX_BACKEND", "none"),
+            ("OPENSHELL_DURABLE", "true"),
+        ])
+        .await;
     let (auditor, mut errors) = server.connect("auditor", AUDITOR_INBOX).await;
     let refused = [
         "openshell.exec.none.acme",

@@ -3,14 +3,15 @@
 //! (`openshell config`, `doctor`, connect errors, the worker's "still waiting" log line), and a
 //! bad NATS setting stops a client command with the variable's name.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// The password the tests put in URLs; it must never appear in any output.
 const SECRET: &str = "hunter2-in-url";
@@ -28,12 +29,14 @@ async fn a_url_list_with_a_dead_first_server_works_for_worker_and_exec() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let dead = support::free_port();
+    let dead = openshell_test_support::free_port();
     let urls = format!("nats://127.0.0.1:{dead},{}", nats.url());
     let envs = [("NATS_URL", urls.as_str()), ("SANDBOX_BACKEND", "none")];
-    let _worker = WorkerProcess::start(&envs).await;
+    let _worker = OPENSHELL.worker(&envs).await;
 
-    let out = support::cli(["exec", "--lang", "bash", "-c", "echo listed"], &envs).await;
+    let out = OPENSHELL
+        .cli(["exec", "--lang", "bash", "-c", "echo listed"], &envs)
+        .await;
     assert!(out.status.success(), "exec with {urls}: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listed\n");
 }
@@ -46,7 +49,7 @@ async fn config_and_doctor_do_not_print_a_password_in_the_url() {
     let url = format!("nats://ops:{SECRET}@127.0.0.1:{}", nats.port());
     let envs = [("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")];
 
-    let out = support::cli(["config"], &envs).await;
+    let out = OPENSHELL.cli(["config"], &envs).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains(SECRET),
@@ -59,7 +62,7 @@ async fn config_and_doctor_do_not_print_a_password_in_the_url() {
         text(&out)
     );
 
-    let out = support::cli(["doctor"], &envs).await;
+    let out = OPENSHELL.cli(["doctor"], &envs).await;
     assert!(
         !text(&out).contains(SECRET),
         "doctor printed it: {}",
@@ -75,11 +78,13 @@ async fn config_and_doctor_do_not_print_a_password_in_the_url() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_errors_do_not_print_a_password_or_token_in_the_url() {
-    let dead = support::free_port();
+    let dead = openshell_test_support::free_port();
     let urls = format!("nats://ops:{SECRET}@127.0.0.1:{dead},nats://{SECRET}@127.0.0.1:{dead}");
     let envs = [("NATS_URL", urls.as_str()), ("SANDBOX_BACKEND", "none")];
 
-    let out = support::cli(["exec", "--lang", "bash", "-c", "echo no"], &envs).await;
+    let out = OPENSHELL
+        .cli(["exec", "--lang", "bash", "-c", "echo no"], &envs)
+        .await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains(SECRET),
@@ -92,7 +97,7 @@ async fn connect_errors_do_not_print_a_password_or_token_in_the_url() {
         text(&out)
     );
 
-    let out = support::cli(["doctor"], &envs).await;
+    let out = OPENSHELL.cli(["doctor"], &envs).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains(SECRET),
@@ -103,11 +108,12 @@ async fn connect_errors_do_not_print_a_password_or_token_in_the_url() {
 
     // A URL that does not parse is named, redacted too.
     let bad = format!("nats://ops:{SECRET}@127.0.0.1:port");
-    let out = support::cli(
-        ["exec", "--lang", "bash", "-c", "echo no"],
-        &[("NATS_URL", bad.as_str())],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            ["exec", "--lang", "bash", "-c", "echo no"],
+            &[("NATS_URL", bad.as_str())],
+        )
+        .await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains(SECRET),
@@ -123,18 +129,19 @@ async fn connect_errors_do_not_print_a_password_or_token_in_the_url() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_nats_setting_stops_a_client_command_and_names_the_variable() {
-    let out = support::cli(
-        ["exec", "--lang", "bash", "-c", "echo no"],
-        &[("NATS_TLS_REQUIRED", "maybe"), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            ["exec", "--lang", "bash", "-c", "echo no"],
+            &[("NATS_TLS_REQUIRED", "maybe"), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("NATS_TLS_REQUIRED"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_still_waiting_log_line_does_not_print_the_password() {
-    let dead = support::free_port();
+    let dead = openshell_test_support::free_port();
     let url = format!("nats://ops:{SECRET}@127.0.0.1:{dead}");
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_openshell"))
         .arg("worker")

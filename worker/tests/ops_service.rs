@@ -1,13 +1,14 @@
 //! The NATS micro service API against real processes: two workers answer `$SRV.PING`,
 //! `$SRV.INFO` and `$SRV.STATS`, and `openshell workers` lists them.
 
-mod support;
-
 use std::time::Duration;
 
 use futures::StreamExt;
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::{Openshell, WorkerProcess};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// Every reply to `subject` within one second.
 async fn gather(client: &async_nats::Client, subject: &str) -> Vec<serde_json::Value> {
@@ -27,13 +28,14 @@ async fn gather(client: &async_nats::Client, subject: &str) -> Vec<serde_json::V
 
 async fn worker(nats: &NatsServer, id: &str) -> WorkerProcess {
     let url = nats.url();
-    WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "none"),
-        ("OPENSHELL_WORKER_ID", id),
-        ("OPENSHELL_SLOTS", "3"),
-    ])
-    .await
+    OPENSHELL
+        .worker(&[
+            ("NATS_URL", url.as_str()),
+            ("SANDBOX_BACKEND", "none"),
+            ("OPENSHELL_WORKER_ID", id),
+            ("OPENSHELL_SLOTS", "3"),
+        ])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,14 +74,18 @@ async fn two_workers_answer_ping_info_and_stats() {
     assert_eq!(data["ready"], true);
 
     let url = nats.url();
-    let out = support::cli(["workers", "--json"], &[("NATS_URL", url.as_str())]).await;
+    let out = OPENSHELL
+        .cli(["workers", "--json"], &[("NATS_URL", url.as_str())])
+        .await;
     assert!(out.status.success(), "{out:?}");
     let listed: Vec<serde_json::Value> =
         serde_json::from_slice(&out.stdout).expect("workers --json prints JSON");
     let ids: Vec<_> = listed.iter().map(|w| w["worker_id"].clone()).collect();
     assert_eq!(ids, ["worker-a", "worker-b"]);
 
-    let table = support::cli(["workers"], &[("NATS_URL", url.as_str())]).await;
+    let table = OPENSHELL
+        .cli(["workers"], &[("NATS_URL", url.as_str())])
+        .await;
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains("worker-a") && text.contains("healthy") && text.contains("0/3"),
@@ -93,11 +99,12 @@ async fn workers_fails_when_none_answers() {
         return;
     };
     let url = nats.url();
-    let out = support::cli(
-        ["workers", "--wait", "300ms"],
-        &[("NATS_URL", url.as_str())],
-    )
-    .await;
+    let out = OPENSHELL
+        .cli(
+            ["workers", "--wait", "300ms"],
+            &[("NATS_URL", url.as_str())],
+        )
+        .await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no worker answered"),

@@ -3,16 +3,17 @@
 //! result, every audit event of the job and the job's JSON log lines; an invalid one is ignored
 //! and the job still runs.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use openshell_protocol::{AuditEvent, ExecRequest, ExecResult, Verdict};
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 const HEADER_TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const FIELD_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
@@ -53,8 +54,9 @@ async fn traceparent_reaches_the_result_audit_events_and_logs() {
         return;
     };
     let url = nats.url();
-    let mut worker =
-        WorkerProcess::local(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")]).await;
+    let mut worker = OPENSHELL
+        .local_worker(&nats, &[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")])
+        .await;
     let client = async_nats::connect(&url).await.expect("connect");
     let mut audit = client
         .subscribe("openshell.audit.>")
@@ -143,7 +145,9 @@ async fn traceparent_header_of_a_queued_job_reaches_its_stored_result() {
         return;
     };
     let url = nats.url();
-    let _worker = WorkerProcess::local(&nats, &[("OPENSHELL_DURABLE", "true")]).await;
+    let _worker = OPENSHELL
+        .local_worker(&nats, &[("OPENSHELL_DURABLE", "true")])
+        .await;
     let client = async_nats::connect(url.as_str()).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client.clone());
     let payload = serde_json::to_vec(&request("queued", None)).expect("encode request");

@@ -15,7 +15,9 @@
 //! `processes` entry differs from the README's (workers run as root there) and is skipped.
 
 mod durable;
-mod support;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 #[path = "../../protocol/tests/readme/mod.rs"]
 mod readme;
@@ -30,10 +32,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use openshell_protocol::schema::Message;
 use openshell_protocol::{AuditEvent, AuditEventType, DurationMs, ExecRequest};
+use openshell_test_support::Openshell;
+use openshell_test_support::dockerd;
+use openshell_test_support::nats::NatsServer;
 use readme::{Example, Kind};
 use serde_json::{Value, json};
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
 
 /// The tenant every example runs as.
 const TENANT: &str = "default";
@@ -529,21 +532,22 @@ async fn cancel_while_queued(
 async fn readme_examples_on_the_docker_backend() {
     let readme = Readme::load();
     let requests = readme.requests_for("docker");
-    if requests.is_empty() || !support::dockerd::available() {
+    if requests.is_empty() || !dockerd::available() {
         return;
     }
     let Some(nats) = NatsServer::start().await else {
         return;
     };
     let url = nats.url();
-    let image = support::dockerd::image();
-    let worker = WorkerProcess::start(&[
-        ("NATS_URL", url.as_str()),
-        ("SANDBOX_BACKEND", "docker"),
-        ("SANDBOX_DOCKER_IMAGE", image.as_str()),
-        ("OPENSHELL_WORKER_ID", DOCKER_WORKER),
-    ])
-    .await;
+    let image = dockerd::image();
+    let worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url.as_str()),
+            ("SANDBOX_BACKEND", "docker"),
+            ("SANDBOX_DOCKER_IMAGE", image.as_str()),
+            ("OPENSHELL_WORKER_ID", DOCKER_WORKER),
+        ])
+        .await;
     let client = agent(&nats).await;
     for request in requests {
         assert!(

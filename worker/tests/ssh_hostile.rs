@@ -1,16 +1,15 @@
 //! Hostile code at once (fork bomb, memory bomb, infinite loop, output flood) is contained by
 //! the limits on the host, and the backend keeps serving.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use openshell_backend::{Ending, Job};
 use openshell_protocol::{ByteSize, DurationMs};
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, marker, run};
-use support::sshd::{SshdBackend, processes_with};
+use openshell_test_support::jobs::{bash_job, marker, run};
+use openshell_test_support::process::processes_with;
+use openshell_test_support::sshd::SshdBackend;
 
 fn python(code: &str) -> Job {
     let mut job = bash_job("");

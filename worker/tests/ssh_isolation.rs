@@ -3,8 +3,6 @@
 //! test's own view of it), that no process of the job survives, and that the next job, with
 //! a secret in its environment, runs unharmed.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,8 +11,9 @@ use openshell_backend::{Backend, Ending, Execution, Job};
 use openshell_protocol::{DurationMs, EnforcementStatus, LimitName};
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, marker, run};
-use support::sshd::{SshdBackend, TEST_USER, processes_with};
+use openshell_test_support::jobs::{bash_job, marker, run};
+use openshell_test_support::process::processes_with;
+use openshell_test_support::sshd::{SshdBackend, TEST_USER};
 
 /// Where prepare.sh keeps the transport user's key.
 const AUTHORIZED_KEYS: &str = "/etc/openshell/authorized_keys";
@@ -385,7 +384,7 @@ async fn cpu_time_dodged_by_forking_is_bounded_by_the_job_cgroup() {
     let planned = &ssh.backend.capabilities()[&LimitName::CpuTime];
     if planned.status != EnforcementStatus::Enforced {
         assert!(
-            !support::in_ci(),
+            !openshell_test_support::in_ci(),
             "this host's sandbox has no CPU accounting cgroup: {planned:?}"
         );
         eprintln!("SKIP: no CPU accounting cgroup on this host: {planned:?}");

@@ -2,16 +2,15 @@
 //! the host finds no process with the job's marker, not even one that left the job's session;
 //! and a signal sshd cannot name still comes back by number.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use openshell_backend::Ending;
 use openshell_protocol::{ByteSize, DurationMs};
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, marker, run};
-use support::sshd::{SshdBackend, processes_with};
+use openshell_test_support::jobs::{bash_job, marker, run};
+use openshell_test_support::process::processes_with;
+use openshell_test_support::sshd::SshdBackend;
 
 /// A job that prints its directory, leaves a background process and a new session named
 /// `marker`, and loops.

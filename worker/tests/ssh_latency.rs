@@ -2,8 +2,6 @@
 //! through an OpenSSH ControlMaster socket, same host, same run. Ignored by default:
 //! `cargo test --release -p openshell-worker --test ssh_latency -- --ignored --nocapture`.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -12,8 +10,8 @@ use openshell_backend::Job;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, run};
-use support::sshd::{SshdBackend, TEST_USER};
+use openshell_test_support::jobs::{bash_job, run};
+use openshell_test_support::sshd::{SshdBackend, TEST_USER};
 
 /// Samples per method.
 const SAMPLES: usize = 60;

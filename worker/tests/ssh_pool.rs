@@ -1,8 +1,6 @@
 //! Pooled connections: concurrent jobs share connections (8 channels each), and channels are
 //! closed so that thousands of jobs never hit sshd's MaxSessions.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,8 +8,8 @@ use std::time::Duration;
 use openshell_backend::Backend;
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, run};
-use support::sshd::SshdBackend;
+use openshell_test_support::jobs::{bash_job, run};
+use openshell_test_support::sshd::SshdBackend;
 
 /// Runs `count` copies of `script` at once and returns how many succeeded.
 async fn burst(ssh: &Arc<SshdBackend>, count: usize, script: &str) -> usize {

@@ -1,8 +1,6 @@
 //! Broken connections: an sshd restart mid-run gives the in-flight job a clear error and
 //! kills its processes, later jobs succeed; a down host is skipped until it recovers.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use openshell_backend::Backend;
@@ -10,8 +8,9 @@ use openshell_backend_ssh::{SshBackend, SshSettings};
 use openshell_protocol::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
-use support::jobs::{bash_job, marker, run};
-use support::sshd::{Sshd, SshdBackend, processes_with};
+use openshell_test_support::jobs::{bash_job, marker, run};
+use openshell_test_support::process::processes_with;
+use openshell_test_support::sshd::{Sshd, SshdBackend};
 
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

@@ -1,15 +1,18 @@
 //! The SSH backend refuses what OpenSSH would: unknown or changed host keys, keys the server
 //! does not accept, private keys others can read, and root.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
 use openshell_backend::BackendError;
 use openshell_backend_ssh::{SshBackend, SshSettings};
 use openshell_protocol::ErrorKind;
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
 
-use support::sshd::{Sshd, keygen};
+use openshell_test_support::sshd::{Sshd, keygen};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 async fn start(settings: SshSettings) -> Result<SshBackend, BackendError> {
     SshBackend::start(settings, &openshell_backend::PoolContext::bare("ssh")).await
@@ -158,7 +161,7 @@ async fn an_unreachable_host_is_a_connection_failure_naming_it() {
     let Some(sshd) = Sshd::start().await else {
         return;
     };
-    let port = support::free_port();
+    let port = openshell_test_support::free_port();
     let settings = SshSettings {
         hosts: vec![format!("127.0.0.1:{port}")],
         ..sshd.settings()
@@ -201,7 +204,7 @@ async fn openshell_doctor_checks_the_ssh_hosts_sandbox() {
     let Some(sshd) = Sshd::start().await else {
         return;
     };
-    let Some(nats) = support::nats::NatsServer::start().await else {
+    let Some(nats) = NatsServer::start().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +228,9 @@ async fn openshell_doctor_checks_the_ssh_hosts_sandbox() {
         let url = nats.url();
         async move {
             let config = config.display().to_string();
-            let out = support::cli(["doctor", "--config", &config], &[("NATS_URL", &url)]).await;
+            let out = OPENSHELL
+                .cli(["doctor", "--config", &config], &[("NATS_URL", &url)])
+                .await;
             (
                 out.status.success(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,12 +1,10 @@
-//! The test support module starts a real nats-server that survives a restart.
-
-mod support;
+//! The test-support crate starts a real nats-server that survives a restart.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use support::nats::NatsServer;
+use openshell_test_support::nats::NatsServer;
 
 #[tokio::test]
 async fn nats_server_roundtrip_and_restart_keeps_jetstream_store() {

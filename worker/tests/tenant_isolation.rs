@@ -8,8 +8,6 @@
 //! cross-worker job identity of durable mode.
 
 mod durable;
-mod ops;
-mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,10 +15,13 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use openshell_protocol::{AuditEvent, AuditEventType, ErrorKind, ExecRequest, ExecResult, Verdict};
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::nats::accounts::{AccountsServer, violation};
+use openshell_test_support::{Openshell, WorkerProcess};
 use openshell_worker::durable::client::DurableClient;
-use ops::accounts::{AccountsServer, violation};
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// A durable worker on the local backend, as the `worker` user of `accounts.conf`.
 async fn worker(server: &AccountsServer, id: &str) -> WorkerProcess {
@@ -31,7 +32,7 @@ async fn worker(server: &AccountsServer, id: &str) -> WorkerProcess {
         ("OPENSHELL_DURABLE", "true"),
         ("OPENSHELL_WORKER_ID", id),
     ]);
-    WorkerProcess::start(&envs).await
+    OPENSHELL.worker(&envs).await
 }
 
 fn request(id: &str, script: &str) -> bytes::Bytes {
@@ -372,15 +373,16 @@ async fn a_flood_is_refused_as_overloaded_and_others_still_run() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let worker = WorkerProcess::local(
-        &nats,
-        &[
-            ("OPENSHELL_SLOTS", "2"),
-            ("OPENSHELL_MAX_WAITING", "64"),
-            ("OPENSHELL_TENANT_MAX_WAITING", "16"),
-        ],
-    )
-    .await;
+    let worker = OPENSHELL
+        .local_worker(
+            &nats,
+            &[
+                ("OPENSHELL_SLOTS", "2"),
+                ("OPENSHELL_MAX_WAITING", "64"),
+                ("OPENSHELL_TENANT_MAX_WAITING", "16"),
+            ],
+        )
+        .await;
     let pid = worker.pid().expect("worker pid");
     let flooder = async_nats::connect(nats.url()).await.expect("connect");
     let inbox = "_INBOX.flooder";

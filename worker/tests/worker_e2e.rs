@@ -1,8 +1,6 @@
 //! The whole path through real processes: a nats-server, an `openshell worker` on the local
 //! backend, and clients (the typed client, raw NATS, the CLI).
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -11,8 +9,11 @@ use futures::StreamExt;
 use openshell_protocol::{
     AuditEvent, AuditEventType, Client, ErrorKind, ExecRequest, ExecResult, Limits, Verdict,
 };
-use support::nats::NatsServer;
-use support::worker::WorkerProcess;
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::{Openshell, WorkerProcess};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// A nats-server plus one worker on the `none` backend; None when nats-server is missing
 /// outside CI.
@@ -25,7 +26,7 @@ async fn stack(extra: &[(&str, &str)]) -> Option<(NatsServer, WorkerProcess, Cli
         ("LOG_LEVEL", "info"),
     ];
     envs.extend_from_slice(extra);
-    let worker = WorkerProcess::start(&envs).await;
+    let worker = OPENSHELL.worker(&envs).await;
     let client = Client::connect(&url).await.expect("client connects");
     Some((nats, worker, client))
 }
@@ -40,11 +41,12 @@ async fn cli_exec_prints_42() {
         return;
     };
     let url = nats.url();
-    let output = support::cli(
-        ["exec", "--lang", "python", "-c", "print(6*7)"],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let output = OPENSHELL
+        .cli(
+            ["exec", "--lang", "python", "-c", "print(6*7)"],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "42\n",
@@ -53,26 +55,28 @@ async fn cli_exec_prints_42() {
     );
     assert_eq!(output.status.code(), Some(0));
 
-    let output = support::cli(
-        [
-            "exec",
-            "--command",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 3",
-        ],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let output = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--command",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
     assert_eq!(output.status.code(), Some(3));
 
-    let output = support::cli(
-        ["exec", "--timeout", "300ms", "--command", "sleep", "5"],
-        &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
-    )
-    .await;
+    let output = OPENSHELL
+        .cli(
+            ["exec", "--timeout", "300ms", "--command", "sleep", "5"],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
     assert_eq!(
         output.status.code(),
         Some(124),
@@ -447,15 +451,16 @@ async fn sigterm_lets_running_jobs_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_command_redacts_secrets() {
-    let output = support::cli(
-        ["config"],
-        &[
-            ("NATS_PASSWORD", "hunter2"),
-            ("NATS_USER", "agent"),
-            ("LOG_LEVEL", "debug"),
-        ],
-    )
-    .await;
+    let output = OPENSHELL
+        .cli(
+            ["config"],
+            &[
+                ("NATS_PASSWORD", "hunter2"),
+                ("NATS_USER", "agent"),
+                ("LOG_LEVEL", "debug"),
+            ],
+        )
+        .await;
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -467,7 +472,9 @@ async fn config_command_redacts_secrets() {
         "{text}"
     );
     assert!(text.contains("log_level = \"debug\""), "{text}");
-    let output = support::cli(["config"], &[("SANDBOX_DOCKER_MEMORY", "lots")]).await;
+    let output = OPENSHELL
+        .cli(["config"], &[("SANDBOX_DOCKER_MEMORY", "lots")])
+        .await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SANDBOX_DOCKER_MEMORY"));
 }

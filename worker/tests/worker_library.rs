@@ -1,47 +1,20 @@
 //! The worker as a library, against a real nats-server: `Worker::start` with a backend the
-//! caller registered serves jobs on it, and stops taking them on shutdown; a pool naming a
+//! caller registered (the example backend of `examples/nice-backend/`, exactly as README's
+//! "yours" row says) serves jobs on it, and stops taking them on shutdown; a pool naming a
 //! backend nobody registered fails the start with a typed error.
-
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use openshell_backend::{
-    Backend, BackendError, BackendKind, Capabilities, Execution, Job, JobControl, Stream,
-};
+use openshell_backend::{Backend, BackendKind};
+use openshell_backend_local::LocalBackend;
+use openshell_example_nice_backend::NiceBackend;
 use openshell_protocol::{ExecRequest, ExecResult, Verdict};
+use openshell_test_support::nats::NatsServer;
 use openshell_worker::config::{Config, PoolConfig};
 use openshell_worker::registry::BackendRegistry;
 use openshell_worker::{Worker, WorkerError};
-use support::nats::NatsServer;
-
-/// A backend written outside the worker: prints its argv instead of running it.
-struct Echo;
-
-#[async_trait]
-impl Backend for Echo {
-    fn kind(&self) -> &'static str {
-        "echo"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-    }
-
-    async fn health(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {
-        control
-            .output
-            .write(Stream::Stdout, job.argv.join(" ").as_bytes());
-        Ok(Execution::exited(0))
-    }
-}
 
 /// One pool `pool` on backend `backend`, on `nats`, metrics on a free port.
 fn config(nats: &NatsServer, pool: &str, backend: &str) -> Config {
@@ -49,9 +22,7 @@ fn config(nats: &NatsServer, pool: &str, backend: &str) -> Config {
     config.nats.urls = vec![nats.url()];
     config.worker.id = "library-worker".to_string();
     config.worker.metrics_addr = "127.0.0.1:0".parse().expect("address");
-    let mut pool_config = PoolConfig::for_backend(BackendKind::Other(backend.to_string()));
-    // Echo enforces nothing; the pool says that is fine.
-    pool_config.allow_unenforced_limits = true;
+    let pool_config = PoolConfig::for_backend(BackendKind::Other(backend.to_string()));
     config.pools.insert(pool.to_string(), pool_config);
     config
 }
@@ -61,14 +32,17 @@ async fn a_registered_backend_serves_jobs_until_shutdown() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let registry = BackendRegistry::new().register("echo", |_pool, _context| async {
-        Ok(Arc::new(Echo) as Arc<dyn Backend>)
-    });
-    let worker = Worker::start(config(&nats, "echoes", "echo"), registry)
+    // The pool's own settings reach the registered backend: here its `local` section.
+    let registry =
+        BackendRegistry::new().register("nice", |pool: PoolConfig, _context| async move {
+            let local = LocalBackend::new(pool.local)?;
+            Ok(Arc::new(NiceBackend::new(local)) as Arc<dyn Backend>)
+        });
+    let worker = Worker::start(config(&nats, "batch", "nice"), registry)
         .await
         .expect("the worker starts");
     assert_eq!(worker.worker_id(), "library-worker");
-    assert_eq!(worker.pools(), ["echoes"]);
+    assert_eq!(worker.pools(), ["batch"]);
     assert_ne!(
         worker.metrics_addr().port(),
         0,
@@ -76,18 +50,19 @@ async fn a_registered_backend_serves_jobs_until_shutdown() {
     );
 
     let client = async_nats::connect(nats.url()).await.expect("connect");
-    let request = ExecRequest::command("lib-1", vec!["echo".into(), "hello".into()]);
+    // `nice` with no arguments prints the niceness it runs at.
+    let request = ExecRequest::command("lib-1", vec!["nice".into()]);
     let payload = Bytes::from(serde_json::to_vec(&request).expect("encode"));
     let reply = client
-        .request("openshell.exec.echoes.acme", payload.clone())
+        .request("openshell.exec.batch.acme", payload.clone())
         .await
         .expect("a reply");
     let result: ExecResult = serde_json::from_slice(&reply.payload).expect("a result");
     assert_eq!(result.status, Verdict::Completed, "{result:?}");
-    assert_eq!(result.stdout.to_text_lossy(), "echo hello");
+    assert_eq!(result.stdout.to_text_lossy(), "19\n");
     assert_eq!(
         (result.backend.as_str(), result.worker_id.as_str()),
-        ("echo", "library-worker")
+        ("nice", "library-worker")
     );
 
     tokio::time::timeout(Duration::from_secs(30), worker.shutdown())
@@ -95,7 +70,7 @@ async fn a_registered_backend_serves_jobs_until_shutdown() {
         .expect("the worker drains within 30 s");
     let after = tokio::time::timeout(
         Duration::from_secs(5),
-        client.request("openshell.exec.echoes.acme", payload),
+        client.request("openshell.exec.batch.acme", payload),
     )
     .await;
     assert!(

@@ -1,6 +1,8 @@
-//! Durable-mode test helpers: a nats-server with JetStream, durable workers on the local
-//! backend, and readers of the results and audit streams. Include with `mod durable;` next
-//! to `mod support;`.
+//! Durable-mode test helpers: durable workers on the local backend, clients of the worker's
+//! durable API, and readers of its results and audit streams. Include with `mod durable;`.
+//!
+//! Not in `openshell-test-support`: it reads the worker's own durable streams through
+//! `openshell_worker::durable`, and the support crate must not depend on the worker.
 
 #![allow(dead_code)]
 
@@ -8,11 +10,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use openshell_protocol::{AuditEvent, ExecRequest, ExecResult};
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::{Openshell, WorkerProcess};
 use openshell_worker::durable::client::DurableClient;
 use openshell_worker::durable::streams::{AUDIT, RESULTS};
 
-use crate::support::nats::NatsServer;
-use crate::support::worker::WorkerProcess;
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
 
 /// Starts a durable worker on `nats` with `extra` variables.
 pub async fn worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> WorkerProcess {
@@ -25,7 +29,7 @@ pub async fn worker(nats: &NatsServer, id: &str, extra: &[(&str, &str)]) -> Work
         ("LOG_LEVEL", "info"),
     ];
     envs.extend_from_slice(extra);
-    WorkerProcess::start(&envs).await
+    OPENSHELL.worker(&envs).await
 }
 
 /// A client connection and the durable client over it.

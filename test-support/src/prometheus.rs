@@ -1,4 +1,5 @@
-//! A throw-away Prometheus server on a free loopback port, scraping given targets every second.
+//! A throw-away Prometheus server on a free loopback port, scraping given targets every second;
+//! killed on drop.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,9 +17,9 @@ impl PrometheusServer {
     /// Starts `prometheus` scraping `targets` (host:port), or `None` when it is not installed
     /// outside CI.
     pub async fn start(targets: &[&str]) -> Option<PrometheusServer> {
-        let bin = super::tool("prometheus", "run deploy/setup.sh --install-only")?;
+        let bin = crate::tool("prometheus", "run deploy/setup.sh --install-only")?;
         let dir = tempfile::tempdir().expect("tempdir for prometheus");
-        let port = free_port();
+        let port = crate::free_port();
         let addr = format!("127.0.0.1:{port}");
         let targets = targets
             .iter()
@@ -62,7 +63,7 @@ impl PrometheusServer {
         let deadline = Instant::now() + within;
         let path = format!("/api/v1/query?query={}", encode(query));
         while Instant::now() < deadline {
-            let (status, body) = super::http_get(&self.addr, &path, "application/json").await;
+            let (status, body) = crate::http::get(&self.addr, &path, "application/json").await;
             if status == 200 {
                 let json: serde_json::Value = serde_json::from_str(&body).expect("query JSON");
                 if let Some(value) = json["data"]["result"][0]["value"][1].as_str() {
@@ -78,7 +79,7 @@ impl PrometheusServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if tokio::net::TcpStream::connect(&self.addr).await.is_ok() {
-                let (status, _) = super::http_get(&self.addr, "/-/ready", "text/plain").await;
+                let (status, _) = crate::http::get(&self.addr, "/-/ready", "text/plain").await;
                 if status == 200 {
                     return;
                 }
@@ -91,14 +92,8 @@ impl PrometheusServer {
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::kill_and_reap(&mut self.child);
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
 }
 
 fn encode(query: &str) -> String {

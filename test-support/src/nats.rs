@@ -1,5 +1,8 @@
-//! A throw-away `nats-server` with JetStream, on a free loopback port.
+//! A throw-away `nats-server` with JetStream on a loopback port the server picks itself.
 
+pub mod accounts;
+
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -7,18 +10,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tempfile::TempDir;
+
+use crate::process;
 
 /// How long the server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful stop may take before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The log of the server's stdout and stderr, in its directory.
+const LOG: &str = "nats-server.log";
 
 /// A running `nats-server`; killed on drop, its files removed with it.
 pub struct NatsServer {
     bin: PathBuf,
+    /// 0 until the first start, when the server picks it; kept across restarts.
     port: u16,
     dir: TempDir,
     child: Option<Child>,
@@ -28,19 +34,11 @@ impl NatsServer {
     /// Starts a server, or returns `None` (with a skip message) when the binary is
     /// missing outside CI. Under `CI=true` a missing binary panics.
     pub async fn start() -> Option<NatsServer> {
-        let Some(bin) = find_binary() else {
-            if super::in_ci() {
-                panic!("nats-server not found: run deploy/setup.sh");
-            }
-            eprintln!("SKIP: nats-server not found (set NATS_SERVER_BIN or run deploy/setup.sh)");
-            return None;
-        };
+        let bin = binary()?;
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
-        let port = super::free_port();
-        write_config(dir.path(), port);
         let mut server = NatsServer {
-            bin: bin.clone(),
-            port,
+            bin,
+            port: 0,
             dir,
             child: None,
         };
@@ -60,28 +58,15 @@ impl NatsServer {
 
     /// Stops the server (SIGTERM, SIGKILL after a timeout); a no-op if stopped.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-        // ESRCH only means it already exited; try_wait below reaps it either way.
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait().expect("wait for nats-server").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(mut child) = self.child.take() {
+            process::terminate(&mut child, STOP_TIMEOUT).await;
         }
     }
 
     /// Kills the server with SIGKILL, as a crash would; a no-op if stopped.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            process::kill_and_reap(&mut child);
         }
     }
 
@@ -98,15 +83,12 @@ impl NatsServer {
 
     /// Everything the server wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("nats-server.log"))
-            .expect("open nats-server log");
+        write_config(self.dir.path(), self.port);
+        let log = append(&self.dir.path().join(LOG));
         let child = Command::new(&self.bin)
             .arg("--config")
             .arg(self.dir.path().join("nats-server.conf"))
@@ -115,7 +97,9 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
-        self.child = Some(child);
+        let child = self.child.insert(child);
+        let dir = self.dir.path();
+        self.port = picked_port(child, dir, || logs_in(dir)).await;
         self.wait_ready().await;
     }
 
@@ -148,10 +132,68 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            process::kill_and_reap(&mut child);
         }
     }
+}
+
+/// The `nats-server` binary, or `None` with a skip message; under CI a missing one panics.
+pub(crate) fn binary() -> Option<PathBuf> {
+    let found = find_binary();
+    if found.is_none() {
+        if crate::in_ci() {
+            panic!("nats-server not found: run deploy/setup.sh");
+        }
+        eprintln!("SKIP: nats-server not found (set NATS_SERVER_BIN or run deploy/setup.sh)");
+    }
+    found
+}
+
+/// Opens `path` for appending, creating it; a server's log across restarts.
+pub(crate) fn append(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("open {}: {error}", path.display()))
+}
+
+fn logs_in(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(LOG)).unwrap_or_default()
+}
+
+/// The client port `child` listens on, read from the ports file it writes into `dir` once its
+/// listeners are up (`ports_file_dir`); panics with `logs` if it exits or takes too long.
+pub(crate) async fn picked_port(child: &mut Child, dir: &Path, logs: impl Fn() -> String) -> u16 {
+    let ports_file = dir.join(format!("nats-server_{}.ports", child.id()));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(port) = client_port(&ports_file) {
+            return port;
+        }
+        if let Some(status) = child.try_wait().expect("poll nats-server") {
+            panic!(
+                "nats-server exited with {status} before listening:\n{}",
+                logs()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "nats-server wrote no {} within {READY_TIMEOUT:?}:\n{}",
+                ports_file.display(),
+                logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The port of the first client URL in a ports file, `{"nats":["nats://127.0.0.1:PORT"]}`;
+/// `None` while the file is missing or half-written.
+fn client_port(ports_file: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(ports_file).ok()?;
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    ports["nats"][0].as_str()?.rsplit_once(':')?.1.parse().ok()
 }
 
 /// True when something on the port sends a NATS `INFO` line.
@@ -165,11 +207,17 @@ fn greets(port: u16) -> bool {
     BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
 }
 
-/// Loopback only, JetStream on; the server adds `jetstream/` under `store_dir`.
+/// Loopback only, JetStream on; the server adds `jetstream/` under `store_dir`. Port 0 asks
+/// the server to pick one (`-1` in its configuration) and report it in a ports file.
 fn write_config(dir: &Path, port: u16) {
+    let listen = if port == 0 {
+        "-1".to_string()
+    } else {
+        port.to_string()
+    };
+    let quoted = format!("{:?}", dir.display().to_string());
     let config = format!(
-        "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n}}\n",
-        dir.display().to_string()
+        "listen: 127.0.0.1:{listen}\nports_file_dir: {quoted}\njetstream {{\n  store_dir: {quoted}\n}}\n"
     );
     std::fs::write(dir.join("nats-server.conf"), config).expect("write nats-server.conf");
 }

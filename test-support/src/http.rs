@@ -1,18 +1,12 @@
-//! Helpers of the operations tests: a tiny HTTP GET, the worker's metrics address, tool lookup,
-//! and a throw-away Prometheus server. Include with `mod ops;` next to `mod support;`.
+//! A tiny HTTP/1.1 GET over a fresh connection, enough for `/metrics`, `/healthz` and the
+//! Prometheus API without an HTTP client in the tests.
 
-#![allow(dead_code)]
-
-pub mod accounts;
-pub mod prometheus;
-
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET http://addr/path` with `accept`; returns the status code and the body.
-pub async fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String) {
+/// `GET http://addr/path` with `accept`; returns the status code and the (de-chunked) body.
+pub async fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|error| panic!("connect to {addr}: {error}"));
@@ -58,36 +52,4 @@ fn dechunk(body: &str) -> String {
         rest = tail[size..].trim_start_matches("\r\n");
     }
     out
-}
-
-/// The metrics address the worker logged ("metrics on http://ADDR/metrics").
-pub fn metrics_addr(logs: &str) -> String {
-    logs.lines()
-        .find_map(|line| {
-            let start = line.find("metrics on http://")? + "metrics on http://".len();
-            let rest = &line[start..];
-            Some(rest[..rest.find("/metrics")?].to_string())
-        })
-        .unwrap_or_else(|| panic!("worker did not log its metrics address:\n{logs}"))
-}
-
-/// A tool on PATH, or `None` with a skip message; under CI a missing tool fails the test.
-pub fn tool(name: &str, install: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1")) {
-            panic!("{name} not found under CI: {install}");
-        }
-        eprintln!("SKIP: {name} not found ({install})");
-    }
-    found
-}
-
-/// The repository's `deploy/` directory.
-pub fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }

@@ -5,12 +5,13 @@
 //! own host key and known_hosts file, includes the `Match` block prepare.sh wrote, and is
 //! killed on drop.
 //!
-//! prepare.sh runs once per machine and version of the scripts (a stamp under
-//! [`PREPARED_DIR`], taken under a lock, so concurrent test processes wait for one run).
+//! sshd cannot pick its own port and report it, so the server gets [`crate::free_port`].
 
-use std::collections::hash_map::DefaultHasher;
-use std::fs::File;
-use std::hash::{Hash, Hasher};
+mod backend;
+mod prepare;
+
+pub use backend::SshdBackend;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -18,29 +19,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 use openshell_backend_ssh::SshSettings;
 use openshell_protocol::DurationMs;
 use tempfile::TempDir;
 
+use crate::process;
+
 /// The OpenSSH server binary.
 const SSHD: &str = "/usr/sbin/sshd";
 /// The transport user the tests log in as (prepare.sh --user).
 pub const TEST_USER: &str = "openshell-test";
-/// The host set-up under test.
-const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/prepare.sh");
-/// The sandbox helper prepare.sh installs, and pid 1 of each sandbox.
-const HELPER_SOURCES: [&str; 2] = [
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox"),
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/ssh-host/sandbox-init"
-    ),
-];
-/// The client key prepare.sh authorizes, and the stamps of its runs.
-const PREPARED_DIR: &str = "/var/lib/openshell-test";
 /// Tools prepare.sh installs that the tests cannot do without.
 const TOOLS: [&str; 3] = [SSHD, "/usr/bin/bwrap", "/usr/bin/sudo"];
 /// How long the server may take to greet.
@@ -58,32 +48,15 @@ impl Sshd {
     /// with a skip message when a tool or root is missing outside CI. Under `CI=true` a
     /// missing tool panics.
     pub async fn start() -> Option<Sshd> {
-        if let Some(missing) = TOOLS.iter().find(|tool| !Path::new(tool).exists()) {
-            if super::in_ci() {
-                panic!(
-                    "{missing} not found: run deploy/setup.sh --install-only (installs openssh-server, sudo, bubblewrap)"
-                );
-            }
-            eprintln!("SKIP: {missing} not found (deploy/setup.sh --install-only installs it)");
+        if !can_run() {
             return None;
         }
-        if !Uid::effective().is_root() {
-            if super::in_ci() {
-                panic!(
-                    "the SSH tests run deploy/ssh-host/prepare.sh and start sshd: run them as root"
-                );
-            }
-            eprintln!(
-                "SKIP: the SSH tests need root (they run deploy/ssh-host/prepare.sh and start sshd)"
-            );
-            return None;
-        }
-        let client_key = ensure_prepared();
+        let client_key = prepare::ensure_prepared();
         let dir = tempfile::tempdir().expect("tempdir for sshd");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let mut sshd = Sshd {
-            port: super::free_port(),
+            port: crate::free_port(),
             dir,
             child: None,
         };
@@ -159,8 +132,7 @@ impl Sshd {
         let listener = i32::try_from(child.id()).expect("pid fits i32");
         let serving = sshd_descendants(listener);
         // The listener first, so no connection is accepted half-way while the rest go.
-        let _ = child.kill();
-        let _ = child.wait();
+        process::kill_and_reap(&mut child);
         for pid in serving.into_iter().chain(sshd_descendants(listener)) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -190,15 +162,10 @@ impl Sshd {
             return Vec::new();
         };
         let listener = i32::try_from(listener).expect("pid fits i32");
-        descendants(listener)
+        process::descendants(listener)
             .into_iter()
-            .filter(|(pid, _)| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                String::from_utf8_lossy(&cmdline)
-                    .replace('\0', " ")
-                    .contains(pattern)
-            })
             .map(|(pid, _)| pid)
+            .filter(|pid| process::cmdline(*pid).contains(pattern))
             .collect()
     }
 
@@ -296,64 +263,36 @@ impl Drop for Sshd {
     }
 }
 
-/// Pids of live processes whose command line contains `marker`.
-pub fn processes_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) && pid != std::process::id() as i32 {
-            found.push(pid);
+/// True when the tools and root the server needs are here; otherwise a skip message, or a
+/// panic under CI.
+fn can_run() -> bool {
+    if let Some(missing) = TOOLS.iter().find(|tool| !Path::new(tool).exists()) {
+        if crate::in_ci() {
+            panic!(
+                "{missing} not found: run deploy/setup.sh --install-only (installs openssh-server, sudo, bubblewrap)"
+            );
         }
+        eprintln!("SKIP: {missing} not found (deploy/setup.sh --install-only installs it)");
+        return false;
     }
-    found
+    if !Uid::effective().is_root() {
+        if crate::in_ci() {
+            panic!("the SSH tests run deploy/ssh-host/prepare.sh and start sshd: run them as root");
+        }
+        eprintln!(
+            "SKIP: the SSH tests need root (they run deploy/ssh-host/prepare.sh and start sshd)"
+        );
+        return false;
+    }
+    true
 }
 
 /// Every `sshd` process below `root` (per-connection monitors and their unprivileged children).
 fn sshd_descendants(root: i32) -> Vec<i32> {
-    descendants(root)
+    process::descendants(root)
         .into_iter()
         .filter(|(_, comm)| comm.starts_with("sshd"))
         .map(|(pid, _)| pid)
-        .collect()
-}
-
-/// Every process below `root`, with its command name.
-fn descendants(root: i32) -> Vec<(i32, String)> {
-    let processes: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let comm = head.split_once(" (")?.1.to_string();
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid, comm))
-        })
-        .collect();
-    let mut found = vec![root];
-    let mut index = 0;
-    while index < found.len() {
-        let parent = found[index];
-        found.extend(
-            processes
-                .iter()
-                .filter(|(_, ppid, _)| *ppid == parent)
-                .map(|(pid, _, _)| *pid),
-        );
-        index += 1;
-    }
-    processes
-        .into_iter()
-        .filter(|(pid, _, _)| *pid != root && found.contains(pid))
-        .map(|(pid, _, comm)| (pid, comm))
         .collect()
 }
 
@@ -366,97 +305,4 @@ pub fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen (openssh-client)");
     assert!(status.success(), "ssh-keygen failed");
-}
-
-/// Runs deploy/ssh-host/prepare.sh for [`TEST_USER`] unless this version of it (and of the
-/// sandbox helper) already ran on this machine; returns the authorized client key.
-fn ensure_prepared() -> PathBuf {
-    std::fs::create_dir_all(PREPARED_DIR).expect("create the prepared-host directory");
-    let lock = File::create(Path::new(PREPARED_DIR).join("prepare.lock")).expect("prepare lock");
-    // Held until this function returns: one prepare.sh run at a time on this machine.
-    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, error)| panic!("lock {PREPARED_DIR}/prepare.lock: {error}"));
-    let key = Path::new(PREPARED_DIR).join("client_key");
-    if !key.exists() {
-        keygen(&key);
-    }
-    let mut hasher = DefaultHasher::new();
-    for file in std::iter::once(PREPARE).chain(HELPER_SOURCES) {
-        std::fs::read(file)
-            .unwrap_or_else(|error| panic!("read {file}: {error}"))
-            .hash(&mut hasher);
-    }
-    std::fs::read(key.with_extension("pub"))
-        .expect("client public key")
-        .hash(&mut hasher);
-    let stamp = Path::new(PREPARED_DIR).join(format!("prepared-{:016x}", hasher.finish()));
-    if !stamp.exists() {
-        let output = Command::new("bash")
-            .arg(PREPARE)
-            .arg("--pubkey")
-            .arg(key.with_extension("pub"))
-            .args(["--user", TEST_USER])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run deploy/ssh-host/prepare.sh");
-        assert!(
-            output.status.success(),
-            "deploy/ssh-host/prepare.sh failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::fs::write(&stamp, &output.stdout).expect("write the prepared stamp");
-    }
-    key
-}
-
-/// An SSH backend together with the server it talks to, so both live as long as the test.
-pub struct SshdBackend {
-    /// The server (dropped after the backend).
-    pub sshd: Sshd,
-    /// The backend under test.
-    pub backend: openshell_backend_ssh::SshBackend,
-}
-
-impl SshdBackend {
-    /// A fresh server and a started backend on it; `None` when the tests must skip.
-    pub async fn start() -> Option<Self> {
-        let sshd = Sshd::start().await?;
-        let backend = openshell_backend_ssh::SshBackend::start(
-            sshd.settings(),
-            &openshell_backend::PoolContext::bare("ssh"),
-        )
-        .await
-        .unwrap_or_else(|error| {
-            panic!(
-                "ssh backend did not start: {error}\nsshd log:\n{}",
-                sshd.log()
-            )
-        });
-        Some(Self { sshd, backend })
-    }
-}
-
-#[async_trait::async_trait]
-impl openshell_backend::Backend for SshdBackend {
-    fn kind(&self) -> &'static str {
-        self.backend.kind()
-    }
-
-    fn capabilities(&self) -> openshell_backend::Capabilities {
-        self.backend.capabilities()
-    }
-
-    async fn health(&self) -> Result<(), openshell_backend::BackendError> {
-        self.backend.health().await
-    }
-
-    async fn execute(
-        &self,
-        job: openshell_backend::Job,
-        control: openshell_backend::JobControl,
-    ) -> Result<openshell_backend::Execution, openshell_backend::BackendError> {
-        self.backend.execute(job, control).await
-    }
 }

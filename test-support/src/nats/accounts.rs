@@ -1,10 +1,13 @@
-//! A nats-server on `deploy/nats/accounts.conf` (the shipped multi-tenant set-up), on a free
-//! port and killed on drop, and connections as its users.
+//! A nats-server on `deploy/nats/accounts.conf` (the shipped multi-tenant set-up), on a port
+//! it picks and killed on drop, and connections as its users.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tempfile::TempDir;
 use tokio::sync::mpsc;
+
+use crate::process;
 
 /// The passwords the server reads from its environment, by variable.
 pub const PASSWORDS: &[(&str, &str)] = &[
@@ -14,19 +17,22 @@ pub const PASSWORDS: &[(&str, &str)] = &[
     ("OPENSHELL_AGENT_ACME_PASSWORD", "acme-secret"),
     ("OPENSHELL_AGENT_GLOBEX_PASSWORD", "globex-secret"),
 ];
+/// How long the server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The log of the server's stdout and stderr, in its directory.
+const LOG: &str = "nats-server.log";
 
 /// nats-server on `deploy/nats/accounts.conf`; killed on drop.
 pub struct AccountsServer {
     child: Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: TempDir,
 }
 
 impl Drop for AccountsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill_and_reap(&mut self.child);
     }
 }
 
@@ -34,39 +40,51 @@ impl AccountsServer {
     /// Starts the server (JetStream in a temporary directory); `None` only outside CI when
     /// nats-server is missing.
     pub async fn start() -> Option<AccountsServer> {
-        let bin = super::tool("nats-server", "run deploy/setup.sh --install-only")?;
+        let bin = super::binary()?;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = Command::new(bin)
+        let log = super::append(&dir.path().join(LOG));
+        let child = Command::new(&bin)
             .arg("--config")
-            .arg(super::deploy_dir().join("nats/accounts.conf"))
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg(crate::deploy_dir().join("nats/accounts.conf"))
+            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(dir.path())
             .env("OPENSHELL_NATS_STORE_DIR", dir.path())
             .envs(PASSWORDS.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
             .spawn()
-            .expect("spawn nats-server");
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", bin.display()));
         // Owned at once, so every path below kills and reaps it.
-        let server = AccountsServer {
+        let mut server = AccountsServer {
             child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
+            url: String::new(),
+            dir,
         };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Some(server);
-            }
+        let dir = server.dir.path();
+        let port = super::picked_port(&mut server.child, dir, || {
+            std::fs::read_to_string(dir.join(LOG)).unwrap_or_default()
+        })
+        .await;
+        server.url = format!("nats://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server with accounts.conf did not accept on port {port}:\n{}",
+                server.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("nats-server with accounts.conf did not start on port {port}");
+        Some(server)
+    }
+
+    /// Everything the server wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
     }
 
     /// The environment of a process connecting as `user` (its password from [`PASSWORDS`]).

@@ -1,18 +1,24 @@
 //! Docker for integration tests: the host's daemon (started by `deploy/setup.sh`), checked
-//! once, and a private `dockerd` on its own socket and data root for tests that restart it.
+//! once, backends and pools on it, and a private `dockerd` on its own socket and data root for
+//! tests that stop and restart the daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use openshell_backend::Backend;
-use openshell_backend_docker::DockerBackend;
+use nix::sys::signal::Signal;
+use openshell_backend::{Backend, PoolContext};
+use openshell_backend_docker::{DockerBackend, DockerSettings};
 use openshell_protocol::{ByteSize, DurationMs, Limits};
-use openshell_worker::config::PoolConfig;
 use tempfile::TempDir;
+
+use crate::process;
+
+/// How long a private daemon may take to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a private daemon may take to stop before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The sandbox image the tests use (`SANDBOX_DOCKER_IMAGE` overrides it).
 pub fn image() -> String {
@@ -32,7 +38,7 @@ pub fn available() -> bool {
     });
     match checked {
         Ok(()) => true,
-        Err(why) if super::in_ci() => panic!("{why}: run deploy/setup.sh"),
+        Err(why) if crate::in_ci() => panic!("{why}: run deploy/setup.sh"),
         Err(why) => {
             eprintln!("SKIP: {why}; run deploy/setup.sh to start dockerd and build the image");
             false
@@ -40,20 +46,34 @@ pub fn available() -> bool {
     }
 }
 
-/// A docker pool for tests: the test image, `warm` warm containers, and defaults like the
-/// conformance suite's quiet limits (so its well-behaved jobs take warm containers), on the
-/// host's daemon or on `endpoint`.
-pub fn pool(warm: usize, endpoint: Option<&str>) -> PoolConfig {
-    let mut pool = PoolConfig::for_backend(openshell_backend::BackendKind::Docker);
-    pool.docker.image = image();
-    pool.docker.warm_pool = warm;
-    pool.docker.endpoint = endpoint.map(str::to_string);
-    pool.defaults = Limits {
+/// Docker settings for tests: the test image and `warm` warm containers, on the host's
+/// daemon or on `endpoint`.
+pub fn settings(warm: usize, endpoint: Option<&str>) -> DockerSettings {
+    DockerSettings {
+        image: image(),
+        warm_pool: warm,
+        endpoint: endpoint.map(str::to_string),
+        ..DockerSettings::default()
+    }
+}
+
+/// Default limits like the conformance suite's quiet ones, so its well-behaved jobs take warm
+/// containers.
+pub fn quiet_limits() -> Limits {
+    Limits {
         timeout: Some(DurationMs::secs(20)),
         output: Some(ByteSize::mib(1)),
         ..Limits::default()
-    };
-    pool
+    }
+}
+
+/// The pool context of a test pool `name`: [`quiet_limits`] as its defaults, the built-in
+/// languages, no metrics.
+pub fn context(name: &str) -> PoolContext {
+    PoolContext {
+        defaults: quiet_limits(),
+        ..PoolContext::bare(name)
+    }
 }
 
 /// A unique pool name for this test process and `name`, to find its containers by label.
@@ -71,9 +91,7 @@ pub fn backend(name: &str, warm: usize) -> Option<DockerBackend> {
     if !available() {
         return None;
     }
-    let pool = pool(warm, None);
-    let context = pool.context(name, openshell_backend::BackendMetrics::none(name));
-    Some(DockerBackend::new(pool.docker.clone(), &context).expect("docker backend"))
+    Some(DockerBackend::new(settings(warm, None), &context(name)).expect("docker backend"))
 }
 
 /// [`backend`] behind the trait, as the conformance suite takes it.
@@ -125,9 +143,6 @@ pub async fn assert_none_left(host: Option<&str>, label: &str, within: Duration)
     }
 }
 
-/// How long a private daemon may take to answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A `dockerd` of the test's own (own socket, data root, exec root), with the sandbox image
 /// copied in from the host's daemon; stopped and its files removed on drop.
 pub struct PrivateDockerd {
@@ -170,19 +185,8 @@ impl PrivateDockerd {
 
     /// Stops it (SIGTERM; dockerd then stops its containers), waiting for the exit.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().expect("poll dockerd").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(mut child) = self.child.take() {
+            process::terminate(&mut child, STOP_TIMEOUT).await;
         }
     }
 
@@ -251,9 +255,8 @@ fn paths(root: &Path) -> Vec<String> {
 impl Drop for PrivateDockerd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             // dockerd bounds its own shutdown (--shutdown-timeout, 15 s by default).
-            let _ = kill(pid, Signal::SIGTERM);
+            process::signal(&child, Signal::SIGTERM);
             let _ = child.wait();
         }
         // Overlay mounts dockerd may have left under the data root must go before the files.

@@ -1,21 +1,95 @@
 //! The `openshell` binary under test: a long-running worker, or one CLI call.
+//!
+//! Cargo tells only the binary's own package where it is (`CARGO_BIN_EXE_openshell`, at
+//! compile time, in integration tests), so a test names it once and hands it in:
+//!
+//! ```ignore
+//! const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
+//! let output = OPENSHELL.cli(["config"], &[]).await;
+//! ```
 
-use std::process::{ExitStatus, Stdio};
+use std::ffi::OsStr;
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
+
+use crate::nats::NatsServer;
 
 /// The line the worker prints on stderr once it is serving.
 pub const READY_LINE: &str = "OpenShell worker ready";
+/// What the worker logs before its metrics address, `metrics on http://ADDR/metrics`.
+const METRICS_LINE: &str = "metrics on http://";
 /// How long the worker may take to print [`READY_LINE`].
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the worker may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a dropped worker may take to exit after SIGTERM before SIGKILL.
+const DROP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Variables passed through from the test's environment; everything else is the caller's.
+const KEPT_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "RUST_BACKTRACE"];
+
+/// The `openshell` binary at a path; runs it with a near-empty environment plus the
+/// caller's variables, so the host's settings do not leak into a test.
+#[derive(Debug, Clone, Copy)]
+pub struct Openshell {
+    bin: &'static str,
+}
+
+impl Openshell {
+    /// The binary at `bin`: `env!("CARGO_BIN_EXE_openshell")` in the worker's tests.
+    pub const fn at(bin: &'static str) -> Self {
+        Self { bin }
+    }
+
+    /// Runs the CLI once with `args` and `envs`, and returns its output.
+    pub async fn cli<I, S>(&self, args: I, envs: &[(&str, &str)]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(args, envs)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap_or_else(|error| panic!("run {}: {error}", self.bin))
+    }
+
+    /// Spawns `openshell worker` with `envs` and waits for [`READY_LINE`].
+    pub async fn worker(&self, envs: &[(&str, &str)]) -> WorkerProcess {
+        WorkerProcess::start(self, envs).await
+    }
+
+    /// A worker on `nats` serving the local backend (pool `none`), with `extra` variables.
+    pub async fn local_worker(&self, nats: &NatsServer, extra: &[(&str, &str)]) -> WorkerProcess {
+        let url = nats.url();
+        let mut envs = vec![("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")];
+        envs.extend_from_slice(extra);
+        self.worker(&envs).await
+    }
+
+    /// The binary with a near-empty environment plus `envs`.
+    pub fn command<I, S>(&self, args: I, envs: &[(&str, &str)]) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(self.bin);
+        cmd.args(args).env_clear();
+        for key in KEPT_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        cmd
+    }
+}
 
 /// A running `openshell worker`; stopped on drop with SIGTERM (so that a Docker worker removes
 /// its warm containers as it stops), then SIGKILL if it has not exited within 10 s.
@@ -26,12 +100,13 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Spawns `openshell worker` with `envs` and waits for [`READY_LINE`].
-    pub async fn start(envs: &[(&str, &str)]) -> WorkerProcess {
+    /// Spawns `openshell worker` of `openshell` with `envs` and waits for [`READY_LINE`].
+    pub async fn start(openshell: &Openshell, envs: &[(&str, &str)]) -> WorkerProcess {
         // Several workers share this host in tests: let each pick a free metrics port.
         let mut all_envs = vec![("METRICS_ADDR", "127.0.0.1:0")];
         all_envs.extend_from_slice(envs);
-        let mut child = super::command(["worker"], &all_envs)
+        let mut child = openshell
+            .command(["worker"], &all_envs)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -57,26 +132,27 @@ impl WorkerProcess {
         worker
     }
 
-    /// A worker on `nats` serving the local backend (pool `none`), with `extra` variables.
-    pub async fn local(nats: &super::nats::NatsServer, extra: &[(&str, &str)]) -> WorkerProcess {
-        let url = nats.url();
-        let mut envs = vec![("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")];
-        envs.extend_from_slice(extra);
-        Self::start(&envs).await
-    }
-
     /// Everything the worker printed so far (stdout and stderr, line by line).
     pub fn logs(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// The address of its metrics and health endpoints, as it logged it
+    /// (`metrics on http://ADDR/metrics`); panics with the logs if it logged none.
+    pub fn metrics_addr(&self) -> String {
+        let logs = self.logs();
+        logs.lines()
+            .find_map(|line| {
+                let start = line.find(METRICS_LINE)? + METRICS_LINE.len();
+                let rest = &line[start..];
+                Some(rest[..rest.find("/metrics")?].to_string())
+            })
+            .unwrap_or_else(|| panic!("worker did not log its metrics address:\n{logs}"))
+    }
+
     /// Sends SIGTERM and waits for the exit; all output is in [`Self::logs`] after.
     pub async fn terminate(&mut self) -> ExitStatus {
-        if let Some(id) = self.child.id() {
-            let pid = Pid::from_raw(i32::try_from(id).expect("pid fits i32"));
-            // ESRCH only means it already exited; wait() below tells how.
-            let _ = kill(pid, Signal::SIGTERM);
-        }
+        self.signal(Signal::SIGTERM);
         let Ok(status) = tokio::time::timeout(EXIT_TIMEOUT, self.child.wait()).await else {
             panic!(
                 "worker still running {EXIT_TIMEOUT:?} after SIGTERM:\n{}",
@@ -97,6 +173,13 @@ impl WorkerProcess {
         self.child.kill().await.expect("kill worker");
         self.drain().await;
         self.child.wait().await.expect("wait for worker")
+    }
+
+    /// Sends `signal` while it runs; ESRCH (it just exited) is not an error here.
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
     }
 
     async fn wait_ready(&mut self) {
@@ -134,12 +217,11 @@ async fn capture(stream: impl AsyncRead + Unpin, log: Arc<Mutex<String>>) {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let Some(id) = self.child.id() else {
+        if self.child.id().is_none() {
             return;
-        };
-        let pid = Pid::from_raw(i32::try_from(id).expect("pid fits i32"));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + DROP_TIMEOUT;
         while Instant::now() < deadline {
             if !matches!(self.child.try_wait(), Ok(None)) {
                 return;
