@@ -11,7 +11,7 @@ use openshell_backend::{
     Backend, BackendError, BackendKind, Capabilities, Execution, Job, JobControl,
 };
 use openshell_backend_local::{LocalBackend, LocalSettings, SandboxMode};
-use openshell_protocol::{AuditEvent, AuditEventType, ExecResult, Subjects};
+use openshell_protocol::{AuditEvent, AuditEventType, ExecResult, LimitName, Subjects};
 use openshell_scheduler::RunningJobs;
 use tokio_util::sync::CancellationToken;
 
@@ -105,10 +105,12 @@ impl Replier for FakeReplier {
     }
 }
 
-/// An unsandboxed local backend that counts the jobs it was asked to run.
+/// An unsandboxed local backend that counts the jobs it was asked to run, and can lose
+/// capabilities while it runs (as a Docker engine restarted without a cgroup controller).
 pub struct CountingBackend {
     local: LocalBackend,
     executed: AtomicUsize,
+    lost: Mutex<Vec<LimitName>>,
 }
 
 impl CountingBackend {
@@ -121,7 +123,13 @@ impl CountingBackend {
         Arc::new(Self {
             local: LocalBackend::new(settings).expect("unsandboxed local backend"),
             executed: AtomicUsize::new(0),
+            lost: Mutex::new(Vec::new()),
         })
+    }
+
+    /// From now on, `limit` is no longer among the capabilities.
+    pub fn lose(&self, limit: LimitName) {
+        self.lost.lock().expect("lost lock").push(limit);
     }
 
     /// How many jobs reached [`Backend::execute`].
@@ -137,7 +145,10 @@ impl Backend for CountingBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.local.capabilities()
+        let lost = self.lost.lock().expect("lost lock");
+        let mut capabilities = self.local.capabilities();
+        capabilities.retain(|limit, _| !lost.contains(limit));
+        capabilities
     }
 
     async fn health(&self) -> Result<(), BackendError> {

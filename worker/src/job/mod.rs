@@ -239,11 +239,13 @@ impl PoolRuntime {
         };
         tracing::Span::current().record("id", request.id.as_str());
         trace::adopt(context, &request);
+        // The backend's capabilities as they are now: a limit it cannot enforce any more is
+        // refused here, before anything is audited as started.
         let admission = admit(
             &request,
             &context.tenant,
             &self.policy,
-            &self.capabilities,
+            &self.backend.capabilities(),
             Utc::now(),
         )
         .and_then(|admitted| {

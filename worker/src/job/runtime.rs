@@ -12,7 +12,7 @@ use crate::config::PoolConfig;
 use crate::metrics::Metrics;
 use crate::metrics::health::PoolReadiness;
 use crate::reply::Replier;
-use openshell_backend::{Backend, Capabilities};
+use openshell_backend::Backend;
 
 /// What every pool of one worker shares: who the worker is, where audit events and results
 /// go, the running jobs and the signal to stop.
@@ -45,8 +45,6 @@ pub struct PoolRuntime {
     /// Admission policy derived from `config`.
     pub(super) policy: PoolPolicy,
     pub(super) backend: Arc<dyn Backend>,
-    /// What the backend can enforce (read once, when the pool is built).
-    pub(super) capabilities: Capabilities,
     /// The pool's slots, handed to waiting jobs by priority and tenant turns within quotas.
     pub(super) slots: Dispatcher,
     /// Bounds the core requests held before they get a slot.
@@ -65,8 +63,8 @@ pub struct PoolRuntime {
 
 impl PoolRuntime {
     /// Pool `name` configured by `config`, running jobs on `backend` while `readiness` says
-    /// so; its policy, slots and waiting room come from `config`, its capabilities from
-    /// `backend` (read now).
+    /// so; its policy, slots and waiting room come from `config`. What the backend can
+    /// enforce is asked of it for every job, since it changes with the backend's health.
     pub fn new(
         name: &str,
         config: PoolConfig,
@@ -77,7 +75,6 @@ impl PoolRuntime {
         Self {
             name: name.to_string(),
             policy: config.policy(name),
-            capabilities: backend.capabilities(),
             slots: Dispatcher::new(config.slots, config.quotas()),
             waiting: WaitingRoom::new(config.waiting_limits()),
             config,

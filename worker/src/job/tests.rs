@@ -1,7 +1,7 @@
 //! The job path with fakes (see `fakes`): what is audited, what runs, what is answered.
 
 use bytes::Bytes;
-use openshell_protocol::{AuditEventType, ErrorKind, ExecRequest, Verdict};
+use openshell_protocol::{AuditEventType, ErrorKind, ExecRequest, LimitName, Verdict};
 
 use super::Waiting;
 use super::fakes::{FakeAudit, Fixture, TENANT};
@@ -169,4 +169,34 @@ async fn a_runtime_with_another_audit_sink_shares_the_pool() {
         fixture.runtime.running().cancel(TENANT, "j6"),
         "running jobs are not shared"
     );
+}
+
+#[tokio::test]
+async fn capabilities_are_asked_for_each_job_so_a_lost_one_refuses_before_started() {
+    let fixture = Fixture::new(FakeAudit::working());
+    let with_memory = |id: &str| {
+        let mut request = ExecRequest::command(id, vec!["true".into()]);
+        request.limits.memory = Some(openshell_protocol::ByteSize::mib(64));
+        serde_json::to_vec(&request).expect("request encodes")
+    };
+    handle(&fixture, &with_memory("m1")).await;
+    assert_eq!(fixture.backend.executed(), 1);
+
+    fixture.backend.lose(LimitName::Memory);
+    handle(&fixture, &with_memory("m2")).await;
+    assert_eq!(fixture.backend.executed(), 1, "the second job ran");
+    let (_, result) = fixture.replier.replies().pop().expect("a reply");
+    assert_eq!(result.status, Verdict::Rejected, "{result:?}");
+    assert_eq!(
+        result.error.map(|error| error.kind),
+        Some(ErrorKind::LimitNotEnforceable)
+    );
+    let second: Vec<AuditEventType> = fixture
+        .audit
+        .events()
+        .into_iter()
+        .filter(|event| event.job_id == "m2")
+        .map(|event| event.event)
+        .collect();
+    assert_eq!(second, [AuditEventType::Rejected]);
 }
