@@ -346,14 +346,15 @@ fn enforces_for_the_whole_job(backend: &dyn Backend, limit: LimitName) -> bool {
 }
 
 /// Four processes of 100 MiB each do not fit a 256 MiB limit together: the job never holds
-/// all four and fails. Its verdict is `out_of_memory` where the backend sees the kernel kill
+/// all four and fails. Each holds its memory for 10 s, so all four overlap even when a
+/// loaded machine starts them seconds apart. Its verdict is `out_of_memory` where the backend sees the kernel kill
 /// any of its processes (docker, none); the SSH helper reports the job's own exit (1 here:
 /// its shell saw a child killed).
 pub async fn memory_across_processes(backend: &dyn Backend) {
     if !enforces_for_the_whole_job(backend, LimitName::Memory) {
         return;
     }
-    let code = "pids=\nfor i in 1 2 3 4; do\n  python3 -c 'import time\nb = b\"\\x01\" * (100 << 20)\nprint(\"held\", flush=True)\ntime.sleep(3)' &\n  pids=\"$pids $!\"\ndone\n\
+    let code = "pids=\nfor i in 1 2 3 4; do\n  python3 -c 'import time\nb = b\"\\x01\" * (100 << 20)\nprint(\"held\", flush=True)\ntime.sleep(10)' &\n  pids=\"$pids $!\"\ndone\n\
                 failed=0\nfor pid in $pids; do wait $pid || failed=1; done\nexit $failed\n";
     let limits = Limits {
         memory: Some(ByteSize::mib(256)),
