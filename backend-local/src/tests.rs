@@ -96,7 +96,7 @@ async fn a_script_without_a_shebang_runs_under_sh() {
     let job = Job {
         argv: vec!["./plain".to_string(), "arg".to_string()],
         files: vec![JobFile {
-            path: "plain".to_string(),
+            path: "plain".parse().expect("a relative path"),
             content: b"echo \"plain $1\"\n".to_vec(),
             mode: 0o755,
         }],

@@ -11,12 +11,11 @@ use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, chown};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::libc;
 use nix::unistd::{Gid, Uid};
 use openshell_protocol::ErrorKind;
-use openshell_protocol::decode::check_file_paths;
 
 use super::KIND;
 use super::remove::remove_tree;
@@ -191,55 +190,6 @@ impl Drop for Workdir {
     }
 }
 
-/// Each file's path made relative to the working directory, refusing paths that leave it and
-/// files that cannot all be written (the protocol's one rule, as the decoder applies it).
-fn check_files(files: &[JobFile]) -> Result<Vec<PathBuf>, BackendError> {
-    let relative = files
-        .iter()
-        .map(|file| confined(&file.path))
-        .collect::<Result<Vec<_>, _>>()?;
-    let names: Vec<String> = relative
-        .iter()
-        .map(|path| path.to_string_lossy().into_owned())
-        .collect();
-    check_file_paths(names.iter().map(String::as_str)).map_err(|conflict| {
-        let path = files
-            .get(conflict.index())
-            .map_or("", |file| file.path.as_str());
-        BackendError::new(ErrorKind::InvalidRequest, KIND, path, conflict.to_string())
-    })?;
-    Ok(relative)
-}
-
-/// `path` as a relative path that stays inside the working directory.
-pub(super) fn confined(path: &str) -> Result<PathBuf, BackendError> {
-    let mut confined = PathBuf::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(part) => confined.push(part),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(escape(path));
-            }
-        }
-    }
-    if confined.as_os_str().is_empty() {
-        return Err(escape(path));
-    }
-    Ok(confined)
-}
-
-fn escape(path: &str) -> BackendError {
-    BackendError::new(
-        ErrorKind::InvalidRequest,
-        KIND,
-        path,
-        format!(
-            "file path `{path}` is not a relative path inside the working directory; use e.g. `data/input.txt`"
-        ),
-    )
-}
-
 fn io_error(path: &Path, doing: &str, error: io::Error, advice: &str) -> BackendError {
     BackendError::new(
         ErrorKind::SandboxStartFailed,
@@ -249,30 +199,30 @@ fn io_error(path: &Path, doing: &str, error: io::Error, advice: &str) -> Backend
     )
 }
 
+/// Each file's path inside the working directory, once the files were checked to fit together.
+fn check_files(files: &[JobFile]) -> Result<Vec<&Path>, BackendError> {
+    JobFile::check_all(files, KIND)?;
+    Ok(files
+        .iter()
+        .map(|file| Path::new(file.path.as_str()))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths_stay_inside() {
-        assert_eq!(confined("a/b/c.txt").unwrap(), PathBuf::from("a/b/c.txt"));
-        assert_eq!(confined("./main.py").unwrap(), PathBuf::from("main.py"));
-        for bad in ["", ".", "/etc/passwd", "../x", "a/../../x", "a/.."] {
-            assert!(confined(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
 
     #[test]
     fn files_land_with_their_content_and_mode_and_the_dir_goes_away() {
         let root = tempfile::tempdir().unwrap();
         let files = [
             JobFile {
-                path: "a/b/data.bin".into(),
+                path: "a/b/data.bin".parse().unwrap(),
                 content: vec![0, 159, 255],
                 mode: 0o4755,
             },
             JobFile {
-                path: "a/b".into(),
+                path: "a/b".parse().unwrap(),
                 content: vec![],
                 mode: 0o644,
             },
@@ -293,7 +243,7 @@ mod tests {
     #[test]
     fn large_requests_are_not_small_and_dropping_removes() {
         let file = |size: usize| JobFile {
-            path: "f".into(),
+            path: "f".parse().unwrap(),
             content: vec![0; size],
             mode: 0o644,
         };

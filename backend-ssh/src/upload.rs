@@ -2,8 +2,8 @@
 //! bytes, and the sentinel line; and the checks that keep paths, names and values expressible.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
 
+use super::KIND;
 use super::error::SshError;
 use super::request::{self, FileEntry, Plan};
 use openshell_backend::JobFile;
@@ -33,63 +33,20 @@ pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
     }
 }
 
-/// The files to write, one per path (a later file replaces an earlier one), with their
-/// contents; refuses paths that leave the directory or that need a file to be a directory.
+/// The files to write, with their contents, once they were checked to fit together (no two
+/// with one path, none where another needs a directory: [`JobFile::check_all`]).
 pub fn files(files: &[JobFile]) -> Result<(Vec<FileEntry>, Vec<&[u8]>), SshError> {
-    let mut by_path: BTreeMap<String, &JobFile> = BTreeMap::new();
-    for file in files {
-        by_path.insert(confine(&file.path)?, file);
-    }
-    for path in by_path.keys() {
-        let mut parent = Path::new(path).parent();
-        while let Some(dir) = parent.filter(|dir| !dir.as_os_str().is_empty()) {
-            if by_path.contains_key(dir.to_string_lossy().as_ref()) {
-                return Err(SshError::Invalid(format!(
-                    "file `{path}` needs `{}` to be a directory, but another file has that path",
-                    dir.display()
-                )));
-            }
-            parent = dir.parent();
-        }
-    }
-    let entries = by_path
+    JobFile::check_all(files, KIND).map_err(|error| SshError::Invalid(error.message))?;
+    let entries = files
         .iter()
-        .map(|(path, file)| FileEntry {
-            path: path.clone(),
+        .map(|file| FileEntry {
+            path: file.path.as_str().to_string(),
             len: file.content.len(),
             mode: file.mode,
         })
         .collect();
-    let contents = by_path
-        .values()
-        .map(|file| file.content.as_slice())
-        .collect();
+    let contents = files.iter().map(|file| file.content.as_slice()).collect();
     Ok((entries, contents))
-}
-
-/// `path` normalised to `a/b/c`, refused unless it is a relative path inside the directory.
-pub fn confine(path: &str) -> Result<String, SshError> {
-    let mut parts = Vec::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(escape(path));
-            }
-        }
-    }
-    if parts.is_empty() || parts.iter().any(|part| part.contains('\0')) {
-        return Err(escape(path));
-    }
-    Ok(parts.join("/"))
-}
-
-fn escape(path: &str) -> SshError {
-    SshError::Invalid(format!(
-        "file path `{}` is not a relative path inside the working directory; use e.g. `data/input.txt`",
-        path.escape_debug()
-    ))
 }
 
 /// Refuses an argv or environment the remote shell cannot carry exactly.
@@ -124,20 +81,17 @@ mod tests {
 
     fn file(path: &str, content: &[u8]) -> JobFile {
         JobFile {
-            path: path.into(),
+            path: path.parse().expect("a relative path"),
             content: content.to_vec(),
             mode: 0o644,
         }
     }
 
     #[test]
-    fn paths_stay_inside_and_do_not_collide() {
-        assert_eq!(confine("./a//b/c.txt").unwrap(), "a/b/c.txt");
-        for bad in ["", ".", "/etc/passwd", "../x", "a/../../x"] {
-            assert!(confine(bad).is_err(), "{bad:?} accepted");
-        }
+    fn files_that_collide_are_refused_as_on_every_backend() {
         assert!(files(&[file("a/b", b"x"), file("a/b/c", b"y")]).is_err());
-        let job_files = [file("z", b"1"), file("a/b", b"22"), file("z", b"333")];
+        assert!(files(&[file("z", b"1"), file("z", b"2")]).is_err());
+        let job_files = [file("a/b", b"22"), file("z", b"333")];
         let (entries, contents) = files(&job_files).unwrap();
         assert_eq!(
             entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),

@@ -2,16 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use openshell_protocol::{Limits, Payload};
+use openshell_protocol::decode::check_file_paths;
+use openshell_protocol::{ErrorKind, Limits, Payload, RelativePath};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::BackendError;
 use crate::output::OutputSink;
 
 /// A file to write into the job's working directory before it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFile {
-    /// Relative path (validated: no `..`, no leading `/`).
-    pub path: String,
+    /// Where, inside the working directory (checked when it was parsed: never outside it).
+    pub path: RelativePath,
     /// Contents.
     pub content: Vec<u8>,
     /// Permission bits.
@@ -39,6 +41,33 @@ pub struct Job {
     pub limits: Limits,
     /// Whether the pool granted network access.
     pub network: bool,
+}
+
+impl JobFile {
+    /// Refuses `files` that cannot all be written: two with one path, or one whose path
+    /// another needs as a directory. The protocol's one rule, as the decoder applies it to
+    /// requests; backends apply it before writing anything, since a job's code file joins the
+    /// request's files after decoding.
+    pub fn check_all(files: &[JobFile], backend: &'static str) -> Result<(), BackendError> {
+        check_file_paths(files.iter().map(|file| &file.path)).map_err(|conflict| {
+            let path = files
+                .get(conflict.index())
+                .map_or("files", |file| file.path.as_str());
+            BackendError::new(
+                ErrorKind::InvalidRequest,
+                backend,
+                path,
+                conflict.to_string(),
+            )
+        })
+    }
+}
+
+impl Job {
+    /// [`JobFile::check_all`] of this job's files.
+    pub fn check_files(&self, backend: &'static str) -> Result<(), BackendError> {
+        JobFile::check_all(&self.files, backend)
+    }
 }
 
 /// What a backend receives besides the job: how to stop, and where output goes.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use openshell_protocol::RelativePath;
 use serde::{Deserialize, Serialize};
 
 use crate::job::JobFile;
@@ -11,8 +12,8 @@ use crate::job::JobFile;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LanguageSpec {
-    /// File name the code is written to, e.g. `main.py`.
-    pub file: String,
+    /// File the code is written to, e.g. `main.py` (checked when the configuration is read).
+    pub file: RelativePath,
     /// The argv that runs it; the request's `args` are appended.
     pub command: Vec<String>,
     /// Container image for this language (Docker backend); the pool's image when absent.
@@ -23,7 +24,7 @@ pub struct LanguageSpec {
 impl LanguageSpec {
     fn new(file: &str, command: &[&str]) -> Self {
         Self {
-            file: file.to_string(),
+            file: RelativePath::parse(file).expect("a built-in language's file is a plain name"),
             command: command.iter().map(|part| part.to_string()).collect(),
             image: None,
         }

@@ -348,15 +348,14 @@ impl FileConflict {
 /// leading directory of another. The decoder applies it to a request's files; backends to a
 /// job's, which may add the language's code file.
 ///
-/// The paths are [`RelativePath`]s. Plain `&str`s are taken too, for backends that still carry
-/// paths as text and normalise them themselves (`/`-separated, no empty, `.` or `..` parts):
-/// the rule is only right for paths in that one spelling.
-pub fn check_file_paths<P: AsRef<str>>(
-    paths: impl IntoIterator<Item = P>,
+/// [`RelativePath`]s have one spelling (`a/b`, never `./a//b`), which is what makes comparing
+/// their text right.
+pub fn check_file_paths<'a>(
+    paths: impl IntoIterator<Item = &'a RelativePath>,
 ) -> Result<(), FileConflict> {
-    let paths: Vec<P> = paths.into_iter().collect();
+    let paths: Vec<&RelativePath> = paths.into_iter().collect();
     let mut files = HashSet::with_capacity(paths.len());
-    for (index, path) in paths.iter().map(AsRef::as_ref).enumerate() {
+    for (index, path) in paths.iter().map(|path| path.as_str()).enumerate() {
         if !files.insert(path) {
             return Err(FileConflict::Duplicate {
                 index,
@@ -364,7 +363,7 @@ pub fn check_file_paths<P: AsRef<str>>(
             });
         }
     }
-    for (index, path) in paths.iter().map(AsRef::as_ref).enumerate() {
+    for (index, path) in paths.iter().map(|path| path.as_str()).enumerate() {
         let mut directories = path.match_indices('/').map(|(at, _)| &path[..at]);
         if let Some(directory) = directories.find(|dir| files.contains(dir)) {
             return Err(FileConflict::NotADirectory {

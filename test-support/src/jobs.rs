@@ -20,7 +20,7 @@ pub fn bash_job(script: &str) -> Job {
         stdin: Payload::default(),
         env: BTreeMap::new(),
         files: vec![JobFile {
-            path: "main.sh".to_string(),
+            path: "main.sh".parse().expect("a relative path"),
             content: script.as_bytes().to_vec(),
             mode: 0o644,
         }],
@@ -45,7 +45,7 @@ pub fn python_job(id: String, tenant: &str, code: &str, limits: Limits) -> Job {
         stdin: Payload::default(),
         env: BTreeMap::new(),
         files: vec![JobFile {
-            path: "main.py".to_string(),
+            path: "main.py".parse().expect("a relative path"),
             content: code.as_bytes().to_vec(),
             mode: 0o644,
         }],

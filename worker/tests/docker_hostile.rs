@@ -67,7 +67,7 @@ fn script(language: &str, code: &str, limits: Limits) -> Job {
         stdin: Default::default(),
         env: Default::default(),
         files: vec![JobFile {
-            path: file.into(),
+            path: file.parse().expect("a relative path"),
             content: code.as_bytes().to_vec(),
             mode: 0o644,
         }],

@@ -14,7 +14,7 @@ use openshell_test_support::sshd::SshdBackend;
 fn python(code: &str) -> Job {
     let mut job = bash_job("");
     job.argv = vec!["python3".into(), "main.py".into()];
-    job.files[0].path = "main.py".into();
+    job.files[0].path = "main.py".parse().expect("a relative path");
     job.files[0].content = code.as_bytes().to_vec();
     job
 }

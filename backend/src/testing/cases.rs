@@ -66,7 +66,9 @@ pub async fn conflicting_files_are_invalid(backend: &dyn Backend) {
     let mut job = code_job("python", "print('ran')", &[]);
     let code_file = job.files[0].path.clone();
     job.files.push(JobFile {
-        path: format!("{code_file}/data.txt"),
+        path: format!("{code_file}/data.txt")
+            .parse()
+            .expect("a relative path"),
         content: b"x".to_vec(),
         mode: 0o644,
     });
@@ -167,12 +169,14 @@ pub async fn files_nested_binary_and_executable(backend: &dyn Backend) {
     let job = Job {
         files: vec![
             JobFile {
-                path: "data/nested/deep/blob.bin".to_string(),
+                path: "data/nested/deep/blob.bin"
+                    .parse()
+                    .expect("a relative path"),
                 content: blob.clone(),
                 mode: 0o644,
             },
             JobFile {
-                path: "bin/show.sh".to_string(),
+                path: "bin/show.sh".parse().expect("a relative path"),
                 content: b"#!/bin/sh\ncat data/nested/deep/blob.bin\n".to_vec(),
                 mode: 0o755,
             },

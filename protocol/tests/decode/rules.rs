@@ -1,5 +1,6 @@
 //! Well-formed JSON that breaks a rule of `decode::validate`: each refusal names its field.
 
+use openshell_protocol::RelativePath;
 use openshell_protocol::decode::{FileConflict, check_file_paths};
 
 use super::*;
@@ -213,16 +214,22 @@ fn a_file_cannot_also_be_a_directory_of_another() {
 
 #[test]
 fn backends_check_a_jobs_files_with_the_same_rule() {
-    assert_eq!(check_file_paths(["main.py", "data/x"]), Ok(()));
+    let paths = |texts: &[&str]| -> Vec<RelativePath> {
+        texts
+            .iter()
+            .map(|text| text.parse().expect("a relative path"))
+            .collect()
+    };
+    assert_eq!(check_file_paths(&paths(&["main.py", "data/x"])), Ok(()));
     assert_eq!(
-        check_file_paths(["main.py/x", "main.py"]),
+        check_file_paths(&paths(&["main.py/x", "main.py"])),
         Err(FileConflict::NotADirectory {
             index: 0,
             path: "main.py/x".into(),
             directory: "main.py".into(),
         })
     );
-    let twice = check_file_paths(["a", "a"]).unwrap_err();
+    let twice = check_file_paths(&paths(&["a", "a"])).unwrap_err();
     assert_eq!(
         (twice.index(), twice.to_string()),
         (1, "`a` is given twice".to_string())

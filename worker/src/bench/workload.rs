@@ -55,7 +55,7 @@ impl Workload {
             Workload::Code { language, code } => match languages::builtin().get(language) {
                 Some(spec) => {
                     let (argv, file) = spec.resolve(code, &[]);
-                    (argv, Some((file.path, file.content)))
+                    (argv, Some((file.path.into_string(), file.content)))
                 }
                 None => {
                     let (argv, stdin) = self.stdin_form();

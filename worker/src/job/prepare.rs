@@ -18,7 +18,7 @@ pub fn build_job(
         .files
         .iter()
         .map(|file| JobFile {
-            path: file.path.to_string(),
+            path: file.path.clone(),
             content: file.content.0.clone(),
             mode: file.mode.unwrap_or(0o644),
         })
