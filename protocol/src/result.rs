@@ -207,6 +207,29 @@ pub struct ExecResult {
 }
 
 impl ExecResult {
+    /// The result as JSON of at most `max_bytes` (a NATS server's `max_payload`): stdout and
+    /// stderr are cut, larger first, and marked truncated until it fits.
+    pub fn encode_within(&mut self, max_bytes: usize) -> Vec<u8> {
+        loop {
+            let encoded = serde_json::to_vec(&*self).unwrap_or_default();
+            let (stdout, stderr) = (self.stdout.len(), self.stderr.len());
+            if encoded.len() <= max_bytes || stdout + stderr == 0 {
+                return encoded;
+            }
+            let excess = encoded.len() - max_bytes;
+            // Cut the larger stream by the excess (base64 can make it 4/3 larger) plus a margin.
+            let cut = excess + excess / 3 + 64;
+            let (stream, truncated) = if stdout >= stderr {
+                (&mut self.stdout.0, &mut self.stdout_truncated)
+            } else {
+                (&mut self.stderr.0, &mut self.stderr_truncated)
+            };
+            let keep = stream.len().saturating_sub(cut);
+            stream.truncate(keep);
+            *truncated = true;
+        }
+    }
+
     /// An empty result for job `id` with `status`.
     pub fn new(id: impl Into<String>, status: Verdict) -> Self {
         Self {

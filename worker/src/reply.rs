@@ -5,8 +5,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use openshell_protocol::ExecResult;
 
-use crate::job::encode_within;
-
 /// Results smaller than this always fit, whatever the server announces.
 const MIN_PAYLOAD: usize = 64 * 1024;
 
@@ -52,7 +50,7 @@ pub fn max_payload(nats: &async_nats::Client) -> usize {
 #[async_trait]
 impl Replier for NatsReplier {
     async fn reply(&self, subject: &str, result: &mut ExecResult) -> Result<(), ReplyError> {
-        let payload = encode_within(result, max_payload(&self.nats));
+        let payload = result.encode_within(max_payload(&self.nats));
         self.nats
             .publish(subject.to_string(), Bytes::from(payload))
             .await

@@ -35,7 +35,7 @@ pub async fn store(
     result: &mut ExecResult,
     max_payload: usize,
 ) -> Result<Stored, DurableError> {
-    let payload = crate::job::encode_within(result, max_payload);
+    let payload = result.encode_within(max_payload);
     let error = |message: String| DurableError::Publish {
         subject: subject.to_string(),
         message,

@@ -35,7 +35,6 @@ use tracing::Instrument;
 
 use openshell_backend::{JobControl, OutputSink};
 
-pub use outcome::encode_within;
 pub use runtime::{PoolRuntime, WorkerContext};
 
 /// A request that passed admission and was audited as `received`.

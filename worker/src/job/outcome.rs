@@ -90,44 +90,9 @@ pub fn apply_execution(
     }
 }
 
-/// Shrinks stdout and stderr until the serialized result fits in `max_bytes`, marking what
-/// was cut. Returns the encoded result.
-pub fn encode_within(result: &mut ExecResult, max_bytes: usize) -> Vec<u8> {
-    loop {
-        let encoded = serde_json::to_vec(&*result).unwrap_or_default();
-        let (stdout, stderr) = (result.stdout.len(), result.stderr.len());
-        if encoded.len() <= max_bytes || stdout + stderr == 0 {
-            return encoded;
-        }
-        let excess = encoded.len() - max_bytes;
-        // Cut the larger stream by the excess (base64 can make it 4/3 larger) plus a margin.
-        let cut = excess + excess / 3 + 64;
-        let (stream, truncated) = if stdout >= stderr {
-            (&mut result.stdout.0, &mut result.stdout_truncated)
-        } else {
-            (&mut result.stderr.0, &mut result.stderr_truncated)
-        };
-        let keep = stream.len().saturating_sub(cut);
-        stream.truncate(keep);
-        *truncated = true;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn oversized_results_are_cut_to_fit() {
-        let mut result = ExecResult::new("job", Verdict::Completed);
-        result.stdout = Payload(vec![0xff; 900_000]);
-        result.stderr = Payload(b"err".to_vec());
-        let encoded = encode_within(&mut result, 500_000);
-        assert!(encoded.len() <= 500_000);
-        assert!(result.stdout_truncated && !result.stderr_truncated);
-        let decoded: ExecResult = serde_json::from_slice(&encoded).unwrap();
-        assert_eq!(decoded.stderr, Payload(b"err".to_vec()));
-    }
 
     #[test]
     fn endings_map_to_verdicts() {
