@@ -12,7 +12,7 @@ use async_nats::jetstream::kv::{self, Store};
 use async_nats::jetstream::stream::StorageType;
 use bytes::Bytes;
 
-use super::DurableError;
+use super::{Cause, DurableError};
 use crate::config::DurableConfig;
 
 /// Name of the attempts bucket.
@@ -131,10 +131,10 @@ impl Attempts {
         }
     }
 
-    fn failed(&self, key: &str, error: impl std::fmt::Display) -> DurableError {
+    fn failed(&self, key: &str, error: impl Into<Cause>) -> DurableError {
         DurableError::Attempts {
             key: key.to_string(),
-            message: error.to_string(),
+            source: error.into(),
         }
     }
 
@@ -156,7 +156,7 @@ pub async fn open_bucket(jetstream: &Context, config: kv::Config) -> Result<Stor
                 .await
                 .map_err(|create| DurableError::Stream {
                     stream: format!("KV_{bucket}"),
-                    message: format!("opening it: {get}; creating it: {create}"),
+                    source: format!("opening it: {get}; creating it: {create}").into(),
                 })
         }
     }

@@ -46,7 +46,7 @@ impl Canceller {
                 .await
                 .map_err(|error| DurableError::Subscribe {
                     subject,
-                    message: error.to_string(),
+                    source: error.into(),
                 })?;
         Ok(tokio::spawn(async move {
             loop {

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use openshell_protocol::subjects::check_token;
 use openshell_protocol::{ExecRequest, ExecResult, Subjects};
 
-use super::DurableError;
 use super::results;
 use super::streams::RESULTS;
 use super::subjects::{DurableSubjects, REPLY_TO_HEADER};
+use super::{Cause, DurableError};
 
 /// What the jobs stream said to a submission.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,18 +57,18 @@ impl DurableClient {
         reply_to: Option<&str>,
     ) -> Result<Submitted, DurableError> {
         let subject = self.subjects.job(pool, tenant, &request.id);
-        let error = |message: String| DurableError::Publish {
+        let error = |source: Cause| DurableError::Publish {
             subject: subject.clone(),
-            message,
+            source,
         };
         for (what, token) in [
             ("pool", pool),
             ("tenant", tenant),
             ("job id", request.id.as_str()),
         ] {
-            check_token(what, token).map_err(|e| error(e.to_string()))?;
+            check_token(what, token).map_err(|e| error(e.into()))?;
         }
-        let payload = serde_json::to_vec(request).map_err(|e| error(e.to_string()))?;
+        let payload = serde_json::to_vec(request).map_err(|e| error(e.into()))?;
         let mut publish = PublishMessage::build()
             .payload(Bytes::from(payload))
             .expected_last_subject_sequence(0);
@@ -79,7 +79,7 @@ impl DurableClient {
             .jetstream
             .send_publish(subject.clone(), publish)
             .await
-            .map_err(|e| error(e.to_string()))?
+            .map_err(|e| error(e.into()))?
             .await;
         match acked {
             Ok(ack) => Ok(Submitted {
@@ -92,9 +92,9 @@ impl DurableClient {
                 sequence: 0,
                 duplicate: true,
             }),
-            Err(e) => Err(error(format!(
-                "{e} (is a durable worker running, so OPENSHELL_JOBS exists?)"
-            ))),
+            Err(e) => Err(error(
+                format!("{e} (is a durable worker running, so OPENSHELL_JOBS exists?)").into(),
+            )),
         }
     }
 
@@ -129,7 +129,7 @@ impl DurableClient {
             .await
             .map_err(|e| DurableError::Publish {
                 subject: cancel,
-                message: e.to_string(),
+                source: e.into(),
             })?;
         self.result(tenant, job_id, wait).await
     }
@@ -141,7 +141,7 @@ impl DurableClient {
             .await
             .map_err(|e| DurableError::Stream {
                 stream: RESULTS.to_string(),
-                message: e.to_string(),
+                source: e.into(),
             })
     }
 }

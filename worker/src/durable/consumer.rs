@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::streams::JOBS;
-use super::{DurableError, DurablePool};
+use super::{Cause, DurableError, DurablePool};
 
 /// How long one pull waits for jobs before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -46,19 +46,19 @@ pub fn config(pool: &str, filter: String, ack_wait: Duration) -> Config {
 /// Creates the pool's consumer, or checks the one that exists.
 pub async fn ensure(jobs: &Stream, wanted: Config) -> Result<Consumer<Config>, DurableError> {
     let consumer_name = wanted.durable_name.clone().unwrap_or_default();
-    let error = |message: String| DurableError::Consumer {
+    let error = |source: Cause| DurableError::Consumer {
         stream: JOBS.into(),
         consumer: consumer_name.clone(),
-        message,
+        source,
     };
     let mut consumer = jobs
         .get_or_create_consumer(&consumer_name, wanted.clone())
         .await
-        .map_err(|e| error(e.to_string()))?;
+        .map_err(|e| error(e.into()))?;
     let found = consumer
         .info()
         .await
-        .map_err(|e| error(e.to_string()))?
+        .map_err(|e| error(e.into()))?
         .config
         .clone();
     let mut differences = Vec::new();
@@ -119,7 +119,7 @@ pub fn serve(
             let mut messages = match batch {
                 Ok(messages) => messages,
                 Err(error) => {
-                    pull_failed(&pool, error.to_string(), &stop).await;
+                    pull_failed(&pool, error.into(), &stop).await;
                     continue;
                 }
             };
@@ -134,7 +134,7 @@ pub fn serve(
                         tracker.spawn(Arc::clone(&pool).handle(message, permit));
                     }
                     Some(Err(error)) => {
-                        pull_failed(&pool, error.to_string(), &stop).await;
+                        pull_failed(&pool, error, &stop).await;
                         break;
                     }
                     None => break,
@@ -144,10 +144,10 @@ pub fn serve(
     })
 }
 
-async fn pull_failed(pool: &DurablePool, message: String, stop: &CancellationToken) {
+async fn pull_failed(pool: &DurablePool, source: Cause, stop: &CancellationToken) {
     let error = DurableError::Pull {
         consumer: name(pool.runtime.name()),
-        message,
+        source,
     };
     tracing::warn!(%error);
     tokio::select! {

@@ -113,7 +113,7 @@ impl Leases {
             }
             Err(error) => Err(DurableError::Lease {
                 key: key.to_string(),
-                message: error.to_string(),
+                source: error.into(),
             }),
         }
     }

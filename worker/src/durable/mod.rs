@@ -36,7 +36,7 @@ use openshell_scheduler::Slots;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use error::DurableError;
+pub use error::{Cause, DurableError};
 pub use subjects::DurableSubjects;
 
 use crate::audit::{AuditPublisher, AuditSink};

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use openshell_protocol::ExecResult;
 
-use super::DurableError;
 use super::streams::RESULTS;
+use super::{Cause, DurableError};
 
 /// What became of a result handed to [`store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +36,9 @@ pub async fn store(
     max_payload: usize,
 ) -> Result<Stored, DurableError> {
     let payload = result.encode_within(max_payload);
-    let error = |message: String| DurableError::Publish {
+    let error = |source: Cause| DurableError::Publish {
         subject: subject.to_string(),
-        message,
+        source,
     };
     // No `Nats-Msg-Id`: deduplication by id is stream-wide, so another tenant's job with the
     // same id would make this result a "duplicate". The subject is the identity.
@@ -53,7 +53,7 @@ pub async fn store(
         Ok(ack) if ack.duplicate => Ok(Stored::AlreadyThere),
         Ok(_) => Ok(Stored::New),
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Stored::AlreadyThere),
-        Err(e) => Err(error(e.to_string())),
+        Err(e) => Err(error(e.into())),
     }
 }
 
@@ -85,15 +85,15 @@ async fn last<I>(results: &Stream<I>, subject: &str) -> Result<Option<Bytes>, Du
     match results.direct_get_last_for_subject(subject).await {
         Ok(message) => Ok(Some(message.payload)),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(read_error(subject, e.to_string())),
+        Err(e) => Err(read_error(subject, e)),
     }
 }
 
-fn read_error(subject: &str, message: String) -> DurableError {
+fn read_error(subject: &str, source: impl Into<Cause>) -> DurableError {
     DurableError::Read {
         stream: RESULTS.to_string(),
         subject: subject.to_string(),
-        message,
+        source: source.into(),
     }
 }
 
@@ -111,7 +111,7 @@ pub async fn wait<I>(
         .map_err(|e| DurableError::Read {
             stream: RESULTS.to_string(),
             subject: subject.to_string(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     if let Some(result) = fetch(results, subject).await? {
         return Ok(Some(result));

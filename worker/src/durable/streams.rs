@@ -109,14 +109,14 @@ async fn ensure_one(jetstream: &Context, wanted: Config) -> Result<Stream, Durab
         .await
         .map_err(|error| DurableError::Stream {
             stream: wanted.name.clone(),
-            message: error.to_string(),
+            source: error.into(),
         })?;
     let found = &stream
         .info()
         .await
         .map_err(|error| DurableError::Stream {
             stream: wanted.name.clone(),
-            message: error.to_string(),
+            source: error.into(),
         })?
         .config;
     let (incompatible, drifted) = compare(found, &wanted);
