@@ -28,7 +28,7 @@
 //!
 //! Then run the conformance suite against it from its tests, with the `testing` feature:
 //! `openshell_backend::conformance_suite!(async { Arc::new(Echo) as Arc<dyn Backend> });`
-//! (see `examples/echo-backend/` at the top of the repository).
+//! (see `examples/nice-backend/` at the top of the repository).
 
 mod context;
 mod error;
