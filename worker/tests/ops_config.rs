@@ -119,14 +119,10 @@ async fn a_file_pool_on_none_runs_jobs_with_and_without_defaults() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("worker.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "[pools.plain]\nbackend = \"none\"\n\n\
          [pools.tuned]\nbackend = \"none\"\ndefaults = { timeout = \"20s\" }\n",
-    )
-    .expect("write config");
+    );
     let url = nats.url();
     let config = path.to_str().expect("utf-8 path");
     let envs = [("NATS_URL", url.as_str()), ("OPENSHELL_CONFIG", config)];
@@ -180,14 +176,10 @@ async fn a_limit_the_backend_cannot_enforce_is_refused_unless_the_pool_allows_it
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("worker.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "[pools.strict]\nbackend = \"none\"\nlocal = { sandbox = \"off\" }\n\n\
          [pools.lax]\nbackend = \"none\"\nallow_unenforced_limits = true\nlocal = { sandbox = \"off\" }\n",
-    )
-    .expect("write config");
+    );
     let url = nats.url();
     let config = path.to_str().expect("utf-8 path");
     let _worker = OPENSHELL
@@ -222,4 +214,12 @@ async fn a_limit_the_backend_cannot_enforce_is_refused_unless_the_pool_allows_it
     );
     let lax = exec("lax").await;
     assert!(lax.status.success(), "{}", text(&lax));
+}
+
+/// A worker configuration file holding `text`, in a directory removed when the guard drops.
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
 }
