@@ -52,7 +52,7 @@ pub use job::{Job, JobControl, JobFile};
 pub use kind::{BackendKind, UnknownBackend};
 pub use language::LanguageSpec;
 pub use metrics::{BackendEvent, BackendMetrics, MetricsSink};
-pub use output::{CapturedOutput, OutputSink, Stream};
+pub use output::{CapturedOutput, OutputSink, Stream, Written};
 
 /// How a backend would enforce each limit it supports; a limit absent here is not enforceable.
 pub type Capabilities = EnforcementReport;

@@ -73,6 +73,10 @@ pub struct ExecRequest {
     /// Ask for network access; refused unless the pool allows it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub network: bool,
+    /// Publish stdout and stderr while the job runs, as [`crate::OutputChunk`]s on
+    /// `<prefix>.output.<tenant>.<id>`, before the result; the result is the same either way.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stream: bool,
     /// Do not start the job after this instant (RFC 3339); verdict `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,

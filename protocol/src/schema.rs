@@ -4,6 +4,7 @@
 //! `OPENSHELL_BLESS=1 cargo test -p openshell-protocol` to rewrite them after a change.
 
 use crate::audit::AuditEvent;
+use crate::output::OutputChunk;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
 
@@ -16,11 +17,18 @@ pub enum Message {
     Result,
     /// [`AuditEvent`].
     Audit,
+    /// [`OutputChunk`].
+    Output,
 }
 
 impl Message {
     /// Every message kind.
-    pub const ALL: [Message; 3] = [Message::Request, Message::Result, Message::Audit];
+    pub const ALL: [Message; 4] = [
+        Message::Request,
+        Message::Result,
+        Message::Audit,
+        Message::Output,
+    ];
 
     /// File name under `protocol/schema/`.
     pub fn file_name(self) -> &'static str {
@@ -28,6 +36,7 @@ impl Message {
             Message::Request => "exec-request.v1.json",
             Message::Result => "exec-result.v1.json",
             Message::Audit => "audit-event.v1.json",
+            Message::Output => "output-chunk.v1.json",
         }
     }
 
@@ -37,6 +46,7 @@ impl Message {
             Message::Request => schemars::schema_for!(ExecRequest),
             Message::Result => schemars::schema_for!(ExecResult),
             Message::Audit => schemars::schema_for!(AuditEvent),
+            Message::Output => schemars::schema_for!(OutputChunk),
         };
         let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         text.push('\n');

@@ -168,6 +168,11 @@ impl Subjects {
         format!("{}.cancel.*.*", self.prefix)
     }
 
+    /// Where the live output of `job_id` of `tenant` goes, when its request asked for it.
+    pub fn output(&self, tenant: &str, job_id: &str) -> String {
+        format!("{}.output.{tenant}.{job_id}", self.prefix)
+    }
+
     /// Where the result of `job_id` of `tenant` is stored (durable mode) and may be sent.
     pub fn result(&self, tenant: &str, job_id: &str) -> String {
         format!("{}.results.{tenant}.{job_id}", self.prefix)

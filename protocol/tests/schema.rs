@@ -185,6 +185,9 @@ fn readme_examples_are_valid_messages() {
                 events.insert(event.event.as_str());
                 audits.push((event, what));
             }
+            Message::Output => {
+                let _: openshell_protocol::OutputChunk = round_trip(&example.json, &what);
+            }
         }
     }
     let request_named = |id: &str, what: &str| {

@@ -1,9 +1,10 @@
-//! Where a job's result goes: the [`Replier`] the job path sends it with, and its NATS
-//! implementation, [`NatsReplier`], publishing on the request's reply subject.
+//! Where a job's result goes: the [`Replier`] the job path sends it (and, for a request with
+//! `stream`, its live output) with, and its NATS implementation, [`NatsReplier`], publishing
+//! on the request's reply subject and the job's output subject.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use openshell_protocol::ExecResult;
+use openshell_protocol::{ExecResult, OutputChunk};
 
 /// Results smaller than this always fit, whatever the server announces.
 const MIN_PAYLOAD: usize = 64 * 1024;
@@ -27,6 +28,9 @@ pub trait Replier: Send + Sync {
     /// Sends `result` to `subject`, cutting stdout and stderr (marked truncated) until it fits
     /// what the transport carries.
     async fn reply(&self, subject: &str, result: &mut ExecResult) -> Result<(), ReplyError>;
+
+    /// Sends one chunk of a running job's live output to `subject`.
+    async fn chunk(&self, subject: &str, chunk: &OutputChunk) -> Result<(), ReplyError>;
 }
 
 /// Publishes results on NATS, within the server's `max_payload`.
@@ -59,5 +63,18 @@ impl Replier for NatsReplier {
                 job_id: result.id.clone(),
                 source: Box::new(source),
             })
+    }
+
+    async fn chunk(&self, subject: &str, chunk: &OutputChunk) -> Result<(), ReplyError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| ReplyError {
+            subject: subject.to_string(),
+            job_id: chunk.id.clone(),
+            source,
+        };
+        let payload = serde_json::to_vec(chunk).map_err(|error| failed(Box::new(error)))?;
+        self.nats
+            .publish(subject.to_string(), Bytes::from(payload))
+            .await
+            .map_err(|error| failed(Box::new(error)))
     }
 }

@@ -468,3 +468,62 @@ async fn a_flood_is_refused_as_overloaded_and_others_still_run() {
         FLOOD_RSS_BOUND >> 20
     );
 }
+
+/// Live output: a job that asked for `stream` has its output published on
+/// `openshell.output.<tenant>.<id>` before its result, and only its own tenant may read it;
+/// agents cannot publish there.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_output_goes_only_to_its_tenant_and_before_the_result() {
+    let Some(server) = AccountsServer::start().await else {
+        return;
+    };
+    let _worker = worker(&server, "isolation-live").await;
+    let (acme, mut acme_errors) = server.connect("agent-acme", "_INBOX.acme").await;
+    let (globex, mut globex_errors) = server.connect("agent-globex", "_INBOX.globex").await;
+    let _spy = globex
+        .subscribe("openshell.output.acme.>")
+        .await
+        .expect("sent");
+    violation(&mut globex_errors, "openshell.output.acme.>").await;
+    acme.publish("openshell.output.acme.forged", "x".into())
+        .await
+        .expect("sent");
+    violation(&mut acme_errors, "openshell.output.acme.forged").await;
+
+    let mut chunks = acme
+        .subscribe("openshell.output.acme.live-1")
+        .await
+        .expect("acme subscribes to its own output");
+    let mut inbox = acme.subscribe("_INBOX.acme.live").await.expect("sub");
+    acme.flush().await.expect("flush");
+    let mut job = ExecRequest::code("live-1", "bash", "echo first; sleep 0.3; echo second >&2");
+    job.stream = true;
+    let payload: bytes::Bytes = serde_json::to_vec(&job).expect("encode").into();
+    acme.publish_with_reply("openshell.exec.none.acme", "_INBOX.acme.live", payload)
+        .await
+        .expect("published");
+    let reply = tokio::time::timeout(Duration::from_secs(60), inbox.next())
+        .await
+        .expect("a result within 60 s")
+        .expect("a result");
+    let result: ExecResult = serde_json::from_slice(&reply.payload).expect("result");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    // Everything was published before the result, so it is already here.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut seq = 0;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), chunks.next()).await
+    {
+        let chunk: openshell_protocol::OutputChunk =
+            serde_json::from_slice(&message.payload).expect("a chunk");
+        assert_eq!((chunk.id.as_str(), chunk.seq), ("live-1", seq));
+        seq += 1;
+        match chunk.stream {
+            openshell_protocol::OutputStream::Stdout => stdout.extend(chunk.data.0),
+            openshell_protocol::OutputStream::Stderr => stderr.extend(chunk.data.0),
+        }
+    }
+    assert_eq!(stdout, result.stdout.0);
+    assert_eq!(stderr, result.stderr.0);
+    assert_eq!(stdout, b"first\n");
+}

@@ -35,6 +35,37 @@ fn python(id: &str, code: &str) -> ExecRequest {
     ExecRequest::code(id, "python", code)
 }
 
+/// `exec --live` prints the output as the job writes it, each byte once, and exits with the
+/// job's code; stderr stays on stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_exec_live_prints_the_output_once() {
+    let Some((nats, _worker, _client)) = stack(&[]).await else {
+        return;
+    };
+    let url = nats.url();
+    let output = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--live",
+                "--lang",
+                "bash",
+                "-c",
+                "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three; exit 3",
+            ],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "one\nthree\n",
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.matches("two").count(), 1, "{stderr}");
+    assert_eq!(output.status.code(), Some(3));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_exec_prints_42() {
     let Some((nats, _worker, _client)) = stack(&[]).await else {

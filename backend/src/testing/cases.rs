@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Backend, Ending, Job, JobControl, JobFile, OutputSink};
+use crate::{Backend, Ending, Job, JobControl, JobFile, OutputSink, Stream, Written};
 use openshell_protocol::{ByteSize, DurationMs, ErrorKind, LimitName, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
@@ -227,5 +227,54 @@ pub async fn enforcement_report_lists_every_limit(backend: &dyn Backend) {
             .execution
             .enforcement
             .is_empty()
+    );
+}
+
+/// What a backend writes to a tapped sink (live output) is the output, in the order written:
+/// each stream's taps concatenate to exactly what the result keeps, and writes separated by a
+/// pause arrive in that order across streams.
+pub async fn live_output_is_the_output_in_order(backend: &dyn Backend) {
+    let job = code_job(
+        "bash",
+        "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three; sleep 0.3; printf four >&2",
+        &[],
+    );
+    let (tap, mut written) = tokio::sync::mpsc::unbounded_channel();
+    let control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::tapped(1 << 20, tap),
+    };
+    let execution = backend
+        .execute(job, control.clone())
+        .await
+        .expect("the job runs");
+    control.output.close_tap();
+    assert_eq!(execution.exit_code, Some(0), "{execution:?}");
+    let (mut stdout, mut stderr, mut order) = (Vec::new(), Vec::new(), Vec::<Stream>::new());
+    while let Ok(Written { stream, bytes }) = written.try_recv() {
+        if order.last() != Some(&stream) {
+            order.push(stream);
+        }
+        match stream {
+            Stream::Stdout => stdout.extend(bytes),
+            Stream::Stderr => stderr.extend(bytes),
+        }
+    }
+    let kept = control.output.snapshot();
+    assert_eq!(stdout, kept.stdout, "stdout taps are the output");
+    assert_eq!(stderr, kept.stderr, "stderr taps are the output");
+    assert_eq!(
+        (stdout.as_slice(), stderr.as_slice()),
+        (b"one\nthree\n".as_slice(), b"two\nfour".as_slice())
+    );
+    assert_eq!(
+        order,
+        [
+            Stream::Stdout,
+            Stream::Stderr,
+            Stream::Stdout,
+            Stream::Stderr
+        ],
+        "writes arrived out of order"
     );
 }

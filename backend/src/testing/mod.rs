@@ -41,7 +41,7 @@ macro_rules! conformance_suite {
             network_to_a_host_loopback_port_fails, setsid_survivors_die_and_do_not_decide_the_verdict,
             nothing_is_left_for_the_next_job, a_concurrent_jobs_environ_is_out_of_reach,
             user_namespaces_are_refused, memory_across_processes, shared_memory_counts_as_memory,
-            cpu_time_is_not_dodged_by_forking,
+            cpu_time_is_not_dodged_by_forking, live_output_is_the_output_in_order,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

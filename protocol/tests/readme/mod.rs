@@ -84,6 +84,7 @@ fn kind_named(name: &str) -> Option<Kind> {
         "request" => Some(Kind::Message(Message::Request)),
         "result" => Some(Kind::Message(Message::Result)),
         "audit" => Some(Kind::Message(Message::Audit)),
+        "output" => Some(Kind::Message(Message::Output)),
         "srv-info" => Some(Kind::SrvInfo),
         "srv-stats" => Some(Kind::SrvStats),
         _ => None,

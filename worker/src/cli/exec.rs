@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args;
 use openshell_protocol::{
-    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, Payload, RelativePath,
-    Subjects, Verdict,
+    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, OutputChunk,
+    OutputStream, Payload, RelativePath, Subjects, Verdict,
 };
 
 use crate::client::NatsArgs;
@@ -36,10 +36,8 @@ pub mod exit {
 }
 
 /// Run code or a command on a pool and print its output.
+/// The job flags `exec` and `submit` share.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  openshell exec --lang python -c 'print(6*7)'\n  openshell exec --lang bash script.sh -- arg1 arg2\n  echo hi | openshell exec --stdin - --command cat\n  openshell exec --pool docker --tenant acme --timeout 5s --memory 256m --lang node -c 'console.log(1)'\n\nExit status: the job's own exit code when it completed (128+N when killed by signal N);\n124 timeout, 137 out of memory, 141 output limit, 130 cancelled, 65 rejected,\n75 expired, 70 backend error, 69 not submitted or no result."
-)]
 pub struct ExecArgs {
     #[command(flatten)]
     pub(crate) nats: NatsArgs,
@@ -106,6 +104,22 @@ pub struct ExecArgs {
     /// Print the whole result as JSON instead of the output.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Run one job and print its output, live on a terminal.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  openshell exec --lang python -c 'print(6*7)'\n  openshell exec --lang bash script.sh -- arg1 arg2\n  echo hi | openshell exec --stdin - --command cat\n  openshell exec --pool docker --tenant acme --timeout 5s --memory 256m --lang node -c 'console.log(1)'\n\nExit status: the job's own exit code when it completed (128+N when killed by signal N);\n124 timeout, 137 out of memory, 141 output limit, 130 cancelled, 65 rejected,\n75 expired, 70 backend error, 69 not submitted or no result."
+)]
+pub struct ExecCommand {
+    #[command(flatten)]
+    pub(crate) job: ExecArgs,
+    /// Print the output live, as the job writes it (default on a terminal, without --json).
+    #[arg(long, conflicts_with = "no_live")]
+    pub(crate) live: bool,
+    /// Print the output only once the job ended.
+    #[arg(long)]
+    pub(crate) no_live: bool,
 }
 
 impl ExecArgs {
@@ -203,7 +217,12 @@ pub fn exit_code(result: &ExecResult) -> u8 {
 }
 
 /// Submits the job and prints its output.
-pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
+    let ExecCommand {
+        job: args,
+        live,
+        no_live,
+    } = command;
     let request = match args.request() {
         Ok(request) => request,
         Err(error) => {
@@ -223,6 +242,15 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let client = Client::new(nats, Subjects::new(args.nats.subject_prefix.clone()));
+    let live =
+        !args.json && !no_live && (live || std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let mut request = request;
+    request.stream = live;
+    // Subscribed before the request goes out, so no chunk is missed.
+    let printer = match live {
+        true => Some(LivePrinter::start(&client, &args.tenant, &request.id).await?),
+        false => None,
+    };
     let result = match client.exec(&pool, &args.tenant, &request).await {
         Ok(result) => result,
         Err(error) => {
@@ -230,7 +258,88 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::CLIENT_ERROR));
         }
     };
-    print_result(&result, args.json)
+    match printer {
+        Some(printer) => {
+            printer.finish(&result).await?;
+            print_ending(&result);
+            Ok(ExitCode::from(exit_code(&result)))
+        }
+        None => print_result(&result, args.json),
+    }
+}
+
+/// Prints a job's live output as its chunks arrive.
+struct LivePrinter {
+    task: tokio::task::JoinHandle<anyhow::Result<(usize, usize)>>,
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl LivePrinter {
+    /// Subscribes to the output of `tenant`'s job `id` and prints what comes.
+    async fn start(client: &Client, tenant: &str, id: &str) -> anyhow::Result<Self> {
+        let subject = client.subjects().output(tenant, id);
+        let mut chunks = client
+            .nats()
+            .subscribe(subject.clone())
+            .await
+            .with_context(|| format!("subscribing to {subject} for the live output"))?;
+        // The subscription must reach the server before the request does.
+        client
+            .nats()
+            .flush()
+            .await
+            .context("flushing the subscription")?;
+        let done = tokio_util::sync::CancellationToken::new();
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            let (mut stdout, mut stderr) = (0, 0);
+            loop {
+                let message = tokio::select! {
+                    message = futures::StreamExt::next(&mut chunks) => message,
+                    // The result came: what was published before it is already queued here.
+                    () = stop.cancelled() => tokio::time::timeout(
+                        std::time::Duration::from_millis(100),
+                        futures::StreamExt::next(&mut chunks),
+                    )
+                    .await
+                    .unwrap_or_default(),
+                };
+                let Some(message) = message else {
+                    return Ok((stdout, stderr));
+                };
+                let Ok(chunk) = serde_json::from_slice::<OutputChunk>(&message.payload) else {
+                    continue;
+                };
+                match chunk.stream {
+                    OutputStream::Stdout => {
+                        std::io::stdout().write_all(chunk.data.as_bytes())?;
+                        std::io::stdout().flush()?;
+                        stdout += chunk.data.len();
+                    }
+                    OutputStream::Stderr => {
+                        std::io::stderr().write_all(chunk.data.as_bytes())?;
+                        stderr += chunk.data.len();
+                    }
+                }
+            }
+        });
+        Ok(Self { task, done })
+    }
+
+    /// Prints the chunks still on their way, then whatever of `result`'s output no chunk
+    /// brought (a worker that could not publish them all).
+    async fn finish(self, result: &ExecResult) -> anyhow::Result<()> {
+        self.done.cancel();
+        let (stdout, stderr) = self.task.await.context("the live printer stopped")??;
+        if let Some(rest) = result.stdout.as_bytes().get(stdout..) {
+            std::io::stdout().write_all(rest)?;
+            std::io::stdout().flush()?;
+        }
+        if let Some(rest) = result.stderr.as_bytes().get(stderr..) {
+            std::io::stderr().write_all(rest)?;
+        }
+        Ok(())
+    }
 }
 
 /// Prints `result` as `exec` does (its output, or JSON) and gives the matching exit code.
@@ -241,14 +350,19 @@ pub(crate) fn print_result(result: &ExecResult, json: bool) -> anyhow::Result<Ex
         std::io::stdout().write_all(result.stdout.as_bytes())?;
         std::io::stdout().flush()?;
         std::io::stderr().write_all(result.stderr.as_bytes())?;
-        if let Some(error) = &result.error {
-            eprintln!(
-                "openshell: job {} {}: {}",
-                result.id, result.status, error.message
-            );
-        } else if result.stdout_truncated || result.stderr_truncated {
-            eprintln!("openshell: job {} output was truncated", result.id);
-        }
+        print_ending(result);
     }
     Ok(ExitCode::from(exit_code(result)))
+}
+
+/// Says on stderr why a job did not complete, or that its output was cut.
+fn print_ending(result: &ExecResult) {
+    if let Some(error) = &result.error {
+        eprintln!(
+            "openshell: job {} {}: {}",
+            result.id, result.status, error.message
+        );
+    } else if result.stdout_truncated || result.stderr_truncated {
+        eprintln!("openshell: job {} output was truncated", result.id);
+    }
 }

@@ -36,7 +36,7 @@ pub enum Command {
     /// Run a worker.
     Worker(worker::WorkerArgs),
     /// Run one job and print its output.
-    Exec(Box<exec::ExecArgs>),
+    Exec(Box<exec::ExecCommand>),
     /// Queue a job in durable mode (same flags as exec); prints its id.
     Submit(Box<submit::SubmitArgs>),
     /// Print the stored result of a submitted job.

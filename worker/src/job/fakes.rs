@@ -11,7 +11,9 @@ use openshell_backend::{
     Backend, BackendError, BackendKind, Capabilities, Execution, Job, JobControl,
 };
 use openshell_backend_local::{LocalBackend, LocalSettings, SandboxMode};
-use openshell_protocol::{AuditEvent, AuditEventType, ExecResult, LimitName, Subjects};
+use openshell_protocol::{
+    AuditEvent, AuditEventType, ExecResult, LimitName, OutputChunk, Subjects,
+};
 use openshell_scheduler::RunningJobs;
 use tokio_util::sync::CancellationToken;
 
@@ -87,12 +89,19 @@ impl AuditSink for FakeAudit {
 #[derive(Default)]
 pub struct FakeReplier {
     replies: Mutex<Vec<(String, ExecResult)>>,
+    /// Live output chunks, and how many results had been sent when each came.
+    chunks: Mutex<Vec<(String, OutputChunk, usize)>>,
 }
 
 impl FakeReplier {
     /// The results sent so far, with their subjects.
     pub fn replies(&self) -> Vec<(String, ExecResult)> {
         self.replies.lock().expect("replies lock").clone()
+    }
+
+    /// The live output chunks sent so far: subject, chunk, and the results sent before it.
+    pub fn chunks(&self) -> Vec<(String, OutputChunk, usize)> {
+        self.chunks.lock().expect("chunks lock").clone()
     }
 }
 
@@ -101,6 +110,13 @@ impl Replier for FakeReplier {
     async fn reply(&self, subject: &str, result: &mut ExecResult) -> Result<(), ReplyError> {
         let sent = (subject.to_string(), result.clone());
         self.replies.lock().expect("replies lock").push(sent);
+        Ok(())
+    }
+
+    async fn chunk(&self, subject: &str, chunk: &OutputChunk) -> Result<(), ReplyError> {
+        let results_before = self.replies.lock().expect("replies lock").len();
+        let sent = (subject.to_string(), chunk.clone(), results_before);
+        self.chunks.lock().expect("chunks lock").push(sent);
         Ok(())
     }
 }

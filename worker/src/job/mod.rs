@@ -10,6 +10,7 @@
 pub mod canary;
 #[cfg(test)]
 pub(crate) mod fakes;
+mod live;
 mod outcome;
 mod prepare;
 mod runtime;
@@ -361,12 +362,22 @@ impl PoolRuntime {
             .as_ref()
             .and_then(|language| self.config.languages.get(language));
         let job = prepare::build_job(&request, &admitted, &context.tenant, language);
-        let output = OutputSink::new(
-            admitted
-                .limits
-                .output
-                .map_or(u64::MAX, |output| output.bytes()),
-        );
+        let limit = admitted
+            .limits
+            .output
+            .map_or(u64::MAX, |output| output.bytes());
+        let live = request.stream.then(|| {
+            let subject = self.subjects.output(&context.tenant, &request.id);
+            live::Live::start(
+                limit,
+                Arc::clone(&self.replier),
+                subject,
+                request.id.clone(),
+            )
+        });
+        let output = live
+            .as_ref()
+            .map_or_else(|| OutputSink::new(limit), |live| live.sink().clone());
         tracing::debug!(argv = ?job.argv, files = job.files.len(), limits = ?job.limits, "sending job to backend");
         let control = JobControl {
             cancel,
@@ -376,6 +387,10 @@ impl PoolRuntime {
         let backend_start = Instant::now();
         let outcome = self.backend.execute(job, control).await;
         timings.backend = Some((backend_start, Instant::now()));
+        if let Some(live) = live {
+            // The last chunk goes out before the result does.
+            live.finish().await;
+        }
         if let Err(error) = &outcome
             && never_started(error.kind)
         {

@@ -1,7 +1,9 @@
 //! The job path with fakes (see `fakes`): what is audited, what runs, what is answered.
 
 use bytes::Bytes;
-use openshell_protocol::{AuditEventType, ErrorKind, ExecRequest, LimitName, Verdict};
+use openshell_protocol::{
+    AuditEventType, ErrorKind, ExecRequest, LimitName, OutputStream, Verdict,
+};
 
 use super::Waiting;
 use super::fakes::{FakeAudit, Fixture, TENANT};
@@ -199,4 +201,44 @@ async fn capabilities_are_asked_for_each_job_so_a_lost_one_refuses_before_starte
         .map(|event| event.event)
         .collect();
     assert_eq!(second, [AuditEventType::Rejected]);
+}
+
+#[tokio::test]
+async fn a_streamed_job_publishes_its_output_in_order_before_its_result() {
+    let fixture = Fixture::new(FakeAudit::working());
+    let script = "printf one; sleep 0.2; printf two >&2; sleep 0.2; printf three";
+    let mut request = ExecRequest::command("s1", vec!["sh".into(), "-c".into(), script.into()]);
+    request.stream = true;
+    handle(&fixture, &serde_json::to_vec(&request).expect("encodes")).await;
+
+    let (_, result) = fixture.replier.replies().pop().expect("a result");
+    assert_eq!(result.status, Verdict::Completed, "{result:?}");
+    let chunks = fixture.replier.chunks();
+    assert!(
+        chunks.len() >= 3,
+        "one chunk per pause at least: {chunks:?}"
+    );
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for (seq, (subject, chunk, results_before)) in chunks.iter().enumerate() {
+        assert_eq!(subject, "openshell.output.acme.s1");
+        assert_eq!(chunk.seq, seq as u64, "numbered without gaps");
+        assert_eq!(*results_before, 0, "a chunk came after the result");
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&chunk.data.0),
+            OutputStream::Stderr => stderr.extend_from_slice(&chunk.data.0),
+        }
+    }
+    assert_eq!(
+        stdout, result.stdout.0,
+        "stdout chunks are the result's stdout"
+    );
+    assert_eq!(
+        stderr, result.stderr.0,
+        "stderr chunks are the result's stderr"
+    );
+    assert_eq!(stdout, b"onethree");
+
+    // Without `stream`, nothing is published but the result.
+    handle(&fixture, &echo("s2")).await;
+    assert_eq!(fixture.replier.chunks().len(), chunks.len());
 }
