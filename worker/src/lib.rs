@@ -15,6 +15,7 @@ pub mod durable;
 pub mod intake;
 pub mod job;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod nats;
 pub mod registry;

@@ -218,7 +218,7 @@ pub async fn wait_connected(client: &async_nats::Client, urls: &[String]) {
     let mut waited = Duration::ZERO;
     let step = Duration::from_millis(50);
     while client.connection_state() != async_nats::connection::State::Connected {
-        if waited.as_millis() % 5000 == 0 && !waited.is_zero() {
+        if waited.as_millis().is_multiple_of(5000) && !waited.is_zero() {
             tracing::warn!(
                 urls = Secret::redact_urls(urls),
                 waited_s = waited.as_secs(),

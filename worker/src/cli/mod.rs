@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cancel;
 pub mod doctor;
 pub mod exec;
+pub mod mcp;
 pub mod result;
 pub mod submit;
 pub mod worker;
@@ -54,6 +55,8 @@ pub enum Command {
     Workers(workers::WorkersArgs),
     /// Check NATS, each pool's backend and the clock; print what to fix.
     Doctor(doctor::DoctorArgs),
+    /// Serve OpenShell to an MCP-capable agent over stdio.
+    Mcp(mcp::McpArgs),
 }
 
 /// Options of `openshell config`.
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Workers(args) => workers::run(args).await,
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Mcp(args) => mcp::run(args).await,
         Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
             .map(|config| {
                 print!("{}", config.to_redacted_toml());

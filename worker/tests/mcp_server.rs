@@ -1,0 +1,122 @@
+//! `openshell mcp` driven by a real MCP client (the official Rust SDK's, over the child
+//! process's stdio), against a real nats-server and a worker on the local backend:
+//! initialize, list tools, run `print(6*7)` and get 42, and a timeout and an invalid call each
+//! come back as a clear tool error while the server keeps serving.
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+
+use openshell_test_support::Openshell;
+use openshell_test_support::nats::NatsServer;
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
+
+/// The text of a tool result's first content block.
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|content| content.as_text())
+        .map(|text| text.text.clone())
+        .unwrap_or_default()
+}
+
+fn call(name: &'static str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments are an object");
+    };
+    CallToolRequestParams::new(name).with_arguments(arguments)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_client_runs_code_and_gets_clear_tool_errors() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let _worker = OPENSHELL.local_worker(&nats, &[]).await;
+    let command = OPENSHELL.command(
+        ["mcp", "--pool", "none", "--tenant", "agent"],
+        &[("NATS_URL", url.as_str())],
+    );
+    let transport = TokioChildProcess::new(command).expect("openshell mcp starts");
+    let client = ().serve(transport).await.expect("initialize");
+
+    let info = client.peer_info().expect("the server introduced itself");
+    let server = info.server_info.as_ref().expect("the server's name and version");
+    assert_eq!(server.name, "openshell");
+    let tools: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|tool| tool.name.to_string())
+        .collect();
+    for wanted in ["run_code", "list_pools", "get_result"] {
+        assert!(tools.iter().any(|tool| tool == wanted), "{tools:?}");
+    }
+
+    let ran = client
+        .call_tool(call(
+            "run_code",
+            json!({"language": "python", "code": "print(6*7)"}),
+        ))
+        .await
+        .expect("run_code answers");
+    assert_ne!(ran.is_error, Some(true), "{ran:?}");
+    let outcome: Value = serde_json::from_str(&text(&ran)).expect("a JSON outcome");
+    assert_eq!(outcome["status"], "completed", "{outcome}");
+    assert_eq!(outcome["exit_code"], 0);
+    assert_eq!(outcome["stdout"], "42\n");
+
+    let slow = client
+        .call_tool(call(
+            "run_code",
+            json!({"language": "bash", "code": "sleep 30", "timeout": "1s"}),
+        ))
+        .await
+        .expect("a timeout is an answer");
+    assert_eq!(slow.is_error, Some(true), "{slow:?}");
+    assert!(text(&slow).contains("\"timeout\""), "{}", text(&slow));
+
+    let invalid = client
+        .call_tool(call(
+            "run_code",
+            json!({"language": "python", "code": "1", "memory": "lots"}),
+        ))
+        .await
+        .expect("an invalid call is an answer");
+    assert_eq!(invalid.is_error, Some(true), "{invalid:?}");
+    assert!(
+        text(&invalid).contains("memory `lots`"),
+        "{}",
+        text(&invalid)
+    );
+
+    let unknown = client
+        .call_tool(call("run_code", json!({"language": "cobol", "code": "x"})))
+        .await
+        .expect("a rejected job is an answer");
+    assert_eq!(unknown.is_error, Some(true), "{unknown:?}");
+    assert!(text(&unknown).contains("rejected"), "{}", text(&unknown));
+
+    let pools = client
+        .call_tool(call("list_pools", json!({})))
+        .await
+        .expect("list_pools answers");
+    assert!(text(&pools).contains("\"none\""), "{}", text(&pools));
+
+    // Still serving after the errors.
+    let again = client
+        .call_tool(call(
+            "run_code",
+            json!({"language": "sh", "code": "echo still"}),
+        ))
+        .await
+        .expect("run_code answers again");
+    assert!(text(&again).contains("still"), "{}", text(&again));
+    client.cancel().await.expect("the session closes");
+}
