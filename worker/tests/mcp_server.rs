@@ -46,7 +46,10 @@ async fn an_mcp_client_runs_code_and_gets_clear_tool_errors() {
     let client = ().serve(transport).await.expect("initialize");
 
     let info = client.peer_info().expect("the server introduced itself");
-    let server = info.server_info.as_ref().expect("the server's name and version");
+    let server = info
+        .server_info
+        .as_ref()
+        .expect("the server's name and version");
     assert_eq!(server.name, "openshell");
     let tools: Vec<String> = client
         .list_all_tools()

@@ -599,3 +599,66 @@ async fn a_signal_death_is_reported_by_number_and_name() {
     assert_eq!(result.signal, Some(9), "{result:?}");
     assert_eq!(result.signal_name.as_deref(), Some("SIGKILL"), "{result:?}");
 }
+
+/// A job printing a line a second: each line's chunk arrives while the job still runs, one
+/// pause apart, long before the result (arrival order against timestamps, with seconds of
+/// slack, not a tight timing assertion).
+#[tokio::test(flavor = "multi_thread")]
+async fn live_output_arrives_while_the_job_runs() {
+    let Some((nats, _worker, _client)) = stack(&[]).await else {
+        return;
+    };
+    let raw = async_nats::connect(nats.url()).await.expect("connect");
+    let mut chunks = raw
+        .subscribe("openshell.output.default.ticks")
+        .await
+        .expect("sub");
+    raw.flush().await.expect("flush");
+    let mut request = ExecRequest::code(
+        "ticks",
+        "bash",
+        "for i in 1 2 3; do echo tick $i; sleep 1; done",
+    );
+    request.stream = true;
+    let payload = Bytes::from(serde_json::to_vec(&request).expect("encode"));
+    let sent = tokio::time::Instant::now();
+    let reply = tokio::spawn({
+        let raw = raw.clone();
+        async move {
+            let reply = raw
+                .request("openshell.exec.none.default", payload)
+                .await
+                .expect("a result");
+            (tokio::time::Instant::now(), reply)
+        }
+    });
+    let mut arrivals = Vec::new();
+    while arrivals.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(30), chunks.next())
+            .await
+            .expect("a chunk within 30 s")
+            .expect("a chunk");
+        let chunk: openshell_protocol::OutputChunk =
+            serde_json::from_slice(&message.payload).expect("a chunk");
+        arrivals.push((
+            tokio::time::Instant::now(),
+            chunk.data.to_text_lossy().into_owned(),
+        ));
+    }
+    let (answered, reply) = reply.await.expect("the request task");
+    let result: ExecResult = serde_json::from_slice(&reply.payload).expect("a result");
+    assert_eq!(result.stdout.to_text_lossy(), "tick 1\ntick 2\ntick 3\n");
+    let lines: Vec<&str> = arrivals.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(lines, ["tick 1\n", "tick 2\n", "tick 3\n"]);
+    // The job takes 3 s: the first line came at least a second before the result, and the
+    // lines came in separate moments rather than all at the end.
+    assert!(
+        answered - arrivals[0].0 >= Duration::from_millis(1500),
+        "{arrivals:?}"
+    );
+    assert!(
+        arrivals[1].0 - arrivals[0].0 >= Duration::from_millis(500),
+        "{arrivals:?}"
+    );
+    assert!(arrivals[0].0 >= sent);
+}
