@@ -1,5 +1,5 @@
 //! Durable mode through the CLI: `submit` prints the id, `result --wait` prints the output,
-//! and the same job id submitted twice runs once.
+//! and the same job id submitted twice runs once; a queued job streams its live output too.
 
 mod durable;
 
@@ -87,4 +87,50 @@ async fn same_job_id_twice_runs_once() {
     let missing = OPENSHELL.cli(["result", "nope"], &env).await;
     assert_eq!(missing.status.code(), Some(3));
     drop(client);
+}
+
+/// Live output in durable mode: a queued job with `stream` has its output published while it
+/// runs, exactly the stored result's, before the result is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_job_streams_its_output_too() {
+    use futures::StreamExt;
+
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let _worker = durable::worker(&nats, "w-live", &[]).await;
+    let (connection, client) = durable::client(&nats).await;
+    let mut chunks = connection
+        .subscribe("openshell.output.default.queued-live")
+        .await
+        .expect("sub");
+    connection.flush().await.expect("flush");
+    let mut request = ExecRequest::command(
+        "queued-live",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo first; sleep 0.3; echo second".into(),
+        ],
+    );
+    request.stream = true;
+    client
+        .submit("none", "default", &request, None)
+        .await
+        .expect("queued");
+    let stored = client
+        .result("default", "queued-live", Duration::from_secs(60))
+        .await
+        .expect("read")
+        .expect("stored within 60 s");
+    let mut streamed = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), chunks.next()).await
+    {
+        let chunk: openshell_protocol::OutputChunk =
+            serde_json::from_slice(&message.payload).expect("a chunk");
+        streamed.extend(chunk.data.0);
+    }
+    assert_eq!(streamed, stored.stdout.0, "{stored:?}");
+    assert_eq!(streamed, b"first\nsecond\n");
 }
