@@ -1,6 +1,7 @@
 //! A throw-away `nats-server` with JetStream on a loopback port the server picks itself.
 
 pub mod accounts;
+pub mod cluster;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};

@@ -9,6 +9,7 @@
 //! | `audit_max_bytes` | — | `1g` | the audit stream's size bound (oldest removed first) |
 //! | `ack_wait` | `OPENSHELL_DURABLE_ACK_WAIT` | `30s` | a job not acked or progressed within it is redelivered |
 //! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | runs of a job that may start (counted in `OPENSHELL_ATTEMPTS`); the next delivery stores `worker_lost` |
+//! | `replicas` | `OPENSHELL_DURABLE_REPLICAS` | `1` | copies of every stream and bucket in a NATS cluster: 1, 3 or 5 (3 survives the loss of any one node); a worker on a clustered server with 1 warns |
 
 use openshell_protocol::{ByteSize, DurationMs};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct DurableConfig {
     pub ack_wait: DurationMs,
     /// Runs of one job that may start; the delivery after stores verdict `worker_lost`.
     pub max_deliver: u32,
+    /// Replicas of every stream and key-value bucket (1, 3 or 5).
+    pub replicas: usize,
 }
 
 impl Default for DurableConfig {
@@ -43,6 +46,7 @@ impl Default for DurableConfig {
             audit_max_bytes: ByteSize::gib(1),
             ack_wait: DurationMs::secs(30),
             max_deliver: 3,
+            replicas: 1,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! | `OPENSHELL_CONFIG` | the TOML file |
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_TENANT_QUOTA`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots and default tenant quota of every pool, shutdown grace, largest request |
 //! | `OPENSHELL_MAX_WAITING`, `OPENSHELL_TENANT_MAX_WAITING` | requests every pool holds before they get a slot, in all and per tenant |
-//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
+//! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_REPLICAS`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -81,6 +81,8 @@ pub const DURABLE: &str = "OPENSHELL_DURABLE";
 pub const DURABLE_ACK_WAIT: &str = "OPENSHELL_DURABLE_ACK_WAIT";
 /// Deliveries of a durable job that may run it.
 pub const DURABLE_MAX_DELIVER: &str = "OPENSHELL_DURABLE_MAX_DELIVER";
+/// `durable.replicas`.
+pub const DURABLE_REPLICAS: &str = "OPENSHELL_DURABLE_REPLICAS";
 /// Results-stream max age.
 pub const DURABLE_RESULTS_MAX_AGE: &str = "OPENSHELL_DURABLE_RESULTS_MAX_AGE";
 /// Splits a comma-separated list, dropping empty entries.
@@ -371,6 +373,9 @@ fn apply_durable(
     }
     if let Some(value) = env(DURABLE_MAX_DELIVER) {
         durable.max_deliver = parse(DURABLE_MAX_DELIVER, &value, "a whole number, at least 1")?;
+    }
+    if let Some(value) = env(DURABLE_REPLICAS) {
+        durable.replicas = parse(DURABLE_REPLICAS, &value, "1, 3 or 5")?;
     }
     if let Some(value) = env(DURABLE_RESULTS_MAX_AGE) {
         durable.results_max_age = duration(DURABLE_RESULTS_MAX_AGE, &value)?;

@@ -359,6 +359,12 @@ impl Config {
                 "at most 1m".into(),
             ));
         }
+        if ![1, 3, 5].contains(&self.durable.replicas) {
+            return Err(invalid(
+                "durable.replicas".into(),
+                "must be 1, 3 or 5 (3 survives the loss of any one NATS node)".into(),
+            ));
+        }
         if self.durable.max_deliver == 0 {
             return Err(invalid(
                 "durable.max_deliver".into(),

@@ -311,3 +311,19 @@ fn file_limits_that_fail_every_job_are_refused_naming_the_key() {
         "no minimum off docker"
     );
 }
+
+#[test]
+fn durable_replicas_are_1_3_or_5() {
+    let three = load(
+        None,
+        &[("OPENSHELL_DURABLE_REPLICAS", "3")],
+        Overrides::default(),
+    )
+    .expect("3 replicas");
+    assert_eq!(three.durable.replicas, 3);
+    assert_eq!(Config::default().durable.replicas, 1);
+    let two = refused(None, &[("OPENSHELL_DURABLE_REPLICAS", "2")]);
+    assert!(two.contains("durable.replicas"), "{two}");
+    let file = refused(Some("[durable]\nreplicas = 4\n"), &[]);
+    assert!(file.contains("1, 3 or 5"), "{file}");
+}

@@ -49,6 +49,7 @@ impl Attempts {
                 history: 1,
                 max_age: settings.results_max_age.as_duration(),
                 storage: StorageType::File,
+                num_replicas: settings.replicas,
                 ..kv::Config::default()
             },
         )

@@ -66,6 +66,7 @@ impl Leases {
     pub async fn ensure(
         jetstream: &Context,
         ttl: Duration,
+        replicas: usize,
         worker_id: &str,
     ) -> Result<Self, DurableError> {
         let store = super::attempts::open_bucket(
@@ -77,6 +78,7 @@ impl Leases {
                 max_age: ttl,
                 // On file: a lease must outlive a NATS server restart, when it matters most.
                 storage: StorageType::File,
+                num_replicas: replicas,
                 ..kv::Config::default()
             },
         )

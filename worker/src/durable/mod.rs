@@ -77,11 +77,21 @@ pub async fn serve(
         return Ok(Vec::new());
     };
     let subjects = DurableSubjects::new(first.subjects().prefix());
+    if settings.replicas == 1
+        && let Some(cluster) = nats.server_info().cluster.filter(|name| !name.is_empty())
+    {
+        tracing::warn!(
+            %cluster,
+            "the NATS server is clustered but durable.replicas is 1: losing the node that holds a \
+             stream stops durable mode until it returns; set OPENSHELL_DURABLE_REPLICAS=3"
+        );
+    }
     let streams = streams::ensure(&jetstream, &subjects, settings).await?;
     let attempts = attempts::Attempts::ensure(&jetstream, settings).await?;
     let leases = lease::Leases::ensure(
         &jetstream,
         settings.ack_wait.as_duration(),
+        settings.replicas,
         first.worker_id(),
     )
     .await?;

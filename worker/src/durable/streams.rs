@@ -11,6 +11,10 @@
 //! sets none, and the duplicate window is the server's minimum, so a header an agent sets
 //! anyway reaches as little as possible.
 //!
+//! Every stream (and the `OPENSHELL_ATTEMPTS` and `OPENSHELL_LEASES` buckets) has
+//! `durable.replicas` copies; on a clustered server, 1 warns that the loss of the node holding
+//! a stream stops durable mode until it returns.
+//!
 //! An existing stream whose subjects, retention, storage, direct get or per-subject limit differ
 //! is an error (the worker does not start and does not change it); differing limits are logged
 //! and left as they are.
@@ -58,6 +62,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             max_messages_per_subject: 1,
             discard: DiscardPolicy::New,
             discard_new_per_subject: true,
+            num_replicas: settings.replicas,
             ..Config::default()
         },
         Config {
@@ -73,6 +78,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             max_messages_per_subject: 1,
             discard: DiscardPolicy::New,
             discard_new_per_subject: true,
+            num_replicas: settings.replicas,
             ..Config::default()
         },
         Config {
@@ -85,6 +91,7 @@ pub fn configs(subjects: &DurableSubjects, settings: &DurableConfig) -> [Config;
             max_age: settings.audit_max_age.as_duration(),
             max_bytes: i64::try_from(settings.audit_max_bytes.bytes()).unwrap_or(i64::MAX),
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: settings.replicas,
             ..Config::default()
         },
     ]
@@ -184,6 +191,12 @@ pub fn compare(found: &Config, wanted: &Config) -> (Vec<String>, Vec<String>) {
         if found != wanted {
             drifted.push(differ(name, format!("{found:?}"), format!("{wanted:?}")));
         }
+    }
+    if found.num_replicas != wanted.num_replicas {
+        drifted.push(format!(
+            "replicas: found {}, configured {} (`nats stream edit {} --replicas {}`)",
+            found.num_replicas, wanted.num_replicas, wanted.name, wanted.num_replicas
+        ));
     }
     if found.max_bytes != wanted.max_bytes {
         drifted.push(differ(
