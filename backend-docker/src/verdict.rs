@@ -78,12 +78,15 @@ fn missing_controller(controller: &str) -> Enforcement {
 
 /// The limits `engine` can enforce, with how: what admission checks each job against, so a
 /// job asking for a limit the engine lacks is refused (or, where the pool allows unenforced
-/// limits, run and reported) before anything is audited as started. Before the engine was
-/// first reached (the health check reaches it before a pool takes jobs) every limit counts.
+/// limits, run and reported) before anything is audited as started. While no engine is known
+/// (before the health check reaches it, or after an outage until it is reached again) the
+/// limits that depend on its cgroup controllers are left out: fail closed.
 pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
+    let needs_engine = [LimitName::Memory, LimitName::Processes, LimitName::Cpus];
     LimitName::ALL
         .into_iter()
         .chain([LimitName::Network])
+        .filter(|limit| engine.is_some() || !needs_engine.contains(limit))
         .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -159,7 +162,11 @@ mod tests {
     fn every_limit_is_a_capability_and_cpu_time_is_partial() {
         let capabilities = capabilities(Some(&engine()));
         assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
-        assert_eq!(capabilities, super::capabilities(None));
+        let unknown = super::capabilities(None);
+        for limit in [LimitName::Memory, LimitName::Processes, LimitName::Cpus] {
+            assert!(!unknown.contains_key(&limit), "{limit:?} without an engine");
+        }
+        assert!(unknown.contains_key(&LimitName::Timeout));
         assert_eq!(
             capabilities[&LimitName::CpuTime].status,
             EnforcementStatus::Partial

@@ -38,6 +38,9 @@ const REMOVE_ATTEMPTS: u32 = 100;
 /// Pause between two attempts to remove a job's cgroup.
 const REMOVE_PAUSE: Duration = Duration::from_millis(10);
 
+/// How long an empty job cgroup stays before a starting worker takes it for a dead worker's.
+const STALE_AFTER: Duration = Duration::from_secs(600);
+
 /// Job cgroups made by this process, for unique names.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -149,6 +152,18 @@ impl Hierarchies {
         self.0.get(&controller).map(|hierarchy| hierarchy.version)
     }
 
+    /// Whether the memory hierarchy accounts swap, so a job's memory limit caps swap too.
+    pub fn swap_capped(&self) -> bool {
+        self.0.get(&Controller::Memory).is_some_and(|hierarchy| {
+            let file = if hierarchy.version == 1 {
+                "memory.memsw.limit_in_bytes"
+            } else {
+                "memory.swap.max"
+            };
+            hierarchy.parent.join(file).exists()
+        })
+    }
+
     /// Whether none is usable.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -224,24 +239,37 @@ fn make_dir(dir: &Path) -> bool {
     }
 }
 
-/// Removes the empty job cgroups of workers that are gone (each is named after its worker's
-/// pid). A live worker's are left alone, even empty: its job may be about to join one. Only
-/// `rmdir`, never a kill: a cgroup with processes refuses it.
+/// Removes job cgroups left behind by workers that died: those empty for [`STALE_AFTER`].
+/// Ownership is not judged by pid (workers in other pid namespaces share these hierarchies);
+/// a cgroup made moments ago may be about to be joined, and one a job is in refuses `rmdir`.
+/// Only `rmdir`, never a kill.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let owner = name
-            .to_str()
-            .and_then(|name| name.split_once('-'))
-            .map(|(pid, _)| pid);
-        let alive = owner.is_some_and(|pid| Path::new("/proc").join(pid).exists());
-        if !alive && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+        let old = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > STALE_AFTER));
+        if old && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             let _ = fs::remove_dir(entry.path());
         }
     }
+}
+
+/// A name no other worker uses, on any host sharing these hierarchies: random per process
+/// (not a pid, which containers repeat), numbered per job.
+fn unique_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let process = PROCESS.get_or_init(|| {
+        // Randomly keyed per process, as HashMap's seeds are.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    format!("{process:016x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One job's cgroups, with its limits written; removed (after killing what is left) on drop.
@@ -256,33 +284,30 @@ pub(super) struct JobCgroup {
 impl JobCgroup {
     /// Fresh cgroups in every hierarchy of `hierarchies`, limited as `limits` say.
     pub fn create(hierarchies: &Hierarchies, limits: &Limits) -> io::Result<Self> {
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let cgroups: BTreeMap<Controller, (u8, PathBuf)> = hierarchies
-            .0
-            .iter()
-            .map(|(controller, hierarchy)| {
-                (
-                    *controller,
-                    (hierarchy.version, hierarchy.parent.join(&name)),
-                )
-            })
-            .collect();
+        let name = unique_name();
+        // Only what this call created is ever the job's: on failure, the drop removes those
+        // and nothing that was there before.
         let mut job = Self {
-            cgroups,
+            cgroups: BTreeMap::new(),
             procs: Vec::new(),
         };
-        for dir in job.dirs() {
-            fs::create_dir(&dir).map_err(|error| with_path(error, "creating cgroup", &dir))?;
-            let procs = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(dir.join("cgroup.procs"))
-                .map_err(|error| with_path(error, "opening cgroup.procs of", &dir))?;
-            job.procs.push(procs.into());
+        let mut made: Vec<PathBuf> = Vec::new();
+        for (controller, hierarchy) in &hierarchies.0 {
+            let dir = hierarchy.parent.join(&name);
+            if !made.contains(&dir) {
+                fs::create_dir(&dir).map_err(|error| with_path(error, "creating cgroup", &dir))?;
+                made.push(dir.clone());
+                job.cgroups
+                    .insert(*controller, (hierarchy.version, dir.clone()));
+                let procs = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(dir.join("cgroup.procs"))
+                    .map_err(|error| with_path(error, "opening cgroup.procs of", &dir))?;
+                job.procs.push(procs.into());
+            } else {
+                job.cgroups.insert(*controller, (hierarchy.version, dir));
+            }
         }
         job.limit(limits)?;
         Ok(job)

@@ -51,9 +51,14 @@ pub(super) fn mechanism(limit: LimitName, enforcer: &Enforcer<'_>) -> Enforcemen
             ),
         },
         LimitName::Memory => match enforcer.cgroup(Controller::Memory) {
-            Some(cgroup) => Enforcement::enforced(format!(
+            Some(cgroup) if enforcer.cgroups.swap_capped() => Enforcement::enforced(format!(
                 "the job's memory {cgroup}: every process, its tmpfs (/tmp, /var/tmp, /dev/shm) and shared \
                  memory together, no swap; the kernel's OOM killer ends the job (out_of_memory)"
+            )),
+            Some(cgroup) => Enforcement::partial(format!(
+                "the job's memory {cgroup}: every process, its tmpfs (/tmp, /var/tmp, /dev/shm) and shared \
+                 memory together; this host does not account swap, so the job may also swap; the kernel's \
+                 OOM killer ends the job (out_of_memory)"
             )),
             None => Enforcement::partial(format!(
                 "setrlimit(RLIMIT_DATA): caps each process's private writable memory (heap, anonymous \
@@ -259,16 +264,15 @@ mod tests {
     fn cgroups_make_memory_processes_cpus_and_cpu_time_whole_job_limits() {
         let cgroups = Hierarchies::every_controller(2);
         let enforced = capabilities(&sandboxed(run_as(0, true), &cgroups));
-        for limit in [
-            LimitName::Memory,
-            LimitName::Processes,
-            LimitName::Cpus,
-            LimitName::CpuTime,
-        ] {
+        for limit in [LimitName::Processes, LimitName::Cpus, LimitName::CpuTime] {
             let entry = &enforced[&limit];
             assert_eq!(entry.status, EnforcementStatus::Enforced, "{limit:?}");
             assert!(entry.mechanism.contains("cgroup"), "{entry:?}");
         }
+        // These made-up hierarchies have no swap accounting: memory is whole-job but may swap.
+        let memory = &enforced[&LimitName::Memory];
+        assert_eq!(memory.status, EnforcementStatus::Partial, "{memory:?}");
+        assert!(memory.mechanism.contains("may also swap"), "{memory:?}");
         let without = capabilities(&sandboxed(run_as(65534, true), &NO_CGROUPS));
         assert_eq!(
             without[&LimitName::CpuTime].status,

@@ -90,6 +90,16 @@ pub struct McpServer {
 /// Numbers this server's jobs.
 static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 
+/// This server's random tag in its job ids, so that ids of two servers (two containers both
+/// at pid 1, a restart) never collide.
+static SESSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    // Randomly keyed per process, as HashMap's seeds are.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+});
+
 #[tool_router]
 impl McpServer {
     /// A server sending jobs through `client` as `tenant`, to `pool` unless a call names one.
@@ -143,6 +153,9 @@ impl McpServer {
         description = "Fetch the stored result of a job submitted in durable mode (openshell submit), by its id."
     )]
     async fn get_result(&self, Parameters(call): Parameters<GetResult>) -> CallToolResult {
+        if let Err(error) = openshell_protocol::subjects::check_token("id", &call.id) {
+            return tool_error(format!("invalid get_result arguments: {error}"));
+        }
         let durable = DurableClient::new(self.client.nats().clone(), &self.prefix);
         match durable.result(&self.tenant, &call.id, Duration::ZERO).await {
             Ok(Some(result)) => outcome(&result),
@@ -158,7 +171,7 @@ impl McpServer {
     fn request(&self, call: &RunCode) -> Result<ExecRequest, String> {
         let id = format!(
             "mcp-{}-{}",
-            std::process::id(),
+            *SESSION,
             NEXT_JOB.fetch_add(1, Ordering::Relaxed)
         );
         let mut request = ExecRequest::code(id, &call.language, call.code.clone());

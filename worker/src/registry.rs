@@ -65,6 +65,29 @@ impl BackendRegistry {
             .collect()
     }
 
+    /// Whether this registry can build a backend of `kind` (for pool `pool`).
+    pub fn check(&self, kind: &BackendKind, pool: &str) -> Result<(), BackendError> {
+        match kind {
+            BackendKind::Other(name) if !self.others.contains_key(name) => {
+                Err(self.unknown(name, pool))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The error for a pool naming a backend nobody registered.
+    fn unknown(&self, name: &str, pool: &str) -> BackendError {
+        BackendError::new(
+            ErrorKind::Internal,
+            "registry",
+            format!("pool {pool}"),
+            format!(
+                "no backend named `{name}` in this worker; use one of: {}",
+                self.kinds().join(", ")
+            ),
+        )
+    }
+
     /// Builds the backend of pool `context.name`, configured by `pool`.
     pub async fn build(
         &self,
@@ -79,15 +102,7 @@ impl BackendRegistry {
             )),
             BackendKind::Other(name) => match self.others.get(name) {
                 Some(build) => build(pool.clone(), context).await,
-                None => Err(BackendError::new(
-                    ErrorKind::Internal,
-                    "registry",
-                    format!("pool {}", context.name),
-                    format!(
-                        "no backend named `{name}` in this worker; use one of: {}",
-                        self.kinds().join(", ")
-                    ),
-                )),
+                None => Err(self.unknown(name, &context.name)),
             },
         }
     }

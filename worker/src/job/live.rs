@@ -25,6 +25,10 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 /// How long written bytes may wait for more before they are published.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
+/// How long the last chunks may take to go out once the job ended (a NATS outage must not
+/// hold the job's slot and result); what is left then is dropped, the result carries it.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(5);
+
 /// A job's live output on its way out.
 pub struct Live {
     sink: OutputSink,
@@ -53,11 +57,19 @@ impl Live {
         &self.sink
     }
 
-    /// Stops the tap and waits until the last chunk is published.
+    /// Stops the tap and waits until the last chunk is published, at most [`FINISH_WITHIN`].
     pub async fn finish(self) {
         self.sink.close_tap();
-        if let Err(error) = self.task.await {
-            tracing::warn!(%error, "the live output of a job stopped early");
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(FINISH_WITHIN, self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the live output of a job stopped early"),
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    "live output still unsent {FINISH_WITHIN:?} after the job ended; dropped (the result carries it)"
+                );
+            }
         }
     }
 }

@@ -45,6 +45,15 @@ impl Worker {
         config: Config,
         registry: BackendRegistry,
     ) -> Result<WorkerHandle, WorkerError> {
+        // A pool naming a backend nobody registered fails now, not after NATS is reached.
+        for (name, pool) in &config.pools {
+            registry
+                .check(&pool.backend, name)
+                .map_err(|source| WorkerError::Backend {
+                    pool: name.clone(),
+                    source,
+                })?;
+        }
         let subjects = Subjects::new(config.nats.subject_prefix.clone());
         let (nats, violations) = crate::nats::connect(
             &config.nats,
