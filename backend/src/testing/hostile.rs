@@ -331,7 +331,11 @@ pub async fn user_namespaces_are_refused(backend: &dyn Backend) {
 
 /// Whether `backend` enforces `limit` for all of a job's processes together (not only per
 /// process): the whole-job cases below hold it to that, and state what they skip otherwise.
-fn enforces_for_the_whole_job(backend: &dyn Backend, limit: LimitName) -> bool {
+/// Asked after a health check, which is what refreshes capabilities (a Docker engine's).
+async fn enforces_for_the_whole_job(backend: &dyn Backend, limit: LimitName) -> bool {
+    if let Err(error) = backend.health().await {
+        panic!("{} is not healthy: {error}", backend.kind());
+    }
     let enforced = backend
         .capabilities()
         .get(&limit)
@@ -351,7 +355,7 @@ fn enforces_for_the_whole_job(backend: &dyn Backend, limit: LimitName) -> bool {
 /// any of its processes (docker, none); the SSH helper reports the job's own exit (1 here:
 /// its shell saw a child killed).
 pub async fn memory_across_processes(backend: &dyn Backend) {
-    if !enforces_for_the_whole_job(backend, LimitName::Memory) {
+    if !enforces_for_the_whole_job(backend, LimitName::Memory).await {
         return;
     }
     let code = "pids=\nfor i in 1 2 3 4; do\n  python3 -c 'import time\nb = b\"\\x01\" * (100 << 20)\nprint(\"held\", flush=True)\ntime.sleep(10)' &\n  pids=\"$pids $!\"\ndone\n\
@@ -369,7 +373,7 @@ pub async fn memory_across_processes(backend: &dyn Backend) {
 
 /// Filling /dev/shm (memory, not disk) past the memory limit fails: shared memory counts.
 pub async fn shared_memory_counts_as_memory(backend: &dyn Backend) {
-    if !enforces_for_the_whole_job(backend, LimitName::Memory) {
+    if !enforces_for_the_whole_job(backend, LimitName::Memory).await {
         return;
     }
     let code = "head -c 400M /dev/zero > /dev/shm/fill && echo filled\n";
@@ -391,7 +395,7 @@ pub async fn shared_memory_counts_as_memory(backend: &dyn Backend) {
 /// Four busy processes share one `cpu_time` budget: forking does not multiply it. The job is
 /// stopped with SIGXCPU long before its wall timeout.
 pub async fn cpu_time_is_not_dodged_by_forking(backend: &dyn Backend) {
-    if !enforces_for_the_whole_job(backend, LimitName::CpuTime) {
+    if !enforces_for_the_whole_job(backend, LimitName::CpuTime).await {
         return;
     }
     let timeout = DurationMs::secs(30);
