@@ -259,3 +259,32 @@ fn python_scripts_dir() -> Option<PathBuf> {
     let dir = String::from_utf8(out.stdout).ok()?;
     out.status.success().then(|| PathBuf::from(dir.trim()))
 }
+
+/// A job's live output as it arrived on `subscription` (its output subject) until nothing came
+/// for `quiet`: stdout and stderr, each in order. Panics on a chunk out of `seq` order or of
+/// another job.
+pub async fn collect_output(
+    subscription: &mut async_nats::Subscriber,
+    quiet: Duration,
+) -> (Vec<u8>, Vec<u8>) {
+    use futures::StreamExt;
+    use openshell_protocol::{OutputChunk, OutputStream};
+
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut expected = (None, 0);
+    while let Ok(Some(message)) = tokio::time::timeout(quiet, subscription.next()).await {
+        let chunk: OutputChunk = serde_json::from_slice(&message.payload).expect("an output chunk");
+        let id = expected.0.get_or_insert_with(|| chunk.id.clone());
+        assert_eq!(
+            (&chunk.id, chunk.seq),
+            (&*id, expected.1),
+            "chunks out of order"
+        );
+        expected.1 += 1;
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend(chunk.data.0),
+            OutputStream::Stderr => stderr.extend(chunk.data.0),
+        }
+    }
+    (stdout, stderr)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openshell_protocol::{AuditEventType, ExecRequest};
 use openshell_test_support::Openshell;
-use openshell_test_support::nats::NatsServer;
+use openshell_test_support::nats::{NatsServer, collect_output};
 
 /// The binary under test.
 const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
@@ -93,8 +93,6 @@ async fn same_job_id_twice_runs_once() {
 /// runs, exactly the stored result's, before the result is stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queued_job_streams_its_output_too() {
-    use futures::StreamExt;
-
     let Some(nats) = NatsServer::start().await else {
         return;
     };
@@ -123,14 +121,7 @@ async fn a_queued_job_streams_its_output_too() {
         .await
         .expect("read")
         .expect("stored within 60 s");
-    let mut streamed = Vec::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_millis(500), chunks.next()).await
-    {
-        let chunk: openshell_protocol::OutputChunk =
-            serde_json::from_slice(&message.payload).expect("a chunk");
-        streamed.extend(chunk.data.0);
-    }
+    let (streamed, _) = collect_output(&mut chunks, Duration::from_millis(500)).await;
     assert_eq!(streamed, stored.stdout.0, "{stored:?}");
     assert_eq!(streamed, b"first\nsecond\n");
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use openshell_protocol::{AuditEvent, AuditEventType, ErrorKind, ExecRequest, ExecResult, Verdict};
-use openshell_test_support::nats::NatsServer;
 use openshell_test_support::nats::accounts::{AccountsServer, violation};
+use openshell_test_support::nats::{NatsServer, collect_output};
 use openshell_test_support::{Openshell, WorkerProcess};
 use openshell_worker::durable::client::DurableClient;
 
@@ -509,20 +509,7 @@ async fn live_output_goes_only_to_its_tenant_and_before_the_result() {
     let result: ExecResult = serde_json::from_slice(&reply.payload).expect("result");
     assert_eq!(result.status, Verdict::Completed, "{result:?}");
     // Everything was published before the result, so it is already here.
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut seq = 0;
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_millis(500), chunks.next()).await
-    {
-        let chunk: openshell_protocol::OutputChunk =
-            serde_json::from_slice(&message.payload).expect("a chunk");
-        assert_eq!((chunk.id.as_str(), chunk.seq), ("live-1", seq));
-        seq += 1;
-        match chunk.stream {
-            openshell_protocol::OutputStream::Stdout => stdout.extend(chunk.data.0),
-            openshell_protocol::OutputStream::Stderr => stderr.extend(chunk.data.0),
-        }
-    }
+    let (stdout, stderr) = collect_output(&mut chunks, Duration::from_millis(500)).await;
     assert_eq!(stdout, result.stdout.0);
     assert_eq!(stderr, result.stderr.0);
     assert_eq!(stdout, b"first\n");
