@@ -49,6 +49,9 @@ pub(super) struct Connection {
     docker: Docker,
     endpoint: String,
     engine: Mutex<Option<Arc<Engine>>>,
+    /// The engine last negotiated, kept through outages: what the backend promises admission
+    /// while the daemon is away (it is most likely the same engine when it returns).
+    last_known: Mutex<Option<Arc<Engine>>>,
     /// Held while negotiating, so concurrent first calls negotiate (and log) once.
     negotiating: tokio::sync::Mutex<()>,
 }
@@ -73,6 +76,7 @@ impl Connection {
             docker,
             endpoint,
             engine: Mutex::new(None),
+            last_known: Mutex::new(None),
             negotiating: tokio::sync::Mutex::new(()),
         })
     }
@@ -105,6 +109,10 @@ impl Connection {
             engine.api
         );
         *self.slot() = Some(Arc::clone(&engine));
+        *self
+            .last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&engine));
         Ok(engine)
     }
 
@@ -128,6 +136,14 @@ impl Connection {
     ) -> BackendError {
         self.note(failure);
         error::api(doing, target, &self.endpoint, failure)
+    }
+
+    /// The engine last negotiated, even if the daemon went away since; `None` before the first.
+    pub fn last_known(&self) -> Option<Arc<Engine>> {
+        self.last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The engine as last negotiated, if it was reached since it last failed.

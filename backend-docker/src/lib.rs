@@ -200,7 +200,7 @@ impl Backend for DockerBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        verdict::capabilities(self.factory.conn.cached().as_deref())
+        verdict::capabilities(self.factory.conn.last_known().as_deref())
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -222,6 +222,16 @@ impl Backend for DockerBackend {
         let engine = factory.conn.engine().await?;
         if control.cancel.is_cancelled() {
             return Ok(cancelled(&job, &engine));
+        }
+        if let Some(limit) = verdict::check_engine(&job.limits, &engine) {
+            return Err(error::error(
+                ErrorKind::LimitNotEnforceable,
+                format!("engine {}", engine.version),
+                format!(
+                    "the Docker engine came back without the cgroup controller for `{limit}`; the job \
+                     was not run: enable the controller on the host or drop the limit"
+                ),
+            ));
         }
         let command = command::command(&job, settings, factory.owner)?;
         let shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);

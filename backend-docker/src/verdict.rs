@@ -76,20 +76,34 @@ fn missing_controller(controller: &str) -> Enforcement {
     ))
 }
 
-/// The limits `engine` can enforce, with how: what admission checks each job against, so a
-/// job asking for a limit the engine lacks is refused (or, where the pool allows unenforced
-/// limits, run and reported) before anything is audited as started. While no engine is known
-/// (before the health check reaches it, or after an outage until it is reached again) the
-/// limits that depend on its cgroup controllers are left out: fail closed.
+/// The limits `engine` (the one last negotiated, kept through outages) can enforce, with
+/// how: what admission checks each job against, so a job asking for a limit the engine lacks
+/// is refused (or, where the pool allows unenforced limits, run and reported) before anything
+/// is audited as started. Before any engine was reached (the health check reaches it before a
+/// pool takes jobs) every limit counts, and [`check_engine`] is the backstop.
 pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
-    let needs_engine = [LimitName::Memory, LimitName::Processes, LimitName::Cpus];
     LimitName::ALL
         .into_iter()
         .chain([LimitName::Network])
-        .filter(|limit| engine.is_some() || !needs_engine.contains(limit))
         .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
+}
+
+/// The backstop for a job admitted against an engine that has changed since (a daemon back
+/// without a cgroup controller): the cgroup limit it asks for that `engine` lacks, if any.
+/// Rare, and after the job's `started` event: admission normally refuses it first.
+pub(super) fn check_engine(limits: &Limits, engine: &Engine) -> Option<&'static str> {
+    [
+        (limits.memory.is_some() && !engine.memory_limit, "memory"),
+        (
+            limits.processes.is_some() && !engine.pids_limit,
+            "processes",
+        ),
+        (limits.cpus.is_some() && !engine.cpu_quota, "cpus"),
+    ]
+    .into_iter()
+    .find_map(|(missing, limit)| missing.then_some(limit))
 }
 
 /// One entry per limit set in `limits`, unenforced ones included.
@@ -162,11 +176,17 @@ mod tests {
     fn every_limit_is_a_capability_and_cpu_time_is_partial() {
         let capabilities = capabilities(Some(&engine()));
         assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
-        let unknown = super::capabilities(None);
-        for limit in [LimitName::Memory, LimitName::Processes, LimitName::Cpus] {
-            assert!(!unknown.contains_key(&limit), "{limit:?} without an engine");
-        }
-        assert!(unknown.contains_key(&LimitName::Timeout));
+        assert_eq!(capabilities, super::capabilities(None));
+        let no_pids = Engine {
+            pids_limit: false,
+            ..engine()
+        };
+        let limits = Limits {
+            processes: Some(10),
+            ..Limits::default()
+        };
+        assert_eq!(check_engine(&limits, &no_pids), Some("processes"));
+        assert_eq!(check_engine(&limits, &engine()), None);
         assert_eq!(
             capabilities[&LimitName::CpuTime].status,
             EnforcementStatus::Partial
