@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use openshell_protocol::ExecResult;
@@ -71,14 +71,18 @@ pub async fn fetch<I>(
 }
 
 /// What `subject` holds: nothing, or a stored message, readable as a result (`Some`) or not
-/// (`None`); either way the job's one result is taken.
+/// (`None`); either way the job's one result is taken. Read from the stream's leader, never a
+/// direct get: on a cluster a direct get may be answered by a replica that has not caught up
+/// (after a node loss, say), and a result it does not know yet would make the job run twice.
 pub async fn stored<I>(
     results: &Stream<I>,
     subject: &str,
 ) -> Result<Option<Option<ExecResult>>, DurableError> {
-    Ok(last(results, subject)
-        .await?
-        .map(|payload| serde_json::from_slice(&payload).ok()))
+    match results.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(serde_json::from_slice(&message.payload).ok())),
+        Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(e) => Err(read_error(subject, e)),
+    }
 }
 
 async fn last<I>(results: &Stream<I>, subject: &str) -> Result<Option<Bytes>, DurableError> {
