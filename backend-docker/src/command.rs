@@ -217,6 +217,7 @@ mod tests {
             files: vec![],
             limits: Limits::default(),
             network: false,
+            outputs: None,
         };
         let command = command(&job, &DockerSettings::default(), (1000, 1000)).unwrap();
         assert_eq!(command.cmd[..2], ["/bin/sh", "-c"]);

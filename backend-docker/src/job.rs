@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bollard::errors::Error as ApiError;
 use openshell_protocol::ErrorKind;
 
+use super::collect;
 use super::command::Command;
 use super::connect::Engine;
 use super::error::{self, Failure};
@@ -122,6 +123,7 @@ pub(super) async fn conclude(
     let id = sandbox.id.as_str();
     let Supervised { stop, wall_time } = supervised;
     let meter = &sandbox.meter;
+    let mut files = None;
     let (ending, exit_code, usage) = match stop {
         Stop::Timeout | Stop::Cancelled | Stop::OutputLimit => {
             // Only an instant read comes before the kill; stopping must not wait for stats.
@@ -136,6 +138,11 @@ pub(super) async fn conclude(
         Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
         Stop::Ended { exit_code, escaped } => {
             let usage = measure::usage(docker, id, meter).await;
+            if let Some(request) = &job.outputs {
+                let settings = &factory.settings;
+                files =
+                    collect::collect(docker, id, &settings.user, &settings.workdir, request).await;
+            }
             if escaped {
                 tracing::warn!(job = %job.id, container = id, "output was still open 1s after the job's program exited");
                 control.output.write(
@@ -179,6 +186,7 @@ pub(super) async fn conclude(
         cpu_time: usage.cpu_since(&sandbox.baseline),
         peak_memory_bytes: usage.peak_bytes,
         enforcement: verdict::report(&job.limits, engine),
+        files,
     })
 }
 

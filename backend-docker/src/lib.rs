@@ -16,6 +16,7 @@
 
 mod cgroup;
 mod cleanup;
+mod collect;
 mod command;
 mod connect;
 mod error;

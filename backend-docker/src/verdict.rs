@@ -66,6 +66,10 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
         LimitName::Network => Enforcement::enforced(
             "network mode `none`: the container's own network namespace with only a loopback interface",
         ),
+        LimitName::Files => Enforcement::enforced(
+            "the working directory read as a tar archive through the Engine API after the job's processes \
+             were killed; regular files only, symlinks never followed",
+        ),
     }
 }
 
@@ -84,7 +88,7 @@ fn missing_controller(controller: &str) -> Enforcement {
 pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network])
+        .chain([LimitName::Network, LimitName::Files])
         .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -175,7 +179,11 @@ mod tests {
     #[test]
     fn every_limit_is_a_capability_and_cpu_time_is_partial() {
         let capabilities = capabilities(Some(&engine()));
-        assert_eq!(capabilities.len(), LimitName::ALL.len() + 1);
+        assert_eq!(
+            capabilities.len(),
+            LimitName::ALL.len() + 2,
+            "every limit, network and files"
+        );
         assert_eq!(capabilities, super::capabilities(None));
         let no_pids = Engine {
             pids_limit: false,

@@ -50,7 +50,7 @@ mod user;
 mod verdict;
 mod workdir;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -71,9 +71,11 @@ use self::uids::UidPool;
 pub use self::uids::UidRange;
 use self::user::RunAs;
 use self::workdir::Workdir;
+use openshell_backend::files;
 use openshell_backend::{
     Backend, BackendError, Capabilities, Ending, Execution, Job, JobControl, Stream,
 };
+use openshell_backend::{CollectedFiles, FilesRequest};
 
 /// The backend's kind, as in `SANDBOX_BACKEND`.
 const KIND: &str = "none";
@@ -319,6 +321,7 @@ impl LocalBackend {
             cpu_time: Some(reaped.cpu_time),
             peak_memory_bytes: Some(reaped.peak_memory_bytes),
             enforcement: self.report(&job.limits),
+            files: None,
         })
     }
 
@@ -536,14 +539,36 @@ impl Backend for LocalBackend {
             .as_ref()
             .map_or_else(|| self.run_as.clone(), uids::Lease::run_as);
         let workdir = self.prepare(&job, &run_as).await?;
-        let outcome = self.run(&job, &control, &workdir, &run_as).await;
+        let mut outcome = self.run(&job, &control, &workdir, &run_as).await;
         drop(lease);
+        if let (Ok(execution), Some(request)) = (&mut outcome, &job.outputs)
+            && matches!(execution.ending, Ending::Exited | Ending::OutOfMemory)
+        {
+            execution.files = collect_files(workdir.path(), request).await;
+        }
         // Every process of the job is dead by now, except one that escaped the group.
         self.remove(workdir).await;
         if let Ok(execution) = &outcome {
             log_ending(&job, execution, &control);
         }
         outcome
+    }
+}
+
+/// The files `request` asks for from the finished job's working directory; `None` (logged)
+/// when it could not be read.
+async fn collect_files(workdir: &Path, request: &FilesRequest) -> Option<CollectedFiles> {
+    let (workdir, request) = (workdir.to_path_buf(), request.clone());
+    match tokio::task::spawn_blocking(move || files::collect_dir(&workdir, &request)).await {
+        Ok(Ok(files)) => Some(files),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the job's files could not be read");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading the job's files failed");
+            None
+        }
     }
 }
 

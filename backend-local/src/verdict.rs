@@ -104,6 +104,15 @@ pub(super) fn mechanism(limit: LimitName, enforcer: &Enforcer<'_>) -> Enforcemen
         LimitName::Network => Enforcement::not_enforced(
             "jobs share the worker host's network namespace: the local backend runs without bubblewrap",
         ),
+        LimitName::Files if sandboxed => Enforcement::enforced(
+            "the working directory walked by the worker after every process of the job's sandbox died: \
+             entries by lstat, files opened with O_NOFOLLOW, regular files only, symlinks never followed",
+        ),
+        LimitName::Files => Enforcement::partial(
+            "the working directory walked by the worker after the job's process group died (lstat, \
+             O_NOFOLLOW, regular files only); without bubblewrap a process that left the group may \
+             still change them",
+        ),
     }
 }
 
@@ -139,7 +148,7 @@ fn processes(run_as: &RunAs) -> Enforcement {
 pub(super) fn capabilities(enforcer: &Enforcer<'_>) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network])
+        .chain([LimitName::Network, LimitName::Files])
         .map(|limit| (limit, mechanism(limit, enforcer)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -299,7 +308,8 @@ mod tests {
         );
         let root = capabilities(&plain(run_as(0, true)));
         assert!(!root.contains_key(&LimitName::Processes));
-        assert_eq!(root.len(), LimitName::ALL.len() - 2);
+        // No processes, no cpus; plus files.
+        assert_eq!(root.len(), LimitName::ALL.len() - 2 + 1);
     }
 
     #[test]

@@ -318,6 +318,7 @@ impl SshBackend {
             cpu_time: None,
             peak_memory_bytes: None,
             enforcement: verdict::report(&job.limits, cgroups),
+            files: None,
         }
     }
 }

@@ -88,6 +88,7 @@ mod tests {
             files: Vec::new(),
             limits,
             network: false,
+            outputs: None,
         }
     }
 

@@ -107,6 +107,10 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
         LimitName::Network => Enforcement::enforced(
             "the job's own network namespace with only a loopback interface (bubblewrap --unshare-net)",
         ),
+        LimitName::Files => Enforcement::not_enforced(
+            "the SSH host's sandbox helper does not return files yet: use the docker or none backend for \
+             requests with `outputs`",
+        ),
     }
 }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use openshell_protocol::EnforcementReport;
 
+use crate::files::CollectedFiles;
+
 /// Why the program stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -36,6 +38,9 @@ pub struct Execution {
     pub peak_memory_bytes: Option<u64>,
     /// How each limit in force was enforced for this run.
     pub enforcement: EnforcementReport,
+    /// The files [`crate::Job::outputs`] asked for, read after the program ended; `None` when
+    /// it asked for none or they could not be read.
+    pub files: Option<CollectedFiles>,
 }
 
 impl Execution {
@@ -49,6 +54,7 @@ impl Execution {
             cpu_time: None,
             peak_memory_bytes: None,
             enforcement: EnforcementReport::new(),
+            files: None,
         }
     }
 }

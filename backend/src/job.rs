@@ -7,6 +7,7 @@ use openshell_protocol::{ErrorKind, Limits, Payload, RelativePath};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BackendError;
+use crate::files::FilesRequest;
 use crate::output::OutputSink;
 
 /// A file to write into the job's working directory before it starts.
@@ -41,6 +42,12 @@ pub struct Job {
     pub limits: Limits,
     /// Whether the pool granted network access.
     pub network: bool,
+    /// Files to read out of the working directory after the program ends, when the request
+    /// named `outputs`; a backend that cannot leaves [`LimitName::Files`] out of its
+    /// capabilities, and such jobs never reach it.
+    ///
+    /// [`LimitName::Files`]: openshell_protocol::LimitName::Files
+    pub outputs: Option<FilesRequest>,
 }
 
 impl JobFile {

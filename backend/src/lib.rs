@@ -33,6 +33,7 @@
 mod context;
 mod error;
 mod execution;
+pub mod files;
 mod job;
 mod kind;
 pub mod language;
@@ -48,6 +49,7 @@ use openshell_protocol::EnforcementReport;
 pub use context::PoolContext;
 pub use error::{BackendError, Cause};
 pub use execution::{Ending, Execution};
+pub use files::{CollectedFile, CollectedFiles, FilesRequest};
 pub use job::{Job, JobControl, JobFile};
 pub use kind::{BackendKind, UnknownBackend};
 pub use language::LanguageSpec;

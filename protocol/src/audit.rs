@@ -150,6 +150,9 @@ pub struct AuditEvent {
     /// Resource use, on `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResourceUsage>,
+    /// Files returned to the client (the request's `outputs`), by hash, on `finished`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<AuditedFile>,
     /// Error, on `rejected` and failed `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -198,6 +201,7 @@ impl AuditEvent {
             limits: None,
             verdict: None,
             usage: None,
+            outputs: Vec::new(),
             error: None,
             traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
         }
@@ -267,6 +271,17 @@ impl AuditEvent {
             self.code = None;
         }
         self.timestamp = Utc::now();
+        self.outputs = result.outputs.as_ref().map_or_else(Vec::new, |outputs| {
+            outputs
+                .files
+                .iter()
+                .map(|file| AuditedFile {
+                    path: file.path.clone(),
+                    size: file.size,
+                    sha256: file.sha256.clone(),
+                })
+                .collect()
+        });
         self.verdict = Some(result.status);
         self.error = result.error.clone();
         self.usage = Some(ResourceUsage {

@@ -9,6 +9,7 @@ use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorInfo, ErrorKind};
 use crate::json_path::{error_path, string_before_error};
 use crate::limits::{LimitValue, Limits};
+use crate::outputs::MAX_OUTPUT_PATTERNS;
 use crate::path::RelativePath;
 use crate::request::{ExecRequest, object};
 use crate::subjects::check_token;
@@ -207,6 +208,12 @@ pub fn validate(request: &ExecRequest) -> Result<(), DecodeError> {
     validate_program(request)?;
     validate_env(request)?;
     validate_files(request)?;
+    if request.outputs.len() > MAX_OUTPUT_PATTERNS {
+        return Err(invalid(
+            "outputs",
+            format!("at most {MAX_OUTPUT_PATTERNS} patterns"),
+        ));
+    }
     validate_limits(&request.limits)?;
     if !PRIORITY_RANGE.contains(&request.priority) {
         return Err(invalid("priority", "must be between -100 and 100"));

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     /// The reply subject is one the requesting tenant could not read (another tenant's inbox or
     /// results, an audit or `$` subject): the job was not run and nothing was sent there.
     ReplyNotAllowed,
+    /// A stored thing asked for (a returned file) does not exist, or no longer: its TTL passed.
+    NotFound,
     /// The job's deadline passed before it could start.
     DeadlineExpired,
     /// The job was cancelled by a client or by worker shutdown.
@@ -72,6 +74,7 @@ impl ErrorKind {
             ErrorKind::DuplicateJob => "duplicate_job",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::ReplyNotAllowed => "reply_not_allowed",
+            ErrorKind::NotFound => "not_found",
             ErrorKind::DeadlineExpired => "deadline_expired",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShuttingDown => "shutting_down",

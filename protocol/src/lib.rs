@@ -12,6 +12,7 @@ pub mod error;
 mod json_path;
 pub mod limits;
 pub mod output;
+pub mod outputs;
 pub mod path;
 pub mod payload;
 pub mod request;
@@ -30,6 +31,10 @@ pub use decode::{DecodeError, decode_request};
 pub use error::{ErrorInfo, ErrorKind};
 pub use limits::{LimitName, Limits};
 pub use output::{OutputChunk, OutputStream};
+pub use outputs::{
+    FileFetch, FilesStatus, OutputMatcher, OutputPattern, ReturnedFile, ReturnedFiles, SkipReason,
+    SkippedFile,
+};
 pub use path::{PathError, RelativePath};
 pub use payload::Payload;
 pub use request::{ExecRequest, FileSpec};

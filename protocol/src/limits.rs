@@ -62,6 +62,10 @@ pub enum LimitName {
     /// Not a field of [`Limits`]: how a job without network access (`network: false`) was cut
     /// off from the network. Reports carry it; [`LimitName::ALL`] does not.
     Network,
+    /// Not a field of [`Limits`]: how the files a request's `outputs` named were read out of
+    /// the sandbox. A backend lists it in its capabilities when it can return files; reports
+    /// carry it for requests with `outputs`.
+    Files,
 }
 
 impl LimitName {
@@ -89,6 +93,7 @@ impl LimitName {
             LimitName::Output => "output",
             LimitName::Disk => "disk",
             LimitName::Network => "network",
+            LimitName::Files => "files",
         }
     }
 }
@@ -135,7 +140,7 @@ impl Limits {
             LimitName::OpenFiles => self.open_files.map(LimitValue::Count),
             LimitName::Output => self.output.map(LimitValue::Size),
             LimitName::Disk => self.disk.map(LimitValue::Size),
-            LimitName::Network => None,
+            LimitName::Network | LimitName::Files => None,
         }
     }
 

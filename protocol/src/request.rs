@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::PROTOCOL_VERSION;
 use crate::limits::Limits;
+use crate::outputs::OutputPattern;
 use crate::path::RelativePath;
 use crate::payload::Payload;
 
@@ -67,6 +68,10 @@ pub struct ExecRequest {
         deserialize_with = "objects"
     )]
     pub files: Vec<FileSpec>,
+    /// Files to return after the job: paths or globs relative to the working directory
+    /// (`out/*.png`, `report.csv`, `**/*.log`); see [`crate::outputs`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputPattern>,
     /// Resource limits; the pool's defaults fill the rest, its ceilings bound them.
     #[serde(default, deserialize_with = "object")]
     pub limits: Limits,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorInfo, ErrorKind};
 use crate::limits::{LimitName, Limits};
+use crate::outputs::ReturnedFiles;
 use crate::payload::Payload;
 use crate::signal::signal_name;
 
@@ -76,7 +77,8 @@ impl Verdict {
             | ErrorKind::NetworkNotAllowed
             | ErrorKind::DuplicateJob
             | ErrorKind::Overloaded
-            | ErrorKind::ReplyNotAllowed => Verdict::Rejected,
+            | ErrorKind::ReplyNotAllowed
+            | ErrorKind::NotFound => Verdict::Rejected,
         }
     }
 }
@@ -197,6 +199,9 @@ pub struct ExecResult {
     /// For each limit in force, how it was enforced.
     #[serde(default)]
     pub enforcement: EnforcementReport,
+    /// The files the request's `outputs` asked for; set when it asked for any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<ReturnedFiles>,
     /// Set when the verdict is not `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -253,6 +258,7 @@ impl ExecResult {
             worker_id: String::new(),
             limits: Limits::default(),
             enforcement: EnforcementReport::new(),
+            outputs: None,
             error: None,
             traceparent: None,
         }

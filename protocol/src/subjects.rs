@@ -173,6 +173,25 @@ impl Subjects {
         format!("{}.output.{tenant}.{job_id}", self.prefix)
     }
 
+    /// Where `tenant` asks for the stored files of its job `job_id` ([`crate::FileFetch`]).
+    pub fn files(&self, tenant: &str, job_id: &str) -> String {
+        format!("{}.files.{tenant}.{job_id}", self.prefix)
+    }
+
+    /// What workers subscribe to for file fetches.
+    pub fn files_all(&self) -> String {
+        format!("{}.files.*.*", self.prefix)
+    }
+
+    /// The tenant and job id of a file fetch subject.
+    pub fn parse_files<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".files.")?;
+        let (tenant, job_id) = rest.split_once('.')?;
+        (!job_id.contains('.')).then_some((tenant, job_id))
+    }
+
     /// Where the result of `job_id` of `tenant` is stored (durable mode) and may be sent.
     pub fn result(&self, tenant: &str, job_id: &str) -> String {
         format!("{}.results.{tenant}.{job_id}", self.prefix)

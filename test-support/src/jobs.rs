@@ -32,6 +32,7 @@ pub fn bash_job(script: &str) -> Job {
             ..Limits::default()
         },
         network: false,
+        outputs: None,
     }
 }
 
@@ -51,6 +52,7 @@ pub fn python_job(id: String, tenant: &str, code: &str, limits: Limits) -> Job {
         }],
         limits,
         network: false,
+        outputs: None,
     }
 }
 

@@ -14,6 +14,7 @@
 //! a backend that fails to enforce them fails the case without harming the machine.
 
 mod cases;
+mod files;
 mod hostile;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use openshell_protocol::{ByteSize, DurationMs, EnforcementStatus, Limits, Payloa
 use tokio_util::sync::CancellationToken;
 
 pub use cases::*;
+pub use files::*;
 pub use hostile::*;
 
 /// Expands to one `#[tokio::test]` per conformance case, each running against the backend
@@ -42,6 +44,8 @@ macro_rules! conformance_suite {
             nothing_is_left_for_the_next_job, a_concurrent_jobs_environ_is_out_of_reach,
             user_namespaces_are_refused, memory_across_processes, shared_memory_counts_as_memory,
             cpu_time_is_not_dodged_by_forking, live_output_is_the_output_in_order,
+            files_back_are_the_matching_regular_files, files_back_respect_the_caps,
+            files_back_never_leave_the_working_directory,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {
@@ -102,6 +106,7 @@ pub fn argv_job(argv: &[&str]) -> Job {
         files: Vec::new(),
         limits: quiet_limits(),
         network: false,
+        outputs: None,
     }
 }
 

@@ -48,6 +48,9 @@ pub fn admit(
     if !request.network {
         enforcement.insert(LimitName::Network, plan_network(policy, capabilities));
     }
+    if !request.outputs.is_empty() {
+        enforcement.insert(LimitName::Files, plan_files(policy, capabilities)?);
+    }
     Ok(Admitted {
         limits,
         enforcement,
@@ -156,6 +159,25 @@ fn plan_network(policy: &PoolPolicy, capabilities: &EnforcementReport) -> Enforc
         _ => Enforcement::not_enforced(format!(
             "the {} backend cannot cut the job off the network: it shares the network of the host it runs on",
             policy.backend
+        )),
+    }
+}
+
+/// How the files a request's `outputs` names are read out of the sandbox; a refusal when the
+/// backend cannot return files (no pool setting makes that acceptable: nothing would come back).
+fn plan_files(
+    policy: &PoolPolicy,
+    capabilities: &EnforcementReport,
+) -> Result<Enforcement, Rejection> {
+    match capabilities.get(&LimitName::Files) {
+        Some(plan) if plan.status != EnforcementStatus::NotEnforced => Ok(plan.clone()),
+        _ => Err(Rejection::new(
+            ErrorKind::LimitNotEnforceable,
+            format!(
+                "the {} backend of pool `{}` cannot return files: drop `outputs`, or use a pool whose \
+                 backend can (docker, none)",
+                policy.backend, policy.pool
+            ),
         )),
     }
 }

@@ -14,6 +14,7 @@
 //! | `OPENSHELL_SUBJECT_PREFIX`, `OPENSHELL_WORKER_ID`, `OPENSHELL_SLOTS`, `OPENSHELL_TENANT_QUOTA`, `OPENSHELL_SHUTDOWN_GRACE`, `OPENSHELL_MAX_REQUEST_BYTES` | subject prefix, worker id, slots and default tenant quota of every pool, shutdown grace, largest request |
 //! | `OPENSHELL_MAX_WAITING`, `OPENSHELL_TENANT_MAX_WAITING` | requests every pool holds before they get a slot, in all and per tenant |
 //! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_REPLICAS`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
+//! | `OPENSHELL_FILES_MAX_FILES`, `OPENSHELL_FILES_MAX_BYTES`, `OPENSHELL_FILES_TTL` | `files.*` (see `config::FilesConfig`) |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -83,6 +84,12 @@ pub const DURABLE_ACK_WAIT: &str = "OPENSHELL_DURABLE_ACK_WAIT";
 pub const DURABLE_MAX_DELIVER: &str = "OPENSHELL_DURABLE_MAX_DELIVER";
 /// `durable.replicas`.
 pub const DURABLE_REPLICAS: &str = "OPENSHELL_DURABLE_REPLICAS";
+/// `files.max_files`.
+pub const FILES_MAX_FILES: &str = "OPENSHELL_FILES_MAX_FILES";
+/// `files.max_bytes`.
+pub const FILES_MAX_BYTES: &str = "OPENSHELL_FILES_MAX_BYTES";
+/// `files.ttl`.
+pub const FILES_TTL: &str = "OPENSHELL_FILES_TTL";
 /// Results-stream max age.
 pub const DURABLE_RESULTS_MAX_AGE: &str = "OPENSHELL_DURABLE_RESULTS_MAX_AGE";
 /// Splits a comma-separated list, dropping empty entries.
@@ -158,6 +165,7 @@ pub fn apply(
     apply_pools(config, env)?;
     apply_nats(config, env)?;
     apply_durable(config, env)?;
+    apply_files(config, env)?;
     if let Some(level) = env(LOG_LEVEL) {
         config.worker.log_level = log_filter(LOG_LEVEL, level)?;
     }
@@ -379,6 +387,23 @@ fn apply_durable(
     }
     if let Some(value) = env(DURABLE_RESULTS_MAX_AGE) {
         durable.results_max_age = duration(DURABLE_RESULTS_MAX_AGE, &value)?;
+    }
+    Ok(())
+}
+
+fn apply_files(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let files = &mut config.files;
+    if let Some(value) = env(FILES_MAX_FILES) {
+        files.max_files = parse(FILES_MAX_FILES, &value, "a whole number, at least 1")?;
+    }
+    if let Some(value) = env(FILES_MAX_BYTES) {
+        files.max_bytes = parse(FILES_MAX_BYTES, &value, "a size such as 32m")?;
+    }
+    if let Some(value) = env(FILES_TTL) {
+        files.ttl = duration(FILES_TTL, &value)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod durable;
 pub mod env;
 mod error;
+mod files;
 pub mod limits;
 mod secret;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use durable::DurableConfig;
 pub use error::ConfigError;
+pub use files::FilesConfig;
 pub use secret::Secret;
 
 use openshell_backend::language::{self as languages, LanguageSpec};
@@ -44,6 +46,8 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Durable mode (JetStream); off unless enabled.
     pub durable: DurableConfig,
+    /// Files jobs return (a request's `outputs`).
+    pub files: FilesConfig,
 }
 
 /// How to reach NATS.
@@ -363,6 +367,18 @@ impl Config {
             return Err(invalid(
                 "durable.replicas".into(),
                 "must be 1, 3 or 5 (3 survives the loss of any one NATS node)".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.files.max_files) {
+            return Err(invalid(
+                "files.max_files".into(),
+                "must be 1 to 1000".into(),
+            ));
+        }
+        if self.files.inline_bytes > ByteSize::kib(512) {
+            return Err(invalid(
+                "files.inline_bytes".into(),
+                "at most 512k, so that a result with its files fits in one NATS message".into(),
             ));
         }
         if self.durable.max_deliver == 0 {

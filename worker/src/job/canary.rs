@@ -38,7 +38,7 @@ pub async fn run(
                 ErrorInfo::from(rejection)
             )
         })?;
-    let job = super::prepare::build_job(&request, &admitted, CANARY_TENANT, None);
+    let job = super::prepare::build_job(&request, &admitted, CANARY_TENANT, None, None);
     let output = OutputSink::new(64 * 1024);
     let control = JobControl {
         cancel: CancellationToken::new(),

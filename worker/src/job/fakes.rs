@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PoolRuntime, WorkerContext};
 use crate::audit::{AuditError, AuditSink};
-use crate::config::PoolConfig;
+use crate::config::{FilesConfig, PoolConfig};
+use crate::files::FileStore;
 use crate::metrics::Metrics;
 use crate::metrics::health::PoolReadiness;
 use crate::reply::{Replier, ReplyError};
@@ -204,6 +205,7 @@ impl Fixture {
             metrics: Arc::new(metrics),
             audit: Arc::clone(&audit) as Arc<dyn AuditSink>,
             replier: Arc::clone(&replier) as Arc<dyn Replier>,
+            files: Arc::new(FileStore::new(FilesConfig::default(), None, 1)),
         };
         let config = PoolConfig::for_backend(BackendKind::Local);
         let runtime = PoolRuntime::new(

@@ -361,7 +361,8 @@ impl PoolRuntime {
             .language
             .as_ref()
             .and_then(|language| self.config.languages.get(language));
-        let job = prepare::build_job(&request, &admitted, &context.tenant, language);
+        let outputs = self.files.request(&request.outputs);
+        let job = prepare::build_job(&request, &admitted, &context.tenant, language, outputs);
         let limit = admitted
             .limits
             .output
@@ -385,7 +386,11 @@ impl PoolRuntime {
         };
         result.queue_time_ms = timings.received.elapsed().as_millis() as u64;
         let backend_start = Instant::now();
-        let outcome = self.backend.execute(job, control).await;
+        let mut outcome = self.backend.execute(job, control).await;
+        let files = outcome
+            .as_mut()
+            .ok()
+            .and_then(|execution| execution.files.take());
         timings.backend = Some((backend_start, Instant::now()));
         if let Some(live) = live {
             // The last chunk goes out before the result does.
@@ -403,6 +408,14 @@ impl PoolRuntime {
             output.snapshot(),
             self.running.is_aborted(),
         );
+        if !request.outputs.is_empty() {
+            let delivered = self
+                .files
+                .deliver(&context.tenant, &request.id, files)
+                .await;
+            tracing::debug!(status = ?delivered.status, files = delivered.files.len(), skipped = delivered.skipped_count, "files returned");
+            result.outputs = Some(delivered);
+        }
         tracing::debug!(status = %result.status, exit_code = ?result.exit_code, stdout = %result.stdout.to_text_lossy(), stderr = %result.stderr.to_text_lossy(), "backend returned");
         tracing::info!(status = %result.status, exit_code = ?result.exit_code, wall_ms = result.wall_time_ms, "job finished");
         drop(_slot);

@@ -4,7 +4,7 @@ use openshell_protocol::ExecRequest;
 use openshell_scheduler::Admitted;
 
 use openshell_backend::language::LanguageSpec;
-use openshell_backend::{Job, JobFile};
+use openshell_backend::{FilesRequest, Job, JobFile};
 
 /// The backend's view of `request`: code becomes a file plus the language's command.
 /// `language` is the request's language spec (admission checked the pool has it).
@@ -13,6 +13,7 @@ pub fn build_job(
     admitted: &Admitted,
     tenant: &str,
     language: Option<&LanguageSpec>,
+    outputs: Option<FilesRequest>,
 ) -> Job {
     let mut files: Vec<JobFile> = request
         .files
@@ -43,6 +44,7 @@ pub fn build_job(
         files,
         limits: admitted.limits.clone(),
         network: request.network,
+        outputs,
     }
 }
 
@@ -70,7 +72,7 @@ mod tests {
             mode: None,
         }];
         let languages = builtin();
-        let job = build_job(&request, &admitted(), "acme", languages.get("python"));
+        let job = build_job(&request, &admitted(), "acme", languages.get("python"), None);
         assert_eq!(job.argv, ["python3", "main.py", "x"]);
         assert_eq!(job.files.len(), 1);
         assert_eq!(job.files[0].content, b"print(1)");
@@ -80,7 +82,7 @@ mod tests {
     fn commands_take_their_args() {
         let mut request = ExecRequest::command("j", vec!["echo".into(), "a".into()]);
         request.args = vec!["b".into()];
-        let job = build_job(&request, &admitted(), "acme", None);
+        let job = build_job(&request, &admitted(), "acme", None, None);
         assert_eq!(job.argv, ["echo", "a", "b"]);
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditSink;
 use crate::config::PoolConfig;
+use crate::files::FileStore;
 use crate::metrics::Metrics;
 use crate::metrics::health::PoolReadiness;
 use crate::reply::Replier;
@@ -34,6 +35,8 @@ pub struct WorkerContext {
     pub audit: Arc<dyn AuditSink>,
     /// Where core results go.
     pub replier: Arc<dyn Replier>,
+    /// Where returned files go.
+    pub files: Arc<FileStore>,
 }
 
 /// Everything a pool needs to run jobs; shared by all its in-flight jobs. A clone shares the
@@ -54,6 +57,7 @@ pub struct PoolRuntime {
     pub(super) running: RunningJobs,
     pub(super) audit: Arc<dyn AuditSink>,
     pub(super) replier: Arc<dyn Replier>,
+    pub(super) files: Arc<FileStore>,
     pub(super) subjects: Subjects,
     pub(super) worker_id: String,
     pub(super) max_request_bytes: usize,
@@ -83,6 +87,7 @@ impl PoolRuntime {
             running: worker.running.clone(),
             audit: Arc::clone(&worker.audit),
             replier: Arc::clone(&worker.replier),
+            files: Arc::clone(&worker.files),
             subjects: worker.subjects.clone(),
             worker_id: worker.worker_id.clone(),
             max_request_bytes: worker.max_request_bytes,

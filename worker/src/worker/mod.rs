@@ -23,6 +23,7 @@ pub use handle::{Stopper, WorkerHandle};
 
 use crate::audit::AuditPublisher;
 use crate::config::Config;
+use crate::files::FileStore;
 use crate::intake;
 use crate::job::WorkerContext;
 use crate::metrics::health::Health;
@@ -77,6 +78,11 @@ impl Worker {
             metrics: Arc::clone(&metrics),
             audit: Arc::new(AuditPublisher::new(nats.clone(), subjects.clone())),
             replier: Arc::new(NatsReplier::new(nats.clone())),
+            files: Arc::new(FileStore::new(
+                config.files.clone(),
+                Some(async_nats::jetstream::new(nats.clone())),
+                config.durable.replicas,
+            )),
         };
         let health = Health::new(nats.clone(), Arc::clone(&metrics));
         let ready_health = health.clone();
@@ -113,6 +119,9 @@ impl Worker {
             health,
         };
         background.push(crate::service::register(nats.clone(), &subjects, status).await?);
+        background.push(
+            crate::files::serve(nats.clone(), subjects.clone(), Arc::clone(&worker.files)).await?,
+        );
         background.push(
             intake::serve_cancel(nats.clone(), subjects.clone(), worker.running.clone()).await?,
         );
