@@ -14,7 +14,9 @@ use std::time::Duration;
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
 
-use crate::request::ExecRequest;
+use crate::error::ErrorInfo;
+use crate::outputs::{FILE_ERROR_HEADER, FileFetch, ReturnedFile};
+use crate::request::{ExecRequest, sha256_hex};
 use crate::result::ExecResult;
 use crate::subjects::{Subjects, check_token};
 
@@ -66,6 +68,16 @@ pub enum ClientError {
         /// Subject.
         subject: String,
         /// The cause.
+        message: String,
+    },
+    /// A returned file could not be fetched, or was not what the result said.
+    #[error("file `{path}` of job `{id}` could not be fetched: {message}")]
+    File {
+        /// Job id.
+        id: String,
+        /// The file's path.
+        path: String,
+        /// What went wrong.
         message: String,
     },
     /// The reply is not an ExecResult.
@@ -164,6 +176,86 @@ impl Client {
             id: request.id.clone(),
             message: error.to_string(),
         })
+    }
+
+    /// The contents of `file`, returned by `tenant`'s job `job_id`: inline ones as they came,
+    /// stored ones fetched part by part from `<prefix>.files.<tenant>.<job_id>`; checked
+    /// against the file's size and SHA-256 either way.
+    pub async fn fetch_file(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &ReturnedFile,
+    ) -> Result<Vec<u8>, ClientError> {
+        let failed = |message: String| ClientError::File {
+            id: job_id.to_string(),
+            path: file.path.to_string(),
+            message,
+        };
+        let content = match &file.content {
+            Some(content) => content.0.clone(),
+            None => self
+                .fetch_stored(tenant, job_id, file)
+                .await
+                .map_err(failed)?,
+        };
+        if content.len() as u64 != file.size || sha256_hex(&content) != file.sha256 {
+            return Err(failed(format!(
+                "got {} bytes that do not match the result's size {} and sha256 {}",
+                content.len(),
+                file.size,
+                file.sha256
+            )));
+        }
+        Ok(content)
+    }
+
+    async fn fetch_stored(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &ReturnedFile,
+    ) -> Result<Vec<u8>, String> {
+        check_token("tenant", tenant).map_err(|error| error.to_string())?;
+        check_token("job id", job_id).map_err(|error| error.to_string())?;
+        let subject = self.subjects.files(tenant, job_id);
+        let mut content = Vec::with_capacity(file.size as usize);
+        loop {
+            let fetch = FileFetch {
+                path: file.path.clone(),
+                offset: content.len() as u64,
+            };
+            let payload = serde_json::to_vec(&fetch).map_err(|error| error.to_string())?;
+            let reply = self
+                .nats
+                .request(subject.clone(), Bytes::from(payload))
+                .await
+                .map_err(|error| format!("request on {subject} failed: {error}"))?;
+            if let Some(kind) = reply
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(FILE_ERROR_HEADER))
+            {
+                return Err(format!(
+                    "{kind}: {}",
+                    serde_json::from_slice::<ErrorInfo>(&reply.payload).map_or_else(
+                        |_| String::from_utf8_lossy(&reply.payload).into_owned(),
+                        |info| info.message
+                    )
+                ));
+            }
+            content.extend_from_slice(&reply.payload);
+            if content.len() as u64 >= file.size {
+                return Ok(content);
+            }
+            if reply.payload.is_empty() {
+                return Err(format!(
+                    "the store ended at {} of {} bytes",
+                    content.len(),
+                    file.size
+                ));
+            }
+        }
     }
 
     /// Asks every worker to cancel job `job_id` of `tenant`; a no-op where it is not running.

@@ -140,6 +140,32 @@ pub enum FilesStatus {
     NotCollected,
 }
 
+impl FilesStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilesStatus::Complete => "complete",
+            FilesStatus::TooManyFiles => "too_many_files",
+            FilesStatus::TooLarge => "too_large",
+            FilesStatus::StoreUnavailable => "store_unavailable",
+            FilesStatus::NotCollected => "not_collected",
+        }
+    }
+}
+
+impl SkipReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Symlink => "symlink",
+            SkipReason::NotRegularFile => "not_regular_file",
+            SkipReason::CountCap => "count_cap",
+            SkipReason::SizeCap => "size_cap",
+            SkipReason::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
 /// Why a matching path was not returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -264,5 +290,27 @@ mod tests {
             serde_json::to_value(OutputPattern::parse("a/*.txt").unwrap()).unwrap(),
             "a/*.txt"
         );
+    }
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for status in [
+            FilesStatus::Complete,
+            FilesStatus::TooManyFiles,
+            FilesStatus::TooLarge,
+            FilesStatus::StoreUnavailable,
+            FilesStatus::NotCollected,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for reason in [
+            SkipReason::Symlink,
+            SkipReason::NotRegularFile,
+            SkipReason::CountCap,
+            SkipReason::SizeCap,
+            SkipReason::StoreUnavailable,
+        ] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::audit::AuditEvent;
 use crate::output::OutputChunk;
+use crate::outputs::FileFetch;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
 
@@ -19,15 +20,18 @@ pub enum Message {
     Audit,
     /// [`OutputChunk`].
     Output,
+    /// [`FileFetch`].
+    FileFetch,
 }
 
 impl Message {
     /// Every message kind.
-    pub const ALL: [Message; 4] = [
+    pub const ALL: [Message; 5] = [
         Message::Request,
         Message::Result,
         Message::Audit,
         Message::Output,
+        Message::FileFetch,
     ];
 
     /// File name under `protocol/schema/`.
@@ -37,6 +41,7 @@ impl Message {
             Message::Result => "exec-result.v1.json",
             Message::Audit => "audit-event.v1.json",
             Message::Output => "output-chunk.v1.json",
+            Message::FileFetch => "file-fetch.v1.json",
         }
     }
 
@@ -47,6 +52,7 @@ impl Message {
             Message::Result => schemars::schema_for!(ExecResult),
             Message::Audit => schemars::schema_for!(AuditEvent),
             Message::Output => schemars::schema_for!(OutputChunk),
+            Message::FileFetch => schemars::schema_for!(FileFetch),
         };
         let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         text.push('\n');

@@ -379,6 +379,13 @@ async fn readme_examples_on_the_local_backend() {
             assert_shown(&reply, shown, &skips);
         }
     }
+    for fetch in readme
+        .examples
+        .iter()
+        .filter(|example| example.kind == Kind::Message(Message::FileFetch))
+    {
+        check_fetch(&client, &readme, fetch).await;
+    }
     for request in requests
         .iter()
         .filter(|request| request.has("durable") && !request.has("cancel"))
@@ -399,6 +406,53 @@ async fn readme_examples_on_the_local_backend() {
         assert_shown(&live, shown, &skips);
     }
     drop(worker);
+}
+
+/// A fetch example, sent as shown for the job whose result example lists a stored file at its
+/// path (that job ran just before): the reply carries the file's size and SHA-256 as the
+/// result shows them, and its bytes from the offset.
+async fn check_fetch(client: &Client, readme: &Readme, fetch: &Example) {
+    use openshell_protocol::outputs::{FILE_OFFSET_HEADER, FILE_SHA256_HEADER, FILE_SIZE_HEADER};
+    use openshell_protocol::{ExecResult, FileFetch};
+    let asked: FileFetch = serde_json::from_str(&fetch.json).expect("a file fetch");
+    let (id, file) = readme
+        .examples
+        .iter()
+        .filter(|example| example.kind == Kind::Message(Message::Result))
+        .filter_map(|example| serde_json::from_str::<ExecResult>(&example.json).ok())
+        .find_map(|result| {
+            let file = result
+                .outputs?
+                .files
+                .into_iter()
+                .find(|file| file.path == asked.path && file.object.is_some())?;
+            Some((result.id, file))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no result example stores `{}`",
+                fetch.what(),
+                asked.path
+            )
+        });
+    let reply = client
+        .request(
+            format!("openshell.files.{TENANT}.{id}"),
+            Bytes::from(fetch.json.clone()),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{}: no reply: {error}", fetch.what()));
+    let headers = reply.headers.expect("headers");
+    let header = |name: &str| headers.get(name).map(|value| value.as_str().to_string());
+    assert_eq!(
+        header(FILE_SIZE_HEADER),
+        Some(file.size.to_string()),
+        "{}",
+        fetch.what()
+    );
+    assert_eq!(header(FILE_SHA256_HEADER), Some(file.sha256.clone()));
+    assert_eq!(header(FILE_OFFSET_HEADER), Some(asked.offset.to_string()));
+    assert!(!reply.payload.is_empty(), "{}: an empty part", fetch.what());
 }
 
 /// A durable request example: queued on its job subject with `Openshell-Reply-To`, its result

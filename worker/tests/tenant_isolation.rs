@@ -514,3 +514,65 @@ async fn live_output_goes_only_to_its_tenant_and_before_the_result() {
     assert_eq!(stderr, result.stderr.0);
     assert_eq!(stdout, b"first\n");
 }
+
+/// Returned files: acme fetches its own stored file through `openshell.files.acme.<id>`;
+/// globex can neither ask there nor find acme's file under its own tenant, and no agent may
+/// touch the object store itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn returned_files_are_fetched_only_by_their_tenant() {
+    let Some(server) = AccountsServer::start().await else {
+        return;
+    };
+    let _worker = worker(&server, "isolation-files").await;
+    let (acme, _acme_errors) = server.connect("agent-acme", "_INBOX.acme").await;
+    let (globex, mut globex_errors) = server.connect("agent-globex", "_INBOX.globex").await;
+    let subjects = openshell_protocol::Subjects::default();
+    let acme_client = openshell_protocol::Client::new(acme, subjects.clone());
+    let globex_client = openshell_protocol::Client::new(globex.clone(), subjects);
+    let mut job = ExecRequest::code(
+        "files-secret",
+        "python",
+        "open('secret.bin', 'wb').write(b'acme-secret' * 40000)",
+    );
+    job.outputs = vec![openshell_protocol::OutputPattern::parse("secret.bin").expect("pattern")];
+    let result = acme_client
+        .exec("none", "acme", &job)
+        .await
+        .expect("acme's result");
+    let outputs = result.outputs.expect("outputs");
+    let file = &outputs.files[0];
+    assert_eq!(
+        file.object.as_deref(),
+        Some("acme/files-secret/secret.bin"),
+        "{outputs:?}"
+    );
+    let content = acme_client
+        .fetch_file("acme", "files-secret", file)
+        .await
+        .expect("acme fetches its own file");
+    assert_eq!(content, b"acme-secret".repeat(40000));
+
+    globex
+        .publish("openshell.files.acme.files-secret", "{}".into())
+        .await
+        .expect("sent");
+    violation(&mut globex_errors, "openshell.files.acme.files-secret").await;
+    let error = globex_client
+        .fetch_file("globex", "files-secret", file)
+        .await
+        .expect_err("globex has no such file");
+    assert!(error.to_string().contains("not_found"), "{error}");
+    let _spy = globex
+        .subscribe("$O.OPENSHELL_FILES.>")
+        .await
+        .expect("sent");
+    violation(&mut globex_errors, "$O.OPENSHELL_FILES.>").await;
+    globex
+        .publish(
+            "$JS.API.DIRECT.GET.OBJ_OPENSHELL_FILES.$O.OPENSHELL_FILES.M.x",
+            "{}".into(),
+        )
+        .await
+        .expect("sent");
+    violation(&mut globex_errors, "$JS.API.DIRECT.GET.OBJ_OPENSHELL_FILES").await;
+}

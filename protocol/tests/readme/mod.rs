@@ -9,6 +9,8 @@
 //! | `request` | an execution request, sent as shown (byte for byte) |
 //! | `result` | the result a worker answers (or stores) for the request with the same `id` |
 //! | `audit` | an audit event of the request with the same `id` |
+//! | `output` | a chunk of live output |
+//! | `fetch` | a file fetch, sent for the job whose result example lists a stored file at its path |
 //! | `srv-info` | a worker's `$SRV.INFO` reply |
 //! | `srv-stats` | a worker's `$SRV.STATS` reply |
 //!
@@ -85,6 +87,7 @@ fn kind_named(name: &str) -> Option<Kind> {
         "result" => Some(Kind::Message(Message::Result)),
         "audit" => Some(Kind::Message(Message::Audit)),
         "output" => Some(Kind::Message(Message::Output)),
+        "fetch" => Some(Kind::Message(Message::FileFetch)),
         "srv-info" => Some(Kind::SrvInfo),
         "srv-stats" => Some(Kind::SrvStats),
         _ => None,

@@ -88,6 +88,27 @@ fn jobs_without_network_report_how_it_was_cut() {
 }
 
 #[test]
+fn outputs_need_a_backend_that_returns_files() {
+    let request = ExecRequest {
+        outputs: vec![openshell_protocol::OutputPattern::parse("out/*.png").unwrap()],
+        ..python(Limits::default())
+    };
+    let refused = admit(&request, "acme", &policy(), &capabilities(), Utc::now()).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::LimitNotEnforceable);
+    assert!(
+        refused.message.contains("cannot return files"),
+        "{refused:?}"
+    );
+    let mut returning = capabilities();
+    returning.insert(LimitName::Files, Enforcement::enforced("tar"));
+    let admitted = admit(&request, "acme", &policy(), &returning, Utc::now()).unwrap();
+    assert_eq!(admitted.enforcement[&LimitName::Files].mechanism, "tar");
+    let without = python(Limits::default());
+    let admitted = admit(&without, "acme", &policy(), &returning, Utc::now()).unwrap();
+    assert!(!admitted.enforcement.contains_key(&LimitName::Files));
+}
+
+#[test]
 fn over_ceiling_names_the_ceiling() {
     let request = python(Limits {
         memory: Some(ByteSize::gib(2)),

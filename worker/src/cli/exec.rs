@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use openshell_protocol::{
     ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, OutputChunk,
-    OutputStream, Payload, RelativePath, Subjects, Verdict,
+    OutputPattern, OutputStream, Payload, RelativePath, Subjects, Verdict,
 };
 
 use crate::client::NatsArgs;
@@ -101,6 +101,10 @@ pub struct ExecArgs {
     /// Ask for network access (the pool must allow it).
     #[arg(long)]
     pub(crate) network: bool,
+    /// Return files the job leaves that match this path or glob, relative to its working
+    /// directory, e.g. 'out/*.png' (repeatable).
+    #[arg(long = "output-file", value_name = "PATTERN")]
+    pub(crate) output_files: Vec<String>,
     /// Print the whole result as JSON instead of the output.
     #[arg(long)]
     pub(crate) json: bool,
@@ -120,6 +124,9 @@ pub struct ExecCommand {
     /// Print the output only once the job ended.
     #[arg(long)]
     pub(crate) no_live: bool,
+    /// Where files returned for --output-file are written, under their paths in the job.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) output_dir: PathBuf,
 }
 
 impl ExecArgs {
@@ -180,6 +187,14 @@ impl ExecArgs {
             disk: self.disk,
         };
         request.network = self.network;
+        request.outputs = self
+            .output_files
+            .iter()
+            .map(|pattern| {
+                OutputPattern::parse(pattern)
+                    .map_err(|error| anyhow::anyhow!("--output-file {pattern}: {error}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(request)
     }
 }
@@ -222,6 +237,7 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         job: args,
         live,
         no_live,
+        output_dir,
     } = command;
     let request = match args.request() {
         Ok(request) => request,
@@ -258,14 +274,19 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::CLIENT_ERROR));
         }
     };
-    match printer {
+    let code = match printer {
         Some(printer) => {
             printer.finish(&result).await?;
             print_ending(&result);
-            Ok(ExitCode::from(exit_code(&result)))
+            ExitCode::from(exit_code(&result))
         }
-        None => print_result(&result, args.json),
+        None => print_result(&result, args.json)?,
+    };
+    if let Err(error) = super::outputs::save(&client, &args.tenant, &result, &output_dir).await {
+        eprintln!("openshell exec: {error:#}");
+        return Ok(ExitCode::from(exit::CLIENT_ERROR));
     }
+    Ok(code)
 }
 
 /// Prints a job's live output as its chunks arrive.

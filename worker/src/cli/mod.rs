@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod doctor;
 pub mod exec;
 pub mod mcp;
+pub mod outputs;
 pub mod result;
 pub mod submit;
 pub mod worker;

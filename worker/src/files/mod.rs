@@ -177,3 +177,53 @@ impl FileStore {
         Ok(store)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openshell_backend::CollectedFile;
+    use openshell_protocol::{ByteSize, RelativePath};
+
+    use super::*;
+
+    fn collected(sizes: &[(&str, usize)]) -> CollectedFiles {
+        CollectedFiles {
+            status: FilesStatus::Complete,
+            files: sizes
+                .iter()
+                .map(|(path, size)| CollectedFile {
+                    path: RelativePath::parse(path).unwrap(),
+                    content: vec![b'x'; *size],
+                })
+                .collect(),
+            skipped: Vec::new(),
+            skipped_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn small_files_go_inline_smallest_first_and_the_rest_is_skipped_without_a_store() {
+        let config = FilesConfig {
+            inline_bytes: ByteSize::kib(10),
+            ..FilesConfig::default()
+        };
+        let store = FileStore::new(config, None, 1);
+        let files = collected(&[("a", 6000), ("b", 3000), ("c", 5000)]);
+        let returned = store.deliver("acme", "j1", Some(files)).await;
+        // b (3000) and c (5000) fit the 10 KiB budget; a (6000) would need the store.
+        let paths: Vec<_> = returned.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["b", "c"]);
+        assert!(returned.files.iter().all(|f| f.content.is_some()));
+        assert_eq!(returned.status, FilesStatus::StoreUnavailable);
+        assert_eq!(returned.skipped_count, 1);
+        assert_eq!(returned.skipped[0].reason, SkipReason::StoreUnavailable);
+        assert_eq!(returned.skipped[0].path, "a");
+    }
+
+    #[tokio::test]
+    async fn files_the_backend_could_not_read_are_not_collected() {
+        let store = FileStore::new(FilesConfig::default(), None, 1);
+        let returned = store.deliver("acme", "j1", None).await;
+        assert_eq!(returned.status, FilesStatus::NotCollected);
+        assert!(returned.files.is_empty());
+    }
+}
