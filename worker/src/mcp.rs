@@ -2,8 +2,9 @@
 //! Rust SDK, `rmcp`), so an MCP-capable agent runs code in OpenShell's sandboxes with no code
 //! of its own.
 //!
-//! Tools: `run_code` (language and code, optional stdin, files and limits; answers with the
-//! verdict, exit code, stdout and stderr), `list_pools` (the pools live workers serve, with
+//! Tools: `run_code` (language and code, optional stdin, files, limits and `outputs`; answers
+//! with the verdict, exit code, stdout and stderr, and the returned files as content: images
+//! as image content), `list_pools` (the pools live workers serve, with
 //! their backends, health and ceilings, and the built-in languages) and `get_result` (the
 //! stored result of a durable job). Every call is a job of the configured tenant, sent like
 //! `openshell exec` sends it; a job that did not complete (timeout, rejection, ...) is a tool
@@ -13,11 +14,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use base64::Engine;
 use openshell_protocol::{
-    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Payload, RelativePath, Verdict,
+    ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, OutputPattern, Payload,
+    RelativePath, ReturnedFiles, Verdict,
 };
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ResourceContents, ServerCapabilities,
+    ServerConfig,
+};
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -50,6 +56,10 @@ pub struct RunCode {
     /// The pool to run on (the server's pool when absent).
     #[serde(default)]
     pub pool: Option<String>,
+    /// Files to return after the run, as paths or globs relative to the working directory
+    /// (`out/*.png`, `report.csv`); images come back as image content.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// The arguments of `get_result`.
@@ -76,7 +86,12 @@ struct Outcome<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     wall_time_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<&'a ReturnedFiles>,
 }
+
+/// Largest returned file passed on as MCP content; larger ones are listed only.
+const MAX_CONTENT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The MCP server: a NATS client acting for one tenant, on one default pool.
 #[derive(Clone)]
@@ -120,7 +135,7 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Run code in a fresh, isolated OpenShell sandbox (no network) and return its verdict, exit code, stdout and stderr. Languages: python, node, javascript, bash, sh. Optional: stdin, text files for the working directory, timeout (e.g. 10s), memory (e.g. 256m), pool."
+        description = "Run code in a fresh, isolated OpenShell sandbox (no network) and return its verdict, exit code, stdout and stderr. Languages: python, node, javascript, bash, sh. Optional: stdin, text files for the working directory, timeout (e.g. 10s), memory (e.g. 256m), pool, and outputs: paths or globs of files the code writes to return (images come back as images)."
     )]
     async fn run_code(&self, Parameters(call): Parameters<RunCode>) -> CallToolResult {
         let request = match self.request(&call) {
@@ -128,10 +143,15 @@ impl McpServer {
             Err(message) => return tool_error(format!("invalid run_code arguments: {message}")),
         };
         let pool = call.pool.unwrap_or_else(|| self.pool.clone());
-        match self.client.exec(&pool, &self.tenant, &request).await {
-            Ok(result) => outcome(&result),
-            Err(error) => tool_error(format!("the job was not run or not answered: {error}")),
-        }
+        let result = match self.client.exec(&pool, &self.tenant, &request).await {
+            Ok(result) => result,
+            Err(error) => {
+                return tool_error(format!("the job was not run or not answered: {error}"));
+            }
+        };
+        let mut answer = outcome(&result);
+        answer.content.extend(self.file_contents(&result).await);
+        answer
     }
 
     #[tool(
@@ -167,6 +187,42 @@ impl McpServer {
         }
     }
 
+    /// The returned files of `result` as MCP content: images as images, UTF-8 text as text
+    /// resources, other bytes as blob resources; a file that cannot be fetched says why.
+    async fn file_contents(&self, result: &ExecResult) -> Vec<ContentBlock> {
+        let Some(outputs) = &result.outputs else {
+            return Vec::new();
+        };
+        let mut blocks = Vec::new();
+        for file in &outputs.files {
+            let uri = format!("openshell://{}/{}/{}", self.tenant, result.id, file.path);
+            if file.size > MAX_CONTENT_BYTES {
+                blocks.push(ContentBlock::text(format!(
+                    "{uri}: {} bytes, too large to pass on here (sha256 {}); fetch it with `openshell exec --output-file`",
+                    file.size, file.sha256
+                )));
+                continue;
+            }
+            let bytes = match self.client.fetch_file(&self.tenant, &result.id, file).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    blocks.push(ContentBlock::text(format!("{uri}: {error}")));
+                    continue;
+                }
+            };
+            let base64 = || base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let block = match image_type(file.path.as_str()) {
+                Some(mime) => ContentBlock::image(base64(), mime),
+                None => match std::str::from_utf8(&bytes) {
+                    Ok(text) => ContentBlock::embedded_text(uri, text),
+                    Err(_) => ContentBlock::resource(ResourceContents::blob(base64(), uri)),
+                },
+            };
+            blocks.push(block);
+        }
+        blocks
+    }
+
     /// The request for a `run_code` call, or what is wrong with it.
     fn request(&self, call: &RunCode) -> Result<ExecRequest, String> {
         let id = format!(
@@ -194,6 +250,13 @@ impl McpServer {
                     .map_err(|error| format!("timeout `{timeout}`: {error}"))?,
             );
         }
+        request.outputs = call
+            .outputs
+            .iter()
+            .map(|pattern| {
+                OutputPattern::parse(pattern).map_err(|error| format!("outputs: {error}"))
+            })
+            .collect::<Result<_, _>>()?;
         if let Some(memory) = &call.memory {
             request.limits.memory = Some(
                 memory
@@ -229,12 +292,25 @@ fn outcome(result: &ExecResult) -> CallToolResult {
         truncated: result.stdout_truncated || result.stderr_truncated,
         error: result.error.as_ref().map(|error| error.message.as_str()),
         wall_time_ms: result.wall_time_ms,
+        files: result.outputs.as_ref(),
     };
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     if result.status == Verdict::Completed {
         CallToolResult::success(vec![ContentBlock::text(text)])
     } else {
         CallToolResult::error(vec![ContentBlock::text(text)])
+    }
+}
+
+/// The MIME type of an image file MCP clients show, by its extension.
+fn image_type(path: &str) -> Option<&'static str> {
+    let extension = path.rsplit_once('.')?.1.to_ascii_lowercase();
+    match extension.as_str() {
+        "png" => Some("image/png"),
+        "jpg" | "jpeg" => Some("image/jpeg"),
+        "gif" => Some("image/gif"),
+        "webp" => Some("image/webp"),
+        _ => None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `openshell mcp` driven by a real MCP client (the official Rust SDK's, over the child
 //! process's stdio), against a real nats-server and a worker on the local backend:
-//! initialize, list tools, run `print(6*7)` and get 42, and a timeout and an invalid call each
-//! come back as a clear tool error while the server keeps serving.
+//! initialize, list tools, run `print(6*7)` and get 42, run code that writes a PNG and get an
+//! image back, and a timeout and an invalid call each come back as a clear tool error while
+//! the server keeps serving.
 
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -105,6 +106,40 @@ async fn an_mcp_client_runs_code_and_gets_clear_tool_errors() {
         .expect("a rejected job is an answer");
     assert_eq!(unknown.is_error, Some(true), "{unknown:?}");
     assert!(text(&unknown).contains("rejected"), "{}", text(&unknown));
+
+    // A plot: a real 1x1 PNG written by the code comes back as image content, a text file as
+    // a text resource.
+    let png = r#"import struct, zlib
+def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+header = struct.pack('>IIBBBBB', 1, 1, 8, 2, 0, 0, 0)
+pixels = zlib.compress(b'\x00\xff\x00\x00')
+png = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', pixels) + chunk(b'IEND', b'')
+open('plot.png', 'wb').write(png)
+open('summary.txt', 'w').write('one red pixel')
+"#;
+    let plotted = client
+        .call_tool(call(
+            "run_code",
+            json!({"language": "python", "code": png, "outputs": ["*.png", "*.txt"]}),
+        ))
+        .await
+        .expect("run_code answers");
+    assert_ne!(plotted.is_error, Some(true), "{plotted:?}");
+    let image = plotted
+        .content
+        .iter()
+        .find_map(|content| content.as_image())
+        .unwrap_or_else(|| panic!("no image content: {plotted:?}"));
+    assert_eq!(image.mime_type, "image/png");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&image.data)
+        .expect("base64 image data");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{bytes:?}");
+    let listed = serde_json::to_string(&plotted.content).expect("content as JSON");
+    assert!(listed.contains("one red pixel"), "{listed}");
+    assert!(text(&plotted).contains("plot.png"), "{}", text(&plotted));
 
     let pools = client
         .call_tool(call("list_pools", json!({})))
