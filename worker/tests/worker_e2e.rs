@@ -662,3 +662,41 @@ async fn live_output_arrives_while_the_job_runs() {
     );
     assert!(arrivals[0].0 >= sent);
 }
+
+/// `exec --durable` queues the job on JetStream, prints its output live as it runs (`--live`),
+/// waits for the stored result and exits with the job's code; returned files come back too.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_exec_durable_prints_live_and_returns_files() {
+    let Some((nats, _worker, _client)) = stack(&[("OPENSHELL_DURABLE", "true")]).await else {
+        return;
+    };
+    let url = nats.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    let output = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--durable",
+                "--live",
+                "--lang",
+                "bash",
+                "-c",
+                "echo one; sleep 0.3; echo two >&2; printf kept > kept.txt; exit 4",
+                "--output-file",
+                "*.txt",
+                "--output-dir",
+                out,
+            ],
+            &[("NATS_URL", url.as_str()), ("SANDBOX_BACKEND", "none")],
+        )
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "one\n", "{stderr}");
+    assert_eq!(stderr.matches("two").count(), 1, "{stderr}");
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("kept.txt")).expect("kept.txt"),
+        b"kept"
+    );
+}

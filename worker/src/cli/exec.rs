@@ -8,12 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use openshell_protocol::client::{DEFAULT_WAIT, REPLY_MARGIN};
 use openshell_protocol::{
     ByteSize, Client, DurationMs, ExecRequest, ExecResult, FileSpec, Limits, OutputChunk,
     OutputPattern, OutputStream, Payload, RelativePath, Subjects, Verdict,
 };
 
 use crate::client::NatsArgs;
+use crate::durable::client::DurableClient;
 
 /// Exit codes for jobs that did not complete; a completed job exits with its own code.
 pub mod exit {
@@ -113,7 +115,7 @@ pub struct ExecArgs {
 /// Run one job and print its output, live on a terminal.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  openshell exec --lang python -c 'print(6*7)'\n  openshell exec --lang bash script.sh -- arg1 arg2\n  echo hi | openshell exec --stdin - --command cat\n  openshell exec --pool docker --tenant acme --timeout 5s --memory 256m --lang node -c 'console.log(1)'\n\nExit status: the job's own exit code when it completed (128+N when killed by signal N);\n124 timeout, 137 out of memory, 141 output limit, 130 cancelled, 65 rejected,\n75 expired, 70 backend error, 69 not submitted or no result."
+    after_help = "Examples:\n  openshell exec --lang python -c 'print(6*7)'\n  openshell exec --lang bash script.sh -- arg1 arg2\n  echo hi | openshell exec --stdin - --command cat\n  openshell exec --pool docker --tenant acme --timeout 5s --memory 256m --lang node -c 'console.log(1)'\n  openshell exec --lang python -c 'open(\"out.csv\", \"w\").write(\"x\")' --output-file '*.csv' --output-dir results\n  openshell exec --durable --live --lang bash -c 'for i in 1 2 3; do echo $i; sleep 1; done'\n\nExit status: the job's own exit code when it completed (128+N when killed by signal N);\n124 timeout, 137 out of memory, 141 output limit, 130 cancelled, 65 rejected,\n75 expired, 70 backend error, 69 not submitted or no result."
 )]
 pub struct ExecCommand {
     #[command(flatten)]
@@ -127,6 +129,10 @@ pub struct ExecCommand {
     /// Where files returned for --output-file are written, under their paths in the job.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub(crate) output_dir: PathBuf,
+    /// Queue the job in durable mode (JetStream) and wait for its stored result, instead of
+    /// a core request: it survives a worker restart and waits for a free worker.
+    #[arg(long)]
+    pub(crate) durable: bool,
 }
 
 impl ExecArgs {
@@ -238,6 +244,7 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         live,
         no_live,
         output_dir,
+        durable,
     } = command;
     let request = match args.request() {
         Ok(request) => request,
@@ -267,7 +274,15 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         true => Some(LivePrinter::start(&client, &args.tenant, &request.id).await?),
         false => None,
     };
-    let result = match client.exec(&pool, &args.tenant, &request).await {
+    let answer = if durable {
+        durable_exec(&client, &args, &pool, &request).await
+    } else {
+        client
+            .exec(&pool, &args.tenant, &request)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    let result = match answer {
         Ok(result) => result,
         Err(error) => {
             eprintln!("openshell exec: {error}");
@@ -287,6 +302,34 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::CLIENT_ERROR));
     }
     Ok(code)
+}
+
+/// Queues `request` on `pool`'s durable work queue and waits for its stored result (as long
+/// as its timeout plus a margin after it starts, or the client's default wait).
+async fn durable_exec(
+    client: &Client,
+    args: &ExecArgs,
+    pool: &str,
+    request: &ExecRequest,
+) -> Result<ExecResult, String> {
+    let durable = DurableClient::new(client.nats().clone(), &args.nats.subject_prefix);
+    durable
+        .submit(pool, &args.tenant, request, None)
+        .await
+        .map_err(|error| error.to_string())?;
+    let wait = request
+        .limits
+        .timeout
+        .map_or(DEFAULT_WAIT, |timeout| timeout.as_duration() + REPLY_MARGIN);
+    match durable.result(&args.tenant, &request.id, wait).await {
+        Ok(Some(result)) => Ok(result),
+        Ok(None) => Err(format!(
+            "no stored result for job {} within {wait:?}: it is still queued or running; \
+             `openshell result {} --wait` picks it up later",
+            request.id, request.id
+        )),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Prints a job's live output as its chunks arrive.
