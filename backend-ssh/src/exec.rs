@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use super::channel::{self, ExecChannel};
+use super::files::Trailer;
 use super::pool::Connection;
 use super::request;
 use super::upload::Upload;
@@ -60,10 +61,14 @@ pub struct Ran {
     pub wall_time: Duration,
     /// This side killed it.
     pub killed: bool,
+    /// What the sandbox sent after the files marker, when it was asked for files and sent
+    /// them whole.
+    pub files_part: Option<Vec<u8>>,
 }
 
 /// Runs the job described by `upload` on `connection`, feeding `stdin` after the upload;
-/// kills go through the sandbox helper at `helper`.
+/// kills go through the sandbox helper at `helper`. Files sent after the job's output are
+/// kept up to `files_max_bytes` (plus their entry lines).
 pub async fn run(
     connection: &Arc<Connection>,
     upload: Upload,
@@ -71,6 +76,7 @@ pub async fn run(
     timeout: Option<Duration>,
     control: &JobControl,
     helper: &str,
+    files_max_bytes: u64,
 ) -> Finish {
     let mut channel = match ExecChannel::start(&connection.handle, &upload.command).await {
         Ok(channel) => channel,
@@ -83,6 +89,7 @@ pub async fn run(
     };
     let writer = feed(&channel, upload.prefix, stdin);
     let mut job = Job::new(connection.clone(), timeout, control, helper);
+    job.trailer = Trailer::new(upload.files_marker, files_max_bytes);
     let finish = job.follow(&mut channel).await;
     writer.abort();
     finish
@@ -119,6 +126,9 @@ struct Job<'a> {
     control: &'a JobControl,
     helper: &'a str,
     header: Header,
+    trailer: Trailer,
+    /// When the files marker arrived: the job's own process had ended.
+    program_ended: Option<Instant>,
     early_stderr: Vec<u8>,
     started: Option<Instant>,
     exited: Option<Instant>,
@@ -144,6 +154,8 @@ impl<'a> Job<'a> {
             control,
             helper,
             header: Header::default(),
+            trailer: Trailer::default(),
+            program_ended: None,
             early_stderr: Vec::new(),
             started: None,
             exited: None,
@@ -231,7 +243,8 @@ impl<'a> Job<'a> {
         if drain_until.is_some() {
             return drain_until;
         }
-        if self.stop.is_some() {
+        if self.stop.is_some() || self.program_ended.is_some() {
+            // Reading the files after the program ended is not the program's time.
             return None;
         }
         let since = self.started.unwrap_or(begun);
@@ -247,7 +260,11 @@ impl<'a> Job<'a> {
                     let early = std::mem::take(&mut self.early_stderr);
                     self.write(Stream::Stderr, &early);
                 }
-                self.write(Stream::Stdout, &body);
+                let output = self.trailer.feed(&body);
+                if self.trailer.found() && self.program_ended.is_none() {
+                    self.program_ended = Some(Instant::now());
+                }
+                self.write(Stream::Stdout, &output);
             }
             ChannelMsg::ExtendedData { data, .. } => {
                 if self.started.is_some() {
@@ -297,6 +314,8 @@ impl<'a> Job<'a> {
     }
 
     fn finish(&mut self) -> Finish {
+        let held = self.trailer.flush();
+        self.write(Stream::Stdout, &held);
         let Some(started) = self.started else {
             if let Some(ending) = self.stop {
                 return Finish::Ran(Ran {
@@ -305,6 +324,7 @@ impl<'a> Job<'a> {
                     signal: None,
                     wall_time: Duration::ZERO,
                     killed: self.killed,
+                    files_part: None,
                 });
             }
             if self.header.token.is_none() && !self.closed {
@@ -325,13 +345,17 @@ impl<'a> Job<'a> {
                 cause: "the connection dropped while the job ran".into(),
             };
         }
-        let ended = self.exited.unwrap_or_else(Instant::now);
+        let ended = self
+            .program_ended
+            .or(self.exited)
+            .unwrap_or_else(Instant::now);
         Finish::Ran(Ran {
             ending: self.stop.unwrap_or(Ending::Exited),
             exit_code: self.exit_code,
             signal: self.signal,
             wall_time: ended.saturating_duration_since(started),
             killed: self.killed,
+            files_part: self.trailer.files_part().map(<[u8]>::to_vec),
         })
     }
 }

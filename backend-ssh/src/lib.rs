@@ -20,6 +20,7 @@ pub mod channel;
 pub mod connect;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod hosts;
 pub mod key;
 pub mod known_hosts;
@@ -212,6 +213,7 @@ impl SshBackend {
             timeout,
             control,
             &self.settings.helper,
+            job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes),
         )
         .await;
         drop(lease);
@@ -284,6 +286,7 @@ impl SshBackend {
             signal,
             wall_time,
             killed,
+            files_part,
         } = ran;
         let stderr = control.output.snapshot().stderr;
         let ending = match ending {
@@ -318,7 +321,12 @@ impl SshBackend {
             cpu_time: None,
             peak_memory_bytes: None,
             enforcement: verdict::report(&job.limits, cgroups),
-            files: None,
+            files: job
+                .outputs
+                .as_ref()
+                .filter(|_| matches!(ending, Ending::Exited | Ending::OutOfMemory))
+                .zip(files_part)
+                .and_then(|(request, part)| files::parse(&part, request)),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A job, as the sandbox helper on one particular host will run it.
 
 use super::error::SshError;
+use super::files;
 use super::probe::HostProbe;
-use super::request::{self, BACKSTOP_GRACE_SECS, Plan, SHM_MAX, SandboxLimits};
+use super::request::{self, BACKSTOP_GRACE_SECS, FilesSpec, Plan, SHM_MAX, SandboxLimits};
 use super::settings::SshSettings;
 use super::upload::{self, Upload};
 use super::verdict::Cgroups;
@@ -53,6 +54,16 @@ pub fn prepare(
         backstop_ms: limits
             .timeout
             .map(|timeout| timeout.millis().div_ceil(1000) * 1000 + BACKSTOP_GRACE_SECS * 1000),
+        files: job.outputs.as_ref().map(|outputs| FilesSpec {
+            token: files::token(),
+            max_count: outputs.max_files,
+            max_bytes: outputs.max_bytes,
+            patterns: outputs
+                .patterns
+                .iter()
+                .map(|pattern| pattern.as_str().to_string())
+                .collect(),
+        }),
     };
     let plan = Plan {
         sandbox,

@@ -13,7 +13,9 @@
 //!
 //! The helper answers on stdout with `@openshell <token>` (the token [`kill_command`] and
 //! [`status_command`] take), then `@run` right before the program starts, then the program's
-//! own output, and ends as the program's own process ended.
+//! own output, and ends as the program's own process ended. For a request with `output`
+//! patterns, the program's output is followed by [`FILES_MARKER`] and the files (see
+//! `files.rs`).
 
 use std::fmt::Write as _;
 
@@ -27,6 +29,8 @@ pub const HEADER: &str = "@openshell ";
 pub const RUN: &str = "@run";
 /// The line after the files on stdin; anything else means the upload was cut short.
 pub const SENTINEL: &str = "@openshell-files-end";
+/// Start of the line after which the sandbox's pid 1 sends the job's files on stdout.
+pub const FILES_MARKER: &str = "@openshell-files ";
 /// Prefix of the helper's own error lines on stderr.
 pub const SETUP_ERROR: &str = "openshell: setup: ";
 /// Extra time the helper's backstop grants past the wall timeout, so the worker's own timer
@@ -80,6 +84,29 @@ pub struct SandboxLimits {
     pub network: bool,
     /// The helper kills the job this long after it starts, should the worker be gone.
     pub backstop_ms: Option<u64>,
+    /// Files to return after the job, when the request named `outputs`.
+    pub files: Option<FilesSpec>,
+}
+
+/// What the sandbox's pid 1 sends back after the job (see `deploy/ssh-host/sandbox-init`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesSpec {
+    /// Random per job, known to the worker and to pid 1, never to the job: it marks where the
+    /// job's output ends and the files begin.
+    pub token: u64,
+    /// Most files sent.
+    pub max_count: u64,
+    /// Most bytes sent, all files together.
+    pub max_bytes: u64,
+    /// The request's patterns.
+    pub patterns: Vec<String>,
+}
+
+impl FilesSpec {
+    /// The line pid 1 prints before the files: `@openshell-files <token>`.
+    pub fn marker(&self) -> Vec<u8> {
+        format!("{FILES_MARKER}{}\n", self.token).into_bytes()
+    }
 }
 
 /// Everything the helper and the sandbox need for one job.
@@ -145,11 +172,27 @@ pub fn headers(plan: &Plan) -> Vec<u8> {
         ("shm", Some(limits.shm)),
         ("network", Some(u64::from(limits.network))),
         ("backstop_ms", limits.backstop_ms),
+        (
+            "files_token",
+            limits.files.as_ref().map(|files| files.token),
+        ),
+        (
+            "files_max_count",
+            limits.files.as_ref().map(|files| files.max_count),
+        ),
+        (
+            "files_max_bytes",
+            limits.files.as_ref().map(|files| files.max_bytes),
+        ),
     ];
     for (key, value) in numbers {
         if let Some(value) = value {
             let _ = writeln!(request, "{key}={value}");
         }
+    }
+    for pattern in limits.files.iter().flat_map(|files| &files.patterns) {
+        let hex: String = pattern.bytes().map(|byte| format!("{byte:02x}")).collect();
+        let _ = writeln!(request, "output={hex}");
     }
     let mut records: Vec<String> = plan.argv.iter().map(|arg| format!("arg={arg}")).collect();
     records.extend(

@@ -15,6 +15,8 @@ pub struct Upload {
     pub command: String,
     /// Headers, file contents and sentinel.
     pub prefix: Vec<u8>,
+    /// The line after which the sandbox sends the job's files, when it was asked for them.
+    pub files_marker: Option<Vec<u8>>,
 }
 
 /// Builds the upload for `plan`, whose `files` describe `contents` in the same order, for the
@@ -30,6 +32,7 @@ pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
     Upload {
         command: request::run_command(helper),
         prefix,
+        files_marker: plan.sandbox.files.as_ref().map(|files| files.marker()),
     }
 }
 

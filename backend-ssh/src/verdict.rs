@@ -107,9 +107,9 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
         LimitName::Network => Enforcement::enforced(
             "the job's own network namespace with only a loopback interface (bubblewrap --unshare-net)",
         ),
-        LimitName::Files => Enforcement::not_enforced(
-            "the SSH host's sandbox helper does not return files yet: use the docker or none backend for \
-             requests with `outputs`",
+        LimitName::Files => Enforcement::enforced(
+            "read inside the job's sandbox by a process of the job's own uid after every other process of \
+             the job was killed, and sent after its output; regular files only, symlinks never followed",
         ),
     }
 }
@@ -119,7 +119,7 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
 pub fn capabilities(cgroups: Cgroups) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network])
+        .chain([LimitName::Network, LimitName::Files])
         .map(|limit| (limit, enforcement(limit, cgroups)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -162,7 +162,8 @@ mod tests {
     fn cpus_needs_a_cgroup_and_network_is_always_cut() {
         let bare = capabilities(Cgroups::default());
         assert!(!bare.contains_key(&LimitName::Cpus));
-        assert_eq!(bare.len(), LimitName::ALL.len());
+        // Every limit but cpus, plus network and files.
+        assert_eq!(bare.len(), LimitName::ALL.len() - 1 + 2);
         assert_eq!(bare[&LimitName::Memory].status, EnforcementStatus::Partial);
         assert_eq!(bare[&LimitName::CpuTime].status, EnforcementStatus::Partial);
         assert_eq!(

@@ -175,7 +175,7 @@ fn plan_files(
             ErrorKind::LimitNotEnforceable,
             format!(
                 "the {} backend of pool `{}` cannot return files: drop `outputs`, or use a pool whose \
-                 backend can (docker, none)",
+                 backend can (docker, ssh, none)",
                 policy.backend, policy.pool
             ),
         )),
