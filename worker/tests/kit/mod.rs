@@ -1,5 +1,8 @@
 //! What the deploy-kit tests check the shipped files against: the worker's own reading of its
-//! environment, and the accounts of `deploy/nats/accounts.conf`.
+//! environment, and the accounts of `deploy/nats/accounts.conf`. Include with `mod kit;`.
+
+// Each test binary uses some of these.
+#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
