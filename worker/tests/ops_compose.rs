@@ -221,10 +221,9 @@ async fn the_compose_topology_runs_from_local_processes() {
         return;
     };
 
-    // Two durable workers with the worker services' environment, each on its own node first.
+    // Two durable workers with the worker services' environment.
     let workers = services(&compose, "worker-");
     assert_eq!(workers.len(), 2, "two workers");
-    let mut firsts = Vec::new();
     let mut running = Vec::new();
     for (name, service) in &workers {
         let env = environment(service);
@@ -238,7 +237,6 @@ async fn the_compose_topology_runs_from_local_processes() {
             .map(|url| node_of(url, &names))
             .collect();
         let mut nodes: Vec<usize> = urls.iter().map(|(index, _)| *index).collect();
-        firsts.push(nodes[0]);
         nodes.sort_unstable();
         assert_eq!(nodes, [0, 1, 2], "{name} knows every node");
         assert!(urls.iter().all(|(_, port)| *port == 4222));
@@ -262,10 +260,6 @@ async fn the_compose_topology_runs_from_local_processes() {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         running.push(OPENSHELL.worker(&vars).await);
     }
-    assert_ne!(
-        firsts[0], firsts[1],
-        "the workers connect to different nodes first"
-    );
 
     // The streams have the compose file's replicas.
     let (user, secret) = ("worker", password("worker"));
@@ -280,8 +274,9 @@ async fn the_compose_topology_runs_from_local_processes() {
         .expect("the jobs stream");
     assert_eq!(jobs.info().await.expect("info").config.num_replicas, 3);
 
-    // An agent of tenant acme, with its own credentials, on another node.
-    let urls = cluster.urls_from(2);
+    // An agent of tenant acme, with its own credentials, on one node only (the workers' client
+    // picked theirs at random, so jobs usually cross the cluster's routes).
+    let urls = cluster.url(2);
     let agent = [
         ("NATS_URL", urls.as_str()),
         ("NATS_USER", "agent-acme"),
