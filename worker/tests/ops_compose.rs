@@ -5,7 +5,8 @@
 //! workers start with the worker services' environment (NATS URLs rendered, the `none` backend
 //! instead of Docker); an agent of tenant acme, with its own credentials, runs a core job and
 //! a durable one, and the streams have the compose file's 3 replicas. Prometheus and Grafana
-//! are checked against the services they point at.
+//! are checked against the services they point at, and `up.sh` against the file: the `.env` it
+//! writes once (mode 600) holds every variable the file requires.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -388,4 +389,72 @@ fn prometheus_and_grafana_point_at_the_compose_services() {
     assert_eq!(source[0]["datasources"][0]["url"], "http://prometheus:9090");
     let published = prometheus["ports"][0].as_str().expect("a published port");
     assert!(published.contains(":9090"), "{published}");
+}
+
+#[test]
+fn up_sh_writes_every_variable_the_file_needs_once_and_starts_it() {
+    let Some(compose) = tool("docker-compose", "run deploy/setup.sh --install-only") else {
+        return;
+    };
+    // up.sh and the compose file in a directory of their own, so the test writes no .env into
+    // the repository; a `docker` on PATH that records its arguments.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let here = dir.path().join("compose");
+    std::fs::create_dir_all(&here).unwrap();
+    for file in ["up.sh", "docker-compose.yml"] {
+        std::fs::copy(deploy_dir().join("compose").join(file), here.join(file)).unwrap();
+    }
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("docker.log");
+    std::fs::write(
+        bin.join("docker"),
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >>\"$DOCKER_LOG\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("docker"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let up = || {
+        let out = Command::new("bash")
+            .arg(here.join("up.sh"))
+            .env("PATH", &path)
+            .env("DOCKER_LOG", &log)
+            .output()
+            .expect("run up.sh");
+        assert!(out.status.success(), "up.sh: {out:?}");
+        std::fs::read_to_string(here.join(".env")).expect("up.sh wrote .env")
+    };
+    let first = up();
+    let mode = std::fs::metadata(here.join(".env")).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "the passwords are private"
+    );
+    assert_eq!(up(), first, "a second run keeps the passwords");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let started = format!(
+        "compose --project-directory {0} -f {0}/docker-compose.yml up -d --build",
+        here.display()
+    );
+    assert!(calls.lines().any(|line| line == started), "{calls}");
+
+    // docker-compose reads .env from the project directory: with nothing else set, every
+    // variable the file requires (`${NAME:?...}`) is there.
+    let out = Command::new(compose)
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(&here)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run docker-compose config");
+    assert!(out.status.success(), "with up.sh's .env: {out:?}");
 }
