@@ -60,6 +60,7 @@ ssh_install
 local_install
 prometheus_install
 compose_install
+k8s_validate_install
 if [[ $with_docker == yes ]]; then
     docker_install
 fi

@@ -8,6 +8,7 @@
 //! - [`prometheus`]: a Prometheus scraping given targets.
 //! - [`worker`]: the `openshell` binary under test, one CLI call or a long-running worker.
 //! - [`jobs`], [`http`], [`process`]: jobs for a backend, a tiny HTTP GET, `/proc` lookups.
+//! - [`yaml`]: YAML files (compose, Kubernetes, Prometheus) as JSON values.
 //!
 //! A missing service is a skip with a message (the constructor returns `None`), except under
 //! `CI=true`, where it is a failure: [`in_ci`].
@@ -20,6 +21,7 @@ pub mod process;
 pub mod prometheus;
 pub mod sshd;
 pub mod worker;
+pub mod yaml;
 
 pub use worker::{Openshell, WorkerProcess};
 

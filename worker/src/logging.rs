@@ -10,6 +10,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 /// What to write instead of a rejected filter.
+/// `json` for JSON lines; anything else (or unset) logs for humans.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
 const FILTER_HINT: &str = "use a level (trace, debug, info, warn, error, off) or a filter such as `info,openshell_worker=debug`";
 
 /// Why a log filter was refused.
@@ -65,7 +67,7 @@ pub fn init(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    let json = std::env::var(LOG_FORMAT).is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let installed = if json {
         builder.json().try_init()
     } else {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cancel;
 pub mod doctor;
 pub mod exec;
+pub mod health;
 pub mod mcp;
 pub mod outputs;
 pub mod result;
@@ -58,6 +59,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Serve OpenShell to an MCP-capable agent over stdio.
     Mcp(mcp::McpArgs),
+    /// Ask a local worker whether it is live (or ready): for container health checks.
+    Health(health::HealthArgs),
 }
 
 /// Options of `openshell config`.
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Workers(args) => workers::run(args).await,
         Command::Doctor(args) => doctor::run(args).await,
         Command::Mcp(args) => mcp::run(args).await,
+        Command::Health(args) => health::run(args).await,
         Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
             .map(|config| {
                 print!("{}", config.to_redacted_toml());

@@ -1,4 +1,6 @@
-//! The worker's small HTTP surface: `/metrics`, `/healthz`, `/readyz`.
+//! The worker's small HTTP surface: `/metrics`, `/healthz`, `/readyz`. The server starts
+//! before the worker connects to NATS, so `/healthz` (liveness: the process serves HTTP)
+//! answers while it waits for NATS, and `/readyz` (readiness) only once it takes jobs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,12 @@ use prometheus_client::registry::Registry;
 
 /// Default listen address (`METRICS_ADDR`); port 0 picks a free port.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:9464";
+/// Liveness: 200 as soon as the server is up, also while the worker waits for NATS.
+pub const LIVE_PATH: &str = "/healthz";
+/// Readiness: 200 once every pool is served, NATS is connected and a backend is healthy.
+pub const READY_PATH: &str = "/readyz";
+/// The metrics, for Prometheus.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Answers whether the worker is ready (connected to NATS, a backend healthy).
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -47,9 +55,9 @@ pub async fn serve(
         .map_err(|source| ServeError { addr, source })?;
     let shared = Arc::new(Shared { registry, ready });
     let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route(METRICS_PATH, get(metrics))
+        .route(LIVE_PATH, get(|| async { "ok\n" }))
+        .route(READY_PATH, get(readyz))
         .with_state(shared);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -94,7 +102,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: NATS disconnected or no backend healthy\n",
+            "not ready: starting, NATS disconnected or no backend healthy\n",
         )
     }
 }

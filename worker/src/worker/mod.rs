@@ -11,7 +11,7 @@ mod error;
 mod handle;
 mod pools;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use openshell_protocol::Subjects;
 use openshell_scheduler::RunningJobs;
@@ -56,6 +56,19 @@ impl Worker {
                 })?;
         }
         let subjects = Subjects::new(config.nats.subject_prefix.clone());
+        let mut background = Background::default();
+        // The HTTP server comes first, so that a liveness probe of `/healthz` sees a live
+        // process while it waits for NATS; `/readyz` says ready only once every pool is served.
+        let (metrics, registry_metrics) = Metrics::new();
+        let metrics = Arc::new(metrics);
+        let serving: Arc<OnceLock<Health>> = Arc::new(OnceLock::new());
+        let ready_health = Arc::clone(&serving);
+        let ready: server::Readiness =
+            Arc::new(move || ready_health.get().is_some_and(Health::ready));
+        let (metrics_addr, metrics_server) =
+            server::serve(config.worker.metrics_addr, registry_metrics, ready).await?;
+        background.push(metrics_server);
+        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
         let (nats, violations) = crate::nats::connect(
             &config.nats,
             &format!("openshell-worker {}", config.worker.id),
@@ -65,10 +78,7 @@ impl Worker {
         let stop = CancellationToken::new();
         // Until the handle is returned, an early return stops what had started.
         let stop_on_drop = stop.clone().drop_guard();
-        let mut background = Background::default();
         let tracker = TaskTracker::new();
-        let (metrics, registry_metrics) = Metrics::new();
-        let metrics = Arc::new(metrics);
         let worker = WorkerContext {
             worker_id: config.worker.id.clone(),
             subjects: subjects.clone(),
@@ -85,12 +95,6 @@ impl Worker {
             )),
         };
         let health = Health::new(nats.clone(), Arc::clone(&metrics));
-        let ready_health = health.clone();
-        let ready: server::Readiness = Arc::new(move || ready_health.ready());
-        let (metrics_addr, metrics_server) =
-            server::serve(config.worker.metrics_addr, registry_metrics, ready).await?;
-        background.push(metrics_server);
-        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
         let mut intakes = Vec::new();
         let mut runtimes = Vec::new();
         let mut pool_handles = Vec::new();
@@ -113,6 +117,7 @@ impl Worker {
             intakes.extend(durable.await?);
         }
         background.push(health.spawn(stop.clone()));
+        let readiness = health.clone();
         let status = StatusSource {
             worker_id: config.worker.id.clone(),
             pools: pool_handles,
@@ -127,6 +132,8 @@ impl Worker {
         );
         nats.flush().await.map_err(WorkerError::Flush)?;
         error::refused_subscriptions(&violations).await?;
+        // Ready from here on: the health checks decide (NATS connected, a backend healthy).
+        let _ = serving.set(readiness);
         Ok(WorkerHandle {
             worker_id: config.worker.id.clone(),
             pools: config.pools.keys().cloned().collect(),
