@@ -1,5 +1,6 @@
 //! Durable mode on a 3-node NATS cluster with JetStream, streams and buckets at 3 replicas:
-//! two workers connected to different nodes run 300 short jobs while the node leading
+//! two workers, each given all three URLs (the client picks one at random, so they may share a
+//! node), run 300 short jobs while the node leading
 //! `OPENSHELL_JOBS` is killed with SIGKILL mid-run. Every job gets exactly one stored result,
 //! every job's `received` is stored before its `started`, and jobs keep flowing once the node
 //! is back. A known gap, measured rather than hidden: across a leader change a job that had
