@@ -418,6 +418,12 @@ impl PoolRuntime {
         }
         tracing::debug!(status = %result.status, exit_code = ?result.exit_code, stdout = %result.stdout.to_text_lossy(), stderr = %result.stderr.to_text_lossy(), "backend returned");
         tracing::info!(status = %result.status, exit_code = ?result.exit_code, wall_ms = result.wall_time_ms, "job finished");
+        if result.status == Verdict::BackendError
+            && let Some(error) = &result.error
+        {
+            // The operator's side of a failure the client sees in its result.
+            tracing::warn!(kind = %error.kind, "backend failed the job: {}", error.message);
+        }
         drop(_slot);
         self.metrics
             .slots(&self.name, self.slots.in_use(), self.slots.available());
