@@ -1,7 +1,7 @@
 //! `openshell mcp` driven by a real MCP client (the official Rust SDK's, over the child
 //! process's stdio), against a real nats-server and a worker on the local backend:
 //! initialize, list tools, run `print(6*7)` and get 42, run code that writes a PNG and get an
-//! image back, and a timeout and an invalid call each come back as a clear tool error while
+//! image back and its audit trail, and a timeout and an invalid call each come back as a clear tool error while
 //! the server keeps serving.
 
 use rmcp::ServiceExt;
@@ -59,7 +59,7 @@ async fn an_mcp_client_runs_code_and_gets_clear_tool_errors() {
         .into_iter()
         .map(|tool| tool.name.to_string())
         .collect();
-    for wanted in ["run_code", "list_pools", "get_result"] {
+    for wanted in ["run_code", "list_pools", "get_result", "get_audit_trail"] {
         assert!(tools.iter().any(|tool| tool == wanted), "{tools:?}");
     }
 
@@ -140,6 +140,29 @@ open('summary.txt', 'w').write('one red pixel')
     let listed = serde_json::to_string(&plotted.content).expect("content as JSON");
     assert!(listed.contains("one red pixel"), "{listed}");
     assert!(text(&plotted).contains("plot.png"), "{}", text(&plotted));
+
+    // Its audit trail: received (with the code as sent), started, finished (with the PNG's
+    // hash).
+    let plotted_outcome: Value = serde_json::from_str(&text(&plotted)).expect("a JSON outcome");
+    let id = plotted_outcome["id"]
+        .as_str()
+        .expect("the job's id")
+        .to_string();
+    let trail = client
+        .call_tool(call("get_audit_trail", json!({ "id": id })))
+        .await
+        .expect("get_audit_trail answers");
+    assert_ne!(trail.is_error, Some(true), "{trail:?}");
+    let events: Vec<Value> = serde_json::from_str(&text(&trail)).expect("JSON events");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["received", "started", "finished"], "{events:?}");
+    assert_eq!(events[0]["code"], png);
+    assert_eq!(events[2]["outputs"][0]["path"], "plot.png", "{events:?}");
+    let unknown = client
+        .call_tool(call("get_audit_trail", json!({ "id": "never-ran" })))
+        .await
+        .expect("an unknown job is an answer");
+    assert_eq!(unknown.is_error, Some(true));
 
     let pools = client
         .call_tool(call("list_pools", json!({})))

@@ -71,9 +71,14 @@ async fn agents_are_confined_to_their_tenant_and_auditors_read_audit() {
         .expect("publish is sent; the server refuses it");
     violation(&mut acme_errors, "openshell.exec.none.globex").await;
 
-    // Audit, and another tenant's inbox: refused.
+    // Audit beyond its own jobs', and another tenant's inbox: refused.
     let _audit = acme.subscribe("openshell.audit.>").await.expect("sent");
     violation(&mut acme_errors, "openshell.audit.>").await;
+    let _theirs = acme
+        .subscribe("openshell.audit.globex.>")
+        .await
+        .expect("sent");
+    violation(&mut acme_errors, "openshell.audit.globex.>").await;
     let _inbox = acme.subscribe("_INBOX.globex.>").await.expect("sent");
     violation(&mut acme_errors, "_INBOX.globex.>").await;
 

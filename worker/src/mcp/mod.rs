@@ -5,8 +5,9 @@
 //! Tools: `run_code` (language and code, optional stdin, files, limits and `outputs`; answers
 //! with the verdict, exit code, stdout and stderr, and the returned files as content: images
 //! as image content), `list_pools` (the pools live workers serve, with
-//! their backends, health and ceilings, and the built-in languages) and `get_result` (the
-//! stored result of a durable job). Every call is a job of the configured tenant, sent like
+//! their backends, health and ceilings, and the built-in languages), `get_result` (the
+//! stored result of a durable job) and `get_audit_trail` (the audit events of a job this
+//! server ran, see `trail.rs`). Every call is a job of the configured tenant, sent like
 //! `openshell exec` sends it; a job that did not complete (timeout, rejection, ...) is a tool
 //! error whose text says why, never a failed server.
 
@@ -29,6 +30,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::durable::client::DurableClient;
+
+mod trail;
+
+use trail::Trails;
 
 /// How long `list_pools` collects workers' answers.
 const DISCOVERY_WAIT: Duration = Duration::from_millis(500);
@@ -62,10 +67,10 @@ pub struct RunCode {
     pub outputs: Vec<String>,
 }
 
-/// The arguments of `get_result`.
+/// The arguments of `get_result` and `get_audit_trail`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GetResult {
+pub struct JobId {
     /// The id the job was submitted with.
     pub id: String,
 }
@@ -100,6 +105,7 @@ pub struct McpServer {
     tenant: String,
     pool: String,
     prefix: String,
+    trails: Trails,
 }
 
 /// Numbers this server's jobs.
@@ -124,6 +130,7 @@ impl McpServer {
             tenant,
             pool,
             prefix,
+            trails: Trails::default(),
         }
     }
 
@@ -143,12 +150,19 @@ impl McpServer {
             Err(message) => return tool_error(format!("invalid run_code arguments: {message}")),
         };
         let pool = call.pool.unwrap_or_else(|| self.pool.clone());
+        let recording = self
+            .trails
+            .record(self.client.nats(), &self.prefix, &self.tenant, &request.id)
+            .await;
         let result = match self.client.exec(&pool, &self.tenant, &request).await {
             Ok(result) => result,
             Err(error) => {
                 return tool_error(format!("the job was not run or not answered: {error}"));
             }
         };
+        if let Some(recording) = recording {
+            tokio::spawn(Trails::keep(recording));
+        }
         let mut answer = outcome(&result);
         answer.content.extend(self.file_contents(&result).await);
         answer
@@ -172,7 +186,7 @@ impl McpServer {
     #[tool(
         description = "Fetch the stored result of a job submitted in durable mode (openshell submit), by its id."
     )]
-    async fn get_result(&self, Parameters(call): Parameters<GetResult>) -> CallToolResult {
+    async fn get_result(&self, Parameters(call): Parameters<JobId>) -> CallToolResult {
         if let Err(error) = openshell_protocol::subjects::check_token("id", &call.id) {
             return tool_error(format!("invalid get_result arguments: {error}"));
         }
@@ -183,6 +197,30 @@ impl McpServer {
             Err(error) => tool_error(format!(
                 "reading the result of `{}` failed: {error}",
                 call.id
+            )),
+        }
+    }
+
+    #[tool(
+        description = "The audit trail of a job this server ran (one of its last 64), by its id: the audit events the workers recorded for it (received with the code as sent, started, finished with the verdict and returned files' hashes, or rejected)."
+    )]
+    async fn get_audit_trail(&self, Parameters(call): Parameters<JobId>) -> CallToolResult {
+        match self.trails.get(&call.id).await {
+            Some(events) if !events.is_empty() => {
+                CallToolResult::success(vec![ContentBlock::text(
+                    serde_json::to_string_pretty(&events).unwrap_or_default(),
+                )])
+            }
+            Some(_) => tool_error(format!(
+                "no audit events were seen for job `{}`: the server's NATS user may not read this \
+                 tenant's audit subjects (see accounts.conf)",
+                call.id
+            )),
+            None => tool_error(format!(
+                "job `{}` is not one of the last {} jobs this server ran; a tenant's whole trail is \
+                 in the OPENSHELL_AUDIT stream, for an auditor (`openshell audit export`)",
+                call.id,
+                trail::KEPT_JOBS
             )),
         }
     }
