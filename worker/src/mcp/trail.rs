@@ -21,10 +21,13 @@ const CLOSING_WAIT: Duration = Duration::from_secs(2);
 /// A job's events: `None` while they are still being recorded.
 type Trail = watch::Receiver<Option<Vec<Value>>>;
 
+/// Job ids oldest first, and their trails.
+type Kept = (VecDeque<String>, HashMap<String, Trail>);
+
 /// The trails of recent jobs.
 #[derive(Clone, Default)]
 pub struct Trails {
-    kept: Arc<Mutex<(VecDeque<String>, HashMap<String, Trail>)>>,
+    kept: Arc<Mutex<Kept>>,
 }
 
 /// Audit events of one job, being recorded while it runs.
