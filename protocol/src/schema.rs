@@ -3,7 +3,7 @@
 //! The checked-in copies under `protocol/schema/` are compared with these by a test; run
 //! `OPENSHELL_BLESS=1 cargo test -p openshell-protocol` to rewrite them after a change.
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditCheckpoint, AuditEvent};
 use crate::output::OutputChunk;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
@@ -19,15 +19,18 @@ pub enum Message {
     Audit,
     /// [`OutputChunk`].
     Output,
+    /// [`AuditCheckpoint`].
+    Checkpoint,
 }
 
 impl Message {
     /// Every message kind.
-    pub const ALL: [Message; 4] = [
+    pub const ALL: [Message; 5] = [
         Message::Request,
         Message::Result,
         Message::Audit,
         Message::Output,
+        Message::Checkpoint,
     ];
 
     /// File name under `protocol/schema/`.
@@ -37,6 +40,7 @@ impl Message {
             Message::Result => "exec-result.v1.json",
             Message::Audit => "audit-event.v1.json",
             Message::Output => "output-chunk.v1.json",
+            Message::Checkpoint => "audit-checkpoint.v1.json",
         }
     }
 
@@ -47,6 +51,7 @@ impl Message {
             Message::Result => schemars::schema_for!(ExecResult),
             Message::Audit => schemars::schema_for!(AuditEvent),
             Message::Output => schemars::schema_for!(OutputChunk),
+            Message::Checkpoint => schemars::schema_for!(AuditCheckpoint),
         };
         let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         text.push('\n');

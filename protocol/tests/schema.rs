@@ -188,6 +188,9 @@ fn readme_examples_are_valid_messages() {
             Message::Output => {
                 let _: openshell_protocol::OutputChunk = round_trip(&example.json, &what);
             }
+            Message::Checkpoint => {
+                let _: openshell_protocol::AuditCheckpoint = round_trip(&example.json, &what);
+            }
         }
     }
     let request_named = |id: &str, what: &str| {

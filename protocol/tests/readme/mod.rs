@@ -85,6 +85,7 @@ fn kind_named(name: &str) -> Option<Kind> {
         "result" => Some(Kind::Message(Message::Result)),
         "audit" => Some(Kind::Message(Message::Audit)),
         "output" => Some(Kind::Message(Message::Output)),
+        "checkpoint" => Some(Kind::Message(Message::Checkpoint)),
         "srv-info" => Some(Kind::SrvInfo),
         "srv-stats" => Some(Kind::SrvStats),
         _ => None,

@@ -5,6 +5,7 @@
 //! [`env`]) < command-line flags. Unknown keys in the file are errors. `openshell config`
 //! prints the result with secrets redacted.
 
+mod audit;
 mod durable;
 pub mod env;
 mod error;
@@ -19,6 +20,7 @@ use openshell_protocol::{ByteSize, DurationMs, Limits};
 use openshell_scheduler::{PoolPolicy, TenantFilter, TenantQuotas, WaitingLimits};
 use serde::{Deserialize, Serialize};
 
+pub use audit::AuditConfig;
 pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use secret::Secret;
@@ -44,6 +46,8 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Durable mode (JetStream); off unless enabled.
     pub durable: DurableConfig,
+    /// The audit chain's signed checkpoints.
+    pub audit: AuditConfig,
 }
 
 /// How to reach NATS.
@@ -357,6 +361,18 @@ impl Config {
             return Err(invalid(
                 "worker.max_request_bytes".into(),
                 "at most 1m".into(),
+            ));
+        }
+        if self.audit.checkpoint_interval.millis() < 100 {
+            return Err(invalid(
+                "audit.checkpoint_interval".into(),
+                "at least 100ms".into(),
+            ));
+        }
+        if self.worker.id.len() > 256 {
+            return Err(invalid(
+                "worker.id".into(),
+                "at most 256 bytes (it is in every audit event, whose room is reserved)".into(),
             ));
         }
         if ![1, 3, 5].contains(&self.durable.replicas) {
