@@ -4,6 +4,9 @@
 //! still audited `rejected`. Against a real nats-server with its default `max_payload` (1 MiB),
 //! in core mode and in durable mode (stored by the audit stream).
 
+// Integration tests are test code: lets clippy.toml's allow-unwrap-in-tests see it.
+#![cfg(test)]
+
 mod durable;
 
 use std::time::Duration;

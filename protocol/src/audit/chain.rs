@@ -81,6 +81,9 @@ pub struct AuditCheckpoint {
     pub seq: u64,
     /// Hex SHA-256 of that event's payload ([`GENESIS_HASH`] when `seq` is 0).
     pub hash: String,
+    /// Milliseconds until the next `interval` checkpoint is due: a chain whose checkpoints
+    /// stop without a `final` one ended unvouched (its worker died, or its tail was removed).
+    pub interval_ms: u64,
     /// Events since the previous checkpoint that the audit stream did not acknowledge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unstored: Vec<UnstoredEvent>,
@@ -93,19 +96,20 @@ pub struct AuditCheckpoint {
 impl AuditCheckpoint {
     /// The bytes the signature covers: lines joined by `\n`, with a final `\n`:
     /// [`CHECKPOINT_DOMAIN`], `checkpoint`, `worker_id`, `chain`, `chain_started` and
-    /// `timestamp` (RFC 3339 with nanoseconds and `Z`), `seq`, `hash`, then one line
+    /// `timestamp` (RFC 3339 with nanoseconds and `Z`), `seq`, `hash`, `interval_ms`, then one line
     /// `unstored <seq> <hash>` per unstored event, and `key`.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Nanos, true);
         let mut text = format!(
-            "{CHECKPOINT_DOMAIN}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            "{CHECKPOINT_DOMAIN}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
             self.checkpoint,
             self.worker_id,
             self.chain,
             time(&self.chain_started),
             time(&self.timestamp),
             self.seq,
-            self.hash
+            self.hash,
+            self.interval_ms
         );
         for unstored in &self.unstored {
             text.push_str(&format!("unstored {} {}\n", unstored.seq, unstored.hash));

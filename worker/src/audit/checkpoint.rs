@@ -40,6 +40,7 @@ pub struct Checkpointer {
     nats: async_nats::Client,
     jetstream: Option<async_nats::jetstream::Context>,
     subject: String,
+    interval: Duration,
 }
 
 impl Checkpointer {
@@ -51,6 +52,7 @@ impl Checkpointer {
         nats: async_nats::Client,
         subjects: &Subjects,
         jetstream: Option<async_nats::jetstream::Context>,
+        interval: Duration,
     ) -> Self {
         let subject = subjects.audit_checkpoint(chain.id());
         Self {
@@ -59,6 +61,7 @@ impl Checkpointer {
             nats,
             jetstream,
             subject,
+            interval,
         }
     }
 
@@ -84,6 +87,7 @@ impl Checkpointer {
             timestamp: Utc::now(),
             seq: state.seq,
             hash: state.hash.clone(),
+            interval_ms: self.interval.as_millis() as u64,
             unstored: std::mem::take(&mut state.unstored),
             key: self.key.public_hex(),
             signature: String::new(),
@@ -120,10 +124,10 @@ impl Checkpointer {
         Ok(checkpoint)
     }
 
-    /// Publishes an `interval` checkpoint every `interval` until `stop` fires.
-    pub fn spawn(self: Arc<Self>, interval: Duration, stop: CancellationToken) -> JoinHandle<()> {
+    /// Publishes an `interval` checkpoint at the interval until `stop` fires.
+    pub fn spawn(self: Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
+            let mut ticks = tokio::time::interval(self.interval);
             ticks.tick().await;
             loop {
                 tokio::select! {

@@ -4,7 +4,7 @@
 //! One file each: [`publisher`] (publishing, flushed or acknowledged), [`chain`] (every event's
 //! place in the worker's hash chain, assigned in publication order under one lock),
 //! [`checkpoint`] (signed checkpoints of the chain, at an interval and at shutdown), [`key`]
-//! (the Ed25519 signing key).
+//! (the Ed25519 signing key), [`verify`] (checking a trail: chains, checkpoints, jobs).
 //!
 //! In durable mode the publisher also holds a JetStream context: then
 //! [`AuditSink::publish_flushed`] waits for the `OPENSHELL_AUDIT` stream's ack, so an
@@ -14,6 +14,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod key;
 pub mod publisher;
+pub mod verify;
 
 use async_trait::async_trait;
 use openshell_protocol::AuditEvent;

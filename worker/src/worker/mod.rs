@@ -121,12 +121,10 @@ impl Worker {
                 .durable
                 .enabled
                 .then(|| async_nats::jetstream::new(nats.clone())),
+            config.audit.checkpoint_interval.as_duration(),
         ));
         // Stopped by dropping `background`, before the final checkpoint.
-        background.push(Arc::clone(&checkpointer).spawn(
-            config.audit.checkpoint_interval.as_duration(),
-            CancellationToken::new(),
-        ));
+        background.push(Arc::clone(&checkpointer).spawn(CancellationToken::new()));
         background.push(health.spawn(stop.clone()));
         let status = StatusSource {
             worker_id: config.worker.id.clone(),
