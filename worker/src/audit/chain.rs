@@ -178,4 +178,58 @@ mod tests {
         assert_eq!(unhex::<2>("0aFf"), Some([10, 255]));
         assert_eq!(unhex::<2>("0aF"), None);
     }
+
+    /// What the chain adds per event: the clone, the hash and the lock, next to the
+    /// serialization every event had before. Per job: three events (`received`, `started`,
+    /// `finished`); a checkpoint's signature is per interval, not per job.
+    #[tokio::test]
+    #[ignore = "a measurement: cargo test --release -p openshell-worker --lib audit::chain::tests::cost -- --ignored --nocapture"]
+    async fn cost() {
+        use std::time::Instant;
+        let mut request =
+            openshell_protocol::ExecRequest::command("build-7", vec!["sh".into(), "run.sh".into()]);
+        request.args = vec!["data.bin".into()];
+        let context = AuditContext {
+            tenant: "default".into(),
+            pool: "none".into(),
+            backend: "none".into(),
+            worker_id: "worker-a1".into(),
+            traceparent: None,
+        };
+        let big = openshell_protocol::ExecRequest::code("big", "sh", "#".repeat(1_000_000));
+        let chain = Chain::new("worker-a1");
+        for (name, request, rounds) in [("typical", &request, 20_000u32), ("1 MB code", &big, 200)]
+        {
+            let event = AuditEvent::for_request(
+                openshell_protocol::AuditEventType::Received,
+                request,
+                779,
+                &openshell_protocol::Limits::default(),
+                &context,
+            );
+            let start = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(serde_json::to_vec(&event).unwrap());
+            }
+            let before = start.elapsed() / rounds;
+            let start = Instant::now();
+            for _ in 0..rounds {
+                let mut link = chain.link().await;
+                let sealed = link.seal(&event).unwrap();
+                link.commit(sealed.seq, &sealed.hash);
+            }
+            let after = start.elapsed() / rounds;
+            println!(
+                "{name} event: serialized alone {before:?}, sealed into the chain {after:?}: {:?} more per event",
+                after.saturating_sub(before)
+            );
+        }
+        let key = super::super::AuditKey::ephemeral();
+        let message = [0u8; 300];
+        let start = Instant::now();
+        for _ in 0..2_000 {
+            std::hint::black_box(key.sign_hex(&message));
+        }
+        println!("checkpoint signature: {:?}", start.elapsed() / 2_000);
+    }
 }

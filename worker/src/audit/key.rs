@@ -16,7 +16,7 @@ use super::chain::{hex, unhex};
 pub enum KeyError {
     /// The file could not be read.
     #[error(
-        "cannot read the audit key {path}: {source}; set OPENSHELL_AUDIT_KEY to a readable file (deploy/setup.sh makes /etc/openshell/audit-key.pem)"
+        "cannot read the audit key {path}: {source}; set OPENSHELL_AUDIT_KEY to a readable file (deploy/setup.sh makes audit-key.pem in its state directory, /var/lib/openshell as root)"
     )]
     Read {
         /// The file.
