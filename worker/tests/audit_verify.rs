@@ -155,6 +155,7 @@ async fn a_trail_of_two_workers_verifies_and_every_tampering_is_named() {
     let export = dir.path().join("audit.jsonl");
     let output = audit(Some(&nats), &["export", "--out", export.to_str().unwrap()]).await;
     assert!(output.status.success(), "{}", text(&output));
+    ocsf_export_validates(&nats, dir.path()).await;
 
     // Tampering, one kind after the other, each named.
     let jetstream = async_nats::jetstream::new(connection.clone());
@@ -265,4 +266,60 @@ async fn a_trail_of_two_workers_verifies_and_every_tampering_is_named() {
         .filter(|line| serde_json::from_str::<AuditCheckpoint>(line).is_ok())
         .count();
     assert!(checkpoints >= 2, "a final checkpoint per worker");
+}
+
+/// `audit export --format ocsf`: every event an OCSF event that validates against the vendored
+/// JSON Schema of its class (worker/tests/ocsf/), every audit event exported.
+async fn ocsf_export_validates(nats: &NatsServer, dir: &Path) {
+    let out = dir.join("ocsf.jsonl");
+    let output = audit(
+        Some(nats),
+        &["export", "--format", "ocsf", "--out", out.to_str().unwrap()],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output));
+    let schema = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/ocsf")
+            .join(name);
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|error| panic!("{name} does not compile: {error}"))
+    };
+    let api = schema("api_activity.1.8.0.json");
+    let process = schema("process_activity.1.8.0.json");
+    let mut classes = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let class = event["class_uid"].as_u64().unwrap();
+        let validator = match class {
+            6003 => &api,
+            1007 => &process,
+            other => panic!("unexpected OCSF class {other}: {line}"),
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|error| format!("  at `{}`: {error}", error.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{line}\ndoes not match OCSF class {class}:\n{}",
+            errors.join("\n")
+        );
+        *classes.entry(class).or_insert(0) += 1;
+        // The schema has teeth: without its required metadata, or with a field OCSF does not
+        // define, the same event is refused.
+        let mut broken = event.clone();
+        broken.as_object_mut().unwrap().remove("metadata");
+        assert!(!validator.is_valid(&broken));
+        let mut broken = event.clone();
+        broken["openshell_job"] = serde_json::json!("x");
+        assert!(!validator.is_valid(&broken));
+    }
+    // received per job (API Activity); started and finished (Process Activity).
+    assert_eq!(classes.get(&6003), Some(&JOBS), "{classes:?}");
+    assert_eq!(classes.get(&1007), Some(&(2 * JOBS)), "{classes:?}");
 }

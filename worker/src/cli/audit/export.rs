@@ -1,7 +1,8 @@
 //! `openshell audit export`: the stored audit trail as JSON Lines, each line one message's
 //! payload exactly as stored (events with their chain fields, and checkpoints), so an export
-//! verifies offline (`openshell audit verify --file`). Streams message by message: memory does
-//! not grow with the trail.
+//! verifies offline (`openshell audit verify --file`); or, with `--format ocsf`, each event as
+//! an OCSF event (`super::ocsf`). Streams message by message: memory does not grow with the
+//! trail.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use crate::client::NatsArgs;
 pub enum Format {
     /// JSON Lines: every message as stored.
     Jsonl,
+    /// JSON Lines of OCSF 1.8.0 events (API Activity, Process Activity); no checkpoints.
+    Ocsf,
 }
 
 /// Arguments of `audit export`.
@@ -86,9 +89,17 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         // The server may start a little early; the record's own time decides.
         if since.is_none_or(|since| at.is_none_or(|at| at >= since)) {
-            out.write_all(&message.payload)?;
-            out.write_all(b"\n")?;
-            written += 1;
+            let line = match args.format {
+                Format::Jsonl => Some(message.payload.to_vec()),
+                Format::Ocsf => super::ocsf::event(&message.payload)
+                    .map(|event| serde_json::to_vec(&event))
+                    .transpose()?,
+            };
+            if let Some(line) = line {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
         }
         next = stored.after(message.sequence).await?;
     }

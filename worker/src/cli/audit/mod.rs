@@ -1,7 +1,9 @@
-//! `openshell audit`: follow ([`tail`]), check ([`verify`]) and take away ([`export`]) the
-//! audit trail; [`stored`] reads the `OPENSHELL_AUDIT` stream message by message.
+//! `openshell audit`: follow ([`tail`]), check ([`verify`]) and take away ([`export`], as
+//! stored or as OCSF events, [`ocsf`]) the audit trail; [`stored`] reads the `OPENSHELL_AUDIT`
+//! stream message by message.
 
 pub mod export;
+pub mod ocsf;
 pub mod stored;
 pub mod tail;
 pub mod verify;
@@ -32,8 +34,8 @@ pub enum AuditCommand {
         after_help = "Examples:\n  openshell audit verify --key /etc/openshell/audit-key.pub.pem\n  openshell audit verify --file audit.jsonl --key w1.pub.pem --key w2.pub.pem"
     )]
     Verify(verify::VerifyArgs),
-    /// Write the stored audit trail as JSON Lines (the events as stored) for a time range or a
-    /// tenant, streaming.
+    /// Write the stored audit trail as JSON Lines (the events as stored, or as OCSF events) for
+    /// a time range or a tenant, streaming.
     #[command(
         after_help = "Examples:\n  openshell audit export > audit.jsonl\n  openshell audit export --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z --out day.jsonl\n  openshell audit export --tenant acme --format ocsf"
     )]
