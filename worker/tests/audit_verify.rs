@@ -1,7 +1,9 @@
 //! `openshell audit verify` on a real trail: 200 durable jobs across two workers (each with
 //! its own signing key) verify clean, from the stream and offline from an export after the
-//! stream is gone; deleting one stored event, re-publishing one changed, or dropping a
-//! worker's tail each make it fail, naming the worker, chain, sequence and job.
+//! stream is gone, and with the oldest messages purged (retention: a warning); deleting one
+//! stored event, re-publishing one changed, dropping a worker's tail, or replacing a stored
+//! result each make it fail, naming the worker, chain, sequence and job. The same trail
+//! exported as OCSF validates against the vendored OCSF schemas.
 
 // Integration tests are test code: lets clippy.toml's allow-unwrap-in-tests see it.
 #![cfg(test)]
@@ -244,6 +246,37 @@ async fn a_trail_of_two_workers_verifies_and_every_tampering_is_named() {
             "vouches for events up to seq {last}, but the chain ends at seq {}",
             last - 3
         )),
+        "{report}"
+    );
+
+    // 4. A stored result replaced by one its worker never audited.
+    let forged_id = "job-7";
+    let results = jetstream
+        .get_stream("OPENSHELL_RESULTS")
+        .await
+        .expect("results stream");
+    let subject = format!("openshell.results.acme.{forged_id}");
+    let stored_result = results
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .expect("stored result");
+    let mut forged: serde_json::Value = serde_json::from_slice(&stored_result.payload).unwrap();
+    forged["status"] = serde_json::json!("timeout");
+    results
+        .delete_message(stored_result.sequence)
+        .await
+        .expect("delete the result");
+    jetstream
+        .publish(subject, Bytes::from(serde_json::to_vec(&forged).unwrap()))
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let output = audit(Some(&nats), &[&["verify"], &keys[..]].concat()).await;
+    let report = text(&output);
+    assert!(
+        report.contains(&format!("job {forged_id} (record"))
+            && report.contains("the stored result says timeout (exit code Some(0)) but the worker audited completed"),
         "{report}"
     );
 

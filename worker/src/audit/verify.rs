@@ -104,7 +104,7 @@ pub struct Report {
     pub unstored: u64,
     /// Chains still open (no final checkpoint, last checkpoint recent): workers running.
     pub open: Vec<String>,
-    /// Every `finished` event, when asked for, to compare with stored results.
+    /// `finished` events not yet taken ([`Verifier::take_endings`]), when asked for.
     pub endings: Vec<Ending>,
 }
 
@@ -165,6 +165,12 @@ impl Verifier {
             newest: None,
             report: Report::default(),
         }
+    }
+
+    /// The `finished` events read since the last call (when asked for at [`Verifier::new`]),
+    /// to compare with stored results while reading.
+    pub fn take_endings(&mut self) -> Vec<Ending> {
+        std::mem::take(&mut self.report.endings)
     }
 
     /// Reads one record, the payload as stored, at `position` in the source.

@@ -79,12 +79,16 @@ async fn from_stream(args: &VerifyArgs, trusted: Vec<String>) -> anyhow::Result<
     let prefix = &args.nats.subject_prefix;
     let stored = StoredAudit::new(&nats, format!("{prefix}.audit.>"));
     let mut verifier = Verifier::new(trusted, !args.no_results);
+    let mut results = Results::new(DurableClient::new(nats.clone(), prefix));
     let mut next = stored.from(1).await?;
     // Above 1 once anything was removed from the stream's front (by retention, or by hand).
     let first = next.as_ref().map_or(1, |message| message.sequence);
     let mut read = 0u64;
     while let Some(message) = next {
         verifier.feed(message.sequence, &message.payload);
+        for ending in verifier.take_endings() {
+            results.compare(ending).await;
+        }
         read += 1;
         next = stored.after(message.sequence).await?;
     }
@@ -95,9 +99,7 @@ async fn from_stream(args: &VerifyArgs, trusted: Vec<String>) -> anyhow::Result<
         &format!("stream OPENSHELL_AUDIT ({read} messages from sequence {first})"),
     );
     if !args.no_results {
-        let endings = std::mem::take(&mut report.endings);
-        let client = DurableClient::new(nats, prefix);
-        compare_results(&client, endings, &mut report.problems).await;
+        results.finish(&mut report.problems);
     }
     Ok(report)
 }
@@ -125,68 +127,90 @@ fn cuts_are_tampering_without_retention(report: &mut Report, first_sequence: u64
     }
 }
 
-/// Compares every job's `finished` events with its stored result: the result's worker must
-/// have audited the verdict and exit code it stored.
-async fn compare_results(
-    client: &DurableClient,
-    endings: Vec<Ending>,
-    problems: &mut Vec<Problem>,
-) {
-    let mut by_job: HashMap<(String, String), Vec<Ending>> = HashMap::new();
-    for ending in endings {
-        let job = ending.spot.job_id.clone().unwrap_or_default();
-        by_job
-            .entry((ending.tenant.clone(), job))
-            .or_default()
-            .push(ending);
+/// Compares jobs' `finished` events with their stored results as they are read: the result's
+/// worker must have audited the verdict and exit code it stored. A job may end more than once
+/// on one worker (a run put back because its backend never started it), so a mismatch stays
+/// pending until a later `finished` of the job matches; memory holds only those.
+struct Results {
+    client: DurableClient,
+    pending: HashMap<(String, String), Problem>,
+    matched: u64,
+    not_stored: u64,
+    elsewhere: u64,
+    unavailable: Option<String>,
+}
+
+impl Results {
+    fn new(client: DurableClient) -> Self {
+        Self {
+            client,
+            pending: HashMap::new(),
+            matched: 0,
+            not_stored: 0,
+            elsewhere: 0,
+            unavailable: None,
+        }
     }
-    let (mut compared, mut not_stored, mut elsewhere) = (0, 0, 0);
-    let mut jobs: Vec<_> = by_job.into_iter().collect();
-    jobs.sort_by_key(|(_, endings)| endings[0].spot.position);
-    for ((tenant, job), endings) in jobs {
-        let result = match client
-            .result(&tenant, &job, std::time::Duration::ZERO)
+
+    async fn compare(&mut self, ending: Ending) {
+        if self.unavailable.is_some() {
+            return;
+        }
+        let job = ending.spot.job_id.clone().unwrap_or_default();
+        let result = match self
+            .client
+            .result(&ending.tenant, &job, std::time::Duration::ZERO)
             .await
         {
             Ok(Some(result)) => result,
             Ok(None) => {
-                not_stored += 1;
-                continue;
+                self.not_stored += 1;
+                return;
             }
             Err(error) => {
-                println!("results: not compared ({error})");
+                self.unavailable = Some(error.to_string());
                 return;
             }
         };
-        let mine: Vec<&Ending> = endings
-            .iter()
-            .filter(|ending| ending.spot.worker_id == result.worker_id)
-            .collect();
-        if mine.is_empty() {
-            elsewhere += 1;
-            continue;
+        if result.worker_id != ending.spot.worker_id {
+            self.elsewhere += 1;
+            return;
         }
-        compared += 1;
-        let exit_code = result.exit_code;
-        if !mine
-            .iter()
-            .any(|ending| ending.verdict == Some(result.status) && ending.exit_code == exit_code)
-        {
-            let ending = mine[mine.len() - 1];
-            problems.push(Problem {
-                spot: ending.spot.clone(),
-                what: format!(
-                    "the stored result says {} (exit code {exit_code:?}) but the worker audited {} (exit code {:?})",
-                    result.status,
-                    ending.verdict.map_or("no verdict".to_string(), |v| v.to_string()),
-                    ending.exit_code
-                ),
-            });
+        let key = (ending.tenant.clone(), job);
+        if ending.verdict == Some(result.status) && ending.exit_code == result.exit_code {
+            self.matched += 1;
+            self.pending.remove(&key);
+            return;
         }
+        let problem = Problem {
+            what: format!(
+                "the stored result says {} (exit code {:?}) but the worker audited {} (exit code {:?})",
+                result.status,
+                result.exit_code,
+                ending
+                    .verdict
+                    .map_or("no verdict".to_string(), |verdict| verdict.to_string()),
+                ending.exit_code
+            ),
+            spot: ending.spot,
+        };
+        self.pending.insert(key, problem);
     }
-    println!(
-        "results: {compared} jobs compared with OPENSHELL_RESULTS, {not_stored} without a stored result (core jobs, or expired), {elsewhere} stored by another worker"
-    );
+
+    fn finish(self, problems: &mut Vec<Problem>) {
+        if let Some(error) = self.unavailable {
+            println!("results: not compared ({error})");
+            return;
+        }
+        println!(
+            "results: {} jobs compared with OPENSHELL_RESULTS, {} without a stored result (core jobs, or expired), {} stored by another worker",
+            self.matched + self.pending.len() as u64,
+            self.not_stored,
+            self.elsewhere
+        );
+        problems.extend(self.pending.into_values());
+        problems.sort_by_key(|problem| problem.spot.position);
+    }
 }
 
 fn print_summary(report: &Report, source: &str) {
