@@ -708,6 +708,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_chain_whose_checkpoints_stop_without_a_final_one_is_named_once_overdue() {
+        let key = AuditKey::ephemeral();
+        let mut records = trail(&key, 3, 3).await;
+        records.pop(); // the final checkpoint
+        let judge = |at: DateTime<Utc>| {
+            let mut verifier = Verifier::new([key.public_hex()], false);
+            for (index, record) in records.iter().enumerate() {
+                verifier.feed(index as u64 + 1, record);
+            }
+            verifier.finish(Some(at))
+        };
+        let now = judge(Utc::now());
+        assert!(now.is_clean(), "{:?}", now.problems);
+        assert_eq!(now.open.len(), 1, "a running worker's chain is open");
+        let later = judge(Utc::now() + chrono::Duration::minutes(3));
+        assert!(
+            later.problems[0].what.contains("without a final one"),
+            "{:?}",
+            later.problems
+        );
+    }
+
+    #[tokio::test]
     async fn a_changed_checkpoint_or_an_untrusted_key_is_refused() {
         let key = AuditKey::ephemeral();
         let mut records = trail(&key, 2, 100).await;
