@@ -80,6 +80,7 @@ async fn requests_at_the_input_limit_are_audited_in_core_mode() {
     );
 
     let mut events = Vec::new();
+    let mut payloads = Vec::new();
     while events.len() < 5 {
         let message = tokio::time::timeout(Duration::from_secs(10), audit.next())
             .await
@@ -92,6 +93,17 @@ async fn requests_at_the_input_limit_are_audited_in_core_mode() {
             })
             .expect("subscription open");
         events.push(serde_json::from_slice::<AuditEvent>(&message.payload).expect("an event"));
+        payloads.push(message.payload);
+    }
+    // The large events are chained like any other: seq 1 to 5, each `prev` the SHA-256 of
+    // the previous payload as received.
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, Some(index as u64 + 1));
+        let prev = match index {
+            0 => openshell_protocol::audit::GENESIS_HASH.to_string(),
+            _ => openshell_protocol::request::sha256_hex(&payloads[index - 1]),
+        };
+        assert_eq!(event.prev.as_deref(), Some(prev.as_str()));
     }
     use AuditEventType::{Finished, Received, Rejected, Started};
     assert_eq!(of(&events, "at-limit"), [Received, Started, Finished]);
