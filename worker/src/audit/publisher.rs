@@ -40,7 +40,9 @@ impl AuditPublisher {
         }
     }
 
-    /// This publisher, with [`AuditSink::publish_flushed`] waiting for a JetStream ack.
+    /// This publisher, with [`AuditSink::publish_flushed`] waiting for a JetStream ack (and
+    /// [`AuditSink::publish`] checking the ack in the background, to declare an event the
+    /// stream did not store).
     pub fn with_jetstream(mut self, jetstream: async_nats::jetstream::Context) -> Self {
         self.jetstream = Some(jetstream);
         self
@@ -74,21 +76,30 @@ impl AuditPublisher {
         }
         let Sealed { payload, seq, hash } = sealed;
         let payload = Bytes::from(payload);
-        match (&self.jetstream, wait) {
-            (Some(jetstream), Wait::Stored) => {
+        match &self.jetstream {
+            Some(jetstream) => {
                 let acked = jetstream
                     .publish(subject.clone(), payload)
                     .await
                     .map_err(|e| error(stream_hint(&e.to_string())))?;
                 link.commit(seq, &hash);
                 drop(link);
-                if let Err(e) = acked.await {
+                if wait == Wait::Sent {
+                    // Nobody waits, but an event the stream did not store must still be
+                    // declared, or verify would take the gap for a deletion.
+                    let chain = Arc::clone(&self.chain);
+                    tokio::spawn(async move {
+                        if acked.await.is_err() {
+                            chain.unstored(seq, hash).await;
+                        }
+                    });
+                } else if let Err(e) = acked.await {
                     // Published, so chained on; declared in the next checkpoint.
                     self.chain.unstored(seq, hash).await;
                     return Err(error(stream_hint(&e.to_string())));
                 }
             }
-            _ => {
+            None => {
                 self.nats
                     .publish(subject.clone(), payload)
                     .await
