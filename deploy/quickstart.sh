@@ -26,6 +26,9 @@ have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 say "building the release binary"
 cargo build --release --bin openshell || die "release build failed (errors above)"
 
+# The audit signing key deploy/setup.sh made (unless the caller named one).
+export OPENSHELL_AUDIT_KEY=${OPENSHELL_AUDIT_KEY:-${OPENSHELL_STATE_DIR:-$(default_state_dir)}/audit-key.pem}
+
 say "starting the worker on $NATS_URL (Ctrl-C stops it)"
 note "try it from another terminal:"
 note "./target/release/openshell exec --lang python -c 'print(6*7)'"

@@ -9,7 +9,8 @@
 #   deploy/setup.sh --no-docker     skip Docker (dockerd and the sandbox image)
 #
 # OPENSHELL_STATE_DIR: where services keep state (default /var/lib/openshell as
-# root, ~/.local/state/openshell otherwise).
+# root, ~/.local/state/openshell otherwise). The workers' audit signing key is made there
+# too, as audit-key.pem (set OPENSHELL_AUDIT_KEY to it), unless it exists.
 set -euo pipefail
 
 deploy_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,9 +28,11 @@ source "$deploy_dir/lib/prometheus.sh"
 source "$deploy_dir/lib/compose.sh"
 # shellcheck source=lib/docker.sh
 source "$deploy_dir/lib/docker.sh"
+# shellcheck source=lib/audit.sh
+source "$deploy_dir/lib/audit.sh"
 
 usage() {
-    sed -n '3,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '3,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 install_only=no
@@ -64,6 +67,7 @@ k8s_validate_install
 if [[ $with_docker == yes ]]; then
     docker_install
 fi
+audit_key_ensure "$state_dir"
 
 if [[ $install_only == yes ]]; then
     say "install done (--install-only: nothing started)"

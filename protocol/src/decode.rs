@@ -16,6 +16,20 @@ use crate::subjects::check_token;
 
 /// Largest request accepted, in bytes (NATS' default max_payload is 1 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Room an audit event takes beyond the request it records, at most. A `received` event
+/// carries the code, argv and file paths verbatim (serde never writes a string longer than the
+/// request's own escaping of it) plus an envelope: per file a size and a hash (at most 76 bytes
+/// more than the request's `{"path":…,"content":""}`, 19,456 for [`MAX_FILES`]), the stdin
+/// hash, effective limits, usage, an error of at most [`MAX_ERROR_MESSAGE_BYTES`], the names
+/// of tenant, pool, backend and worker, the trace context and the chain fields: under 4 KiB.
+/// A worker accepts requests of at most `max_payload - AUDIT_ENVELOPE_BYTES`, less
+/// [`AUDITED_OUTPUT_BYTES`] per file it may return ([`max_request_within`]), so that every
+/// request it can answer it can also audit.
+pub const AUDIT_ENVELOPE_BYTES: usize = 32 * 1024;
+/// Room one returned file takes in a `finished` event's `outputs`: its path (at most
+/// [`MAX_PATH_BYTES`], escaped no longer than a request's own spelling of it) and an entry of
+/// size and hash.
+pub const AUDITED_OUTPUT_BYTES: usize = MAX_PATH_BYTES + 128;
 /// Most entries in `command` plus `args`.
 pub const MAX_ARGV: usize = 1024;
 /// Most environment variables.
@@ -41,7 +55,7 @@ const MAX_FIELD_BYTES: usize = 160;
 pub enum DecodeError {
     /// Larger than [`MAX_REQUEST_BYTES`] or the worker's configured maximum.
     #[error(
-        "request is {size} bytes, over the {max}-byte limit: send large inputs as files in several jobs or raise the worker's max_request_bytes"
+        "request is {size} bytes, over the {max}-byte limit: send large inputs as files in several jobs, or raise the worker's max_request_bytes (at most 1m) and the NATS server's max_payload (a worker keeps 32 KiB of it for the request's audit event)"
     )]
     TooLarge {
         /// Request size.
@@ -115,6 +129,18 @@ fn shorten(text: String, max: usize) -> String {
         tail += 1;
     }
     format!("{}…{}", &text[..head], &text[tail..])
+}
+
+/// The largest request a worker on a NATS server with `max_payload` that returns at most
+/// `returned_files` files per job accepts: at most [`MAX_REQUEST_BYTES`], and small enough
+/// that its audit events fit in one message ([`AUDIT_ENVELOPE_BYTES`], plus
+/// [`AUDITED_OUTPUT_BYTES`] per returned file on `finished`). With NATS' default
+/// `max_payload` of 1 MiB and the default 16 returned files: 997,376 bytes.
+pub fn max_request_within(max_payload: usize, returned_files: usize) -> usize {
+    max_payload
+        .saturating_sub(AUDIT_ENVELOPE_BYTES)
+        .saturating_sub(returned_files.saturating_mul(AUDITED_OUTPUT_BYTES))
+        .min(MAX_REQUEST_BYTES)
 }
 
 /// Decodes and validates a request of at most `max_bytes` (capped at [`MAX_REQUEST_BYTES`]).

@@ -26,8 +26,10 @@ pub mod units;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use audit::{AuditEvent, AuditEventType, ResourceUsage};
-pub use decode::{DecodeError, decode_request};
+pub use audit::{AuditCheckpoint, AuditEvent, AuditEventType, ResourceUsage};
+pub use decode::{
+    AUDIT_ENVELOPE_BYTES, AUDITED_OUTPUT_BYTES, DecodeError, decode_request, max_request_within,
+};
 pub use error::{ErrorInfo, ErrorKind};
 pub use limits::{LimitName, Limits};
 pub use output::{OutputChunk, OutputStream};

@@ -3,7 +3,7 @@
 //! The checked-in copies under `protocol/schema/` are compared with these by a test; run
 //! `OPENSHELL_BLESS=1 cargo test -p openshell-protocol` to rewrite them after a change.
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditCheckpoint, AuditEvent};
 use crate::output::OutputChunk;
 use crate::outputs::FileFetch;
 use crate::request::ExecRequest;
@@ -22,16 +22,19 @@ pub enum Message {
     Output,
     /// [`FileFetch`].
     FileFetch,
+    /// [`AuditCheckpoint`].
+    Checkpoint,
 }
 
 impl Message {
     /// Every message kind.
-    pub const ALL: [Message; 5] = [
+    pub const ALL: [Message; 6] = [
         Message::Request,
         Message::Result,
         Message::Audit,
         Message::Output,
         Message::FileFetch,
+        Message::Checkpoint,
     ];
 
     /// File name under `protocol/schema/`.
@@ -42,6 +45,7 @@ impl Message {
             Message::Audit => "audit-event.v1.json",
             Message::Output => "output-chunk.v1.json",
             Message::FileFetch => "file-fetch.v1.json",
+            Message::Checkpoint => "audit-checkpoint.v1.json",
         }
     }
 
@@ -53,6 +57,7 @@ impl Message {
             Message::Audit => schemars::schema_for!(AuditEvent),
             Message::Output => schemars::schema_for!(OutputChunk),
             Message::FileFetch => schemars::schema_for!(FileFetch),
+            Message::Checkpoint => schemars::schema_for!(AuditCheckpoint),
         };
         let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         text.push('\n');

@@ -153,6 +153,11 @@ impl Subjects {
         format!("{}.audit.{tenant}.{pool}.{event}", self.prefix)
     }
 
+    /// The signed checkpoints of audit chain `chain`.
+    pub fn audit_checkpoint(&self, chain: &str) -> String {
+        format!("{}.audit.checkpoint.{chain}", self.prefix)
+    }
+
     /// Every audit event.
     pub fn audit_all(&self) -> String {
         format!("{}.audit.>", self.prefix)

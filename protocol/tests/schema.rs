@@ -191,6 +191,9 @@ fn readme_examples_are_valid_messages() {
             Message::FileFetch => {
                 let _: openshell_protocol::FileFetch = round_trip(&example.json, &what);
             }
+            Message::Checkpoint => {
+                let _: openshell_protocol::AuditCheckpoint = round_trip(&example.json, &what);
+            }
         }
     }
     let request_named = |id: &str, what: &str| {

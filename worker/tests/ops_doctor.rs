@@ -28,7 +28,32 @@ async fn doctor_passes_with_nats_and_a_healthy_backend() {
     assert!(text.contains("ok    nats"), "{text}");
     assert!(text.contains("ok    pool none"), "{text}");
     assert!(text.contains("clock"), "{text}");
+    assert!(text.contains("WARN  audit key"), "{text}");
     assert!(text.contains("all checks passed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_fails_on_an_unreadable_audit_key() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let out = OPENSHELL
+        .cli(
+            ["doctor"],
+            &[
+                ("NATS_URL", url.as_str()),
+                ("SANDBOX_BACKEND", "none"),
+                ("OPENSHELL_AUDIT_KEY", "/nonexistent/audit-key.pem"),
+            ],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  audit key") && text.contains("/nonexistent/audit-key.pem"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

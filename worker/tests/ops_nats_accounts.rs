@@ -336,7 +336,9 @@ async fn auditor_cannot_publish_purge_or_delete() {
         "$JS.API.CONSUMER.CREATE.OPENSHELL_AUDIT.peek.openshell.audit.>",
         "$JS.API.CONSUMER.CREATE.OPENSHELL_AUDIT",
         "$JS.API.STREAM.MSG.GET.OPENSHELL_RESULTS",
-        "$JS.API.DIRECT.GET.OPENSHELL_RESULTS.openshell.results.acme.x",
+        "$JS.API.STREAM.PURGE.OPENSHELL_RESULTS",
+        "$JS.API.STREAM.MSG.DELETE.OPENSHELL_RESULTS",
+        "openshell.audit.checkpoint.forged",
     ];
     for subject in refused {
         auditor
@@ -350,6 +352,110 @@ async fn auditor_cannot_publish_purge_or_delete() {
         let _refused = auditor.subscribe(subject).await.expect("sent");
         violation(&mut errors, subject).await;
     }
+}
+
+/// The auditor verifies the trail (chains, signed checkpoints, stored results) and exports it
+/// on its own grants, and the export verifies offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn auditor_verifies_and_exports_with_the_auditors_grants() {
+    let Some(server) = AccountsServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("audit-key.pem");
+    let public = dir.path().join("audit-key.pub.pem");
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let status = std::process::Command::new("openssl").args(&args).status();
+        assert!(status.is_ok_and(|s| s.success()), "openssl {args:?}");
+    }
+    let url = server.url.as_str();
+    let mut worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url),
+            ("NATS_USER", "worker"),
+            ("NATS_PASSWORD", "worker-secret"),
+            ("SANDBOX_BACKEND", "none"),
+            ("OPENSHELL_DURABLE", "true"),
+            ("OPENSHELL_AUDIT_KEY", key.to_str().unwrap()),
+        ])
+        .await;
+    let agent = [
+        ("NATS_URL", url),
+        ("NATS_USER", "agent-acme"),
+        ("NATS_PASSWORD", "acme-secret"),
+        ("SANDBOX_BACKEND", "none"),
+        ("OPENSHELL_TENANT", "acme"),
+    ];
+    let submit = [
+        "submit",
+        "--id",
+        "audited-1",
+        "--lang",
+        "bash",
+        "-c",
+        "echo audited",
+    ];
+    let out = OPENSHELL.cli(submit, &agent).await;
+    assert!(out.status.success(), "submit as agent-acme: {out:?}");
+    let out = OPENSHELL
+        .cli(["result", "audited-1", "--wait", "30s"], &agent)
+        .await;
+    assert!(out.status.success(), "result as agent-acme: {out:?}");
+    worker.terminate().await;
+
+    let auditor = [
+        ("NATS_URL", url),
+        ("NATS_USER", "auditor"),
+        ("NATS_PASSWORD", "auditor-secret"),
+    ];
+    let public = public.to_str().unwrap();
+    let out = OPENSHELL
+        .cli(["audit", "verify", "--key", public], &auditor)
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "audit verify as auditor: {out:?}");
+    assert!(
+        stdout.contains("1 jobs compared with OPENSHELL_RESULTS"),
+        "{stdout}"
+    );
+    let export = dir.path().join("audit.jsonl");
+    let out = OPENSHELL
+        .cli(
+            ["audit", "export", "--out", export.to_str().unwrap()],
+            &auditor,
+        )
+        .await;
+    assert!(out.status.success(), "audit export as auditor: {out:?}");
+    let out = OPENSHELL
+        .cli(
+            [
+                "audit",
+                "verify",
+                "--file",
+                export.to_str().unwrap(),
+                "--key",
+                public,
+            ],
+            &[],
+        )
+        .await;
+    assert!(out.status.success(), "offline verify: {out:?}");
 }
 
 /// The job id of a summary line of `audit tail` (`... job=<id> ...`).

@@ -162,7 +162,15 @@ fn normalize(value: &mut Value, skip: &[&str]) {
     let Some(object) = value.as_object_mut() else {
         return;
     };
-    for key in ["wall_time_ms", "queue_time_ms", "worker_id", "timestamp"] {
+    for key in [
+        "wall_time_ms",
+        "queue_time_ms",
+        "worker_id",
+        "timestamp",
+        "chain",
+        "seq",
+        "prev",
+    ] {
         object.remove(key);
     }
     for key in ["cpu_time_ms", "peak_memory_bytes"] {

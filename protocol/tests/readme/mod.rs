@@ -88,6 +88,7 @@ fn kind_named(name: &str) -> Option<Kind> {
         "audit" => Some(Kind::Message(Message::Audit)),
         "output" => Some(Kind::Message(Message::Output)),
         "fetch" => Some(Kind::Message(Message::FileFetch)),
+        "checkpoint" => Some(Kind::Message(Message::Checkpoint)),
         "srv-info" => Some(Kind::SrvInfo),
         "srv-stats" => Some(Kind::SrvStats),
         _ => None,

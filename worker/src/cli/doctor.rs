@@ -1,5 +1,5 @@
-//! `openshell doctor`: checks what a worker needs — configuration, NATS, each pool's backend,
-//! the clock — and prints what to fix. Exits non-zero when a check fails.
+//! `openshell doctor`: checks what a worker needs — configuration, the audit signing key, NATS,
+//! each pool's backend, the clock — and prints what to fix. Exits non-zero when a check fails.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -83,6 +83,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                     config.worker.id
                 ),
             ));
+            findings.push(check_audit_key(&config));
             findings.push(check_nats(&config).await);
             for (name, pool) in &config.pools {
                 findings.push(check_pool(name, pool).await);
@@ -100,6 +101,30 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{failed} check(s) failed: fix them and run `openshell doctor` again");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The audit signing key: readable (or the worker will not start), and set at all (or no
+/// auditor can trust its checkpoints).
+pub fn check_audit_key(config: &Config) -> Finding {
+    match &config.audit.key {
+        None => finding(
+            Status::Warn,
+            "audit key",
+            "OPENSHELL_AUDIT_KEY is not set: the worker signs its audit checkpoints with a key made at start, which no auditor can trust; set it (deploy/setup.sh makes audit-key.pem in its state directory)",
+        ),
+        Some(path) => match crate::audit::AuditKey::load(path) {
+            Ok(key) => finding(
+                Status::Ok,
+                "audit key",
+                format!(
+                    "{} signs audit checkpoints; public key {} (give auditors its .pub.pem)",
+                    path.display(),
+                    key.public_hex()
+                ),
+            ),
+            Err(error) => finding(Status::Fail, "audit key", error.to_string()),
+        },
     }
 }
 

@@ -5,8 +5,8 @@
 //! | `enabled` | `OPENSHELL_DURABLE` | `false` | also serve the JetStream work queue |
 //! | `jobs_max_age` | — | `7d` | a queued job no worker took within it is dropped |
 //! | `results_max_age` | `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `24h` | how long results can be fetched by id |
-//! | `audit_max_age` | — | `90d` | audit events older than this are removed |
-//! | `audit_max_bytes` | — | `1g` | the audit stream's size bound (oldest removed first) |
+//! | `audit_max_age` | `OPENSHELL_AUDIT_MAX_AGE` | `90d` | audit events older than this are removed |
+//! | `audit_max_bytes` | `OPENSHELL_AUDIT_MAX_BYTES` | `1g` | the audit stream's size bound (oldest removed first) |
 //! | `ack_wait` | `OPENSHELL_DURABLE_ACK_WAIT` | `30s` | a job not acked or progressed within it is redelivered |
 //! | `max_deliver` | `OPENSHELL_DURABLE_MAX_DELIVER` | `3` | runs of a job that may start (counted in `OPENSHELL_ATTEMPTS`); the next delivery stores `worker_lost` |
 //! | `replicas` | `OPENSHELL_DURABLE_REPLICAS` | `1` | copies of every stream and bucket in a NATS cluster: 1, 3 or 5 (3 survives the loss of any one node); a worker on a clustered server with 1 warns |

@@ -15,6 +15,8 @@
 //! | `OPENSHELL_MAX_WAITING`, `OPENSHELL_TENANT_MAX_WAITING` | requests every pool holds before they get a slot, in all and per tenant |
 //! | `OPENSHELL_DURABLE`, `OPENSHELL_DURABLE_ACK_WAIT`, `OPENSHELL_DURABLE_MAX_DELIVER`, `OPENSHELL_DURABLE_REPLICAS`, `OPENSHELL_DURABLE_RESULTS_MAX_AGE` | `durable.*` (see `config::DurableConfig`) |
 //! | `OPENSHELL_FILES_MAX_FILES`, `OPENSHELL_FILES_MAX_BYTES`, `OPENSHELL_FILES_TTL` | `files.*` (see `config::FilesConfig`) |
+//! | `OPENSHELL_AUDIT_KEY`, `OPENSHELL_AUDIT_CHECKPOINT_INTERVAL` | `audit.key`, `audit.checkpoint_interval` |
+//! | `OPENSHELL_AUDIT_MAX_AGE`, `OPENSHELL_AUDIT_MAX_BYTES` | `durable.audit_max_age`, `durable.audit_max_bytes`: retention of the audit stream |
 //! | `METRICS_ADDR` | where `/metrics`, `/healthz`, `/readyz` listen (default 0.0.0.0:9464; port 0 picks one) |
 
 use std::collections::BTreeMap;
@@ -61,6 +63,14 @@ pub const NATS_URL: &str = "NATS_URL";
 pub const SUBJECT_PREFIX: &str = "OPENSHELL_SUBJECT_PREFIX";
 /// Worker id.
 pub const WORKER_ID: &str = "OPENSHELL_WORKER_ID";
+/// The audit signing key (PKCS#8 PEM file).
+pub const AUDIT_KEY: &str = "OPENSHELL_AUDIT_KEY";
+/// How often a signed audit checkpoint is published.
+pub const AUDIT_CHECKPOINT_INTERVAL: &str = "OPENSHELL_AUDIT_CHECKPOINT_INTERVAL";
+/// Audit events older than this are removed from the audit stream.
+pub const AUDIT_MAX_AGE: &str = "OPENSHELL_AUDIT_MAX_AGE";
+/// The audit stream's size bound (oldest removed first).
+pub const AUDIT_MAX_BYTES: &str = "OPENSHELL_AUDIT_MAX_BYTES";
 /// Slots of every pool.
 pub const SLOTS: &str = "OPENSHELL_SLOTS";
 /// Jobs one tenant may run at once per pool per worker (0: no quota).
@@ -183,6 +193,18 @@ pub fn apply(
     }
     if let Some(size) = env(MAX_REQUEST_BYTES) {
         config.worker.max_request_bytes = parse(MAX_REQUEST_BYTES, &size, "a size such as 1m")?;
+    }
+    if let Some(path) = env(AUDIT_KEY) {
+        config.audit.key = Some(PathBuf::from(path));
+    }
+    if let Some(interval) = env(AUDIT_CHECKPOINT_INTERVAL) {
+        config.audit.checkpoint_interval = duration(AUDIT_CHECKPOINT_INTERVAL, &interval)?;
+    }
+    if let Some(age) = env(AUDIT_MAX_AGE) {
+        config.durable.audit_max_age = duration(AUDIT_MAX_AGE, &age)?;
+    }
+    if let Some(size) = env(AUDIT_MAX_BYTES) {
+        config.durable.audit_max_bytes = parse(AUDIT_MAX_BYTES, &size, "a size such as 1g")?;
     }
     Ok(())
 }

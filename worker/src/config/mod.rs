@@ -5,6 +5,7 @@
 //! [`env`]) < command-line flags. Unknown keys in the file are errors. `openshell config`
 //! prints the result with secrets redacted.
 
+mod audit;
 mod durable;
 pub mod env;
 mod error;
@@ -20,6 +21,7 @@ use openshell_protocol::{ByteSize, DurationMs, Limits};
 use openshell_scheduler::{PoolPolicy, TenantFilter, TenantQuotas, WaitingLimits};
 use serde::{Deserialize, Serialize};
 
+pub use audit::AuditConfig;
 pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use files::FilesConfig;
@@ -48,6 +50,8 @@ pub struct Config {
     pub durable: DurableConfig,
     /// Files jobs return (a request's `outputs`).
     pub files: FilesConfig,
+    /// The audit chain's signed checkpoints.
+    pub audit: AuditConfig,
 }
 
 /// How to reach NATS.
@@ -363,16 +367,30 @@ impl Config {
                 "at most 1m".into(),
             ));
         }
+        if self.audit.checkpoint_interval.millis() < 100 {
+            return Err(invalid(
+                "audit.checkpoint_interval".into(),
+                "at least 100ms".into(),
+            ));
+        }
+        if self.worker.id.len() > 256 {
+            return Err(invalid(
+                "worker.id".into(),
+                "at most 256 bytes (it is in every audit event, whose room is reserved)".into(),
+            ));
+        }
         if ![1, 3, 5].contains(&self.durable.replicas) {
             return Err(invalid(
                 "durable.replicas".into(),
                 "must be 1, 3 or 5 (3 survives the loss of any one NATS node)".into(),
             ));
         }
-        if !(1..=1000).contains(&self.files.max_files) {
+        if !(1..=256).contains(&self.files.max_files) {
             return Err(invalid(
                 "files.max_files".into(),
-                "must be 1 to 1000".into(),
+                "must be 1 to 256 (each returned file takes room in the finished audit event, \
+                 which the request size limit leaves)"
+                    .into(),
             ));
         }
         if self.files.inline_bytes > ByteSize::kib(512) {

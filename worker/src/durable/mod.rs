@@ -64,11 +64,13 @@ pub struct DurablePool {
 }
 
 /// Creates or checks the streams and the pool consumers, then serves every pool in `runtimes`
-/// from the jobs stream until `stop` fires. Returns the intake tasks.
+/// from the jobs stream until `stop` fires, publishing audit events through `audit` (acknowledged
+/// by the audit stream where they must precede the code). Returns the intake tasks.
 pub async fn serve(
     nats: &async_nats::Client,
     runtimes: &[Arc<PoolRuntime>],
     settings: &DurableConfig,
+    audit: &AuditPublisher,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, DurableError> {
@@ -104,10 +106,7 @@ pub async fn serve(
     };
     let mut intakes = vec![canceller.serve(nats, stop.clone()).await?];
     // Events that must precede the code wait for the audit stream's ack.
-    let audit: Arc<dyn AuditSink> = Arc::new(
-        AuditPublisher::new(nats.clone(), first.subjects().clone())
-            .with_jetstream(jetstream.clone()),
-    );
+    let audit: Arc<dyn AuditSink> = Arc::new(audit.clone().with_jetstream(jetstream.clone()));
     for runtime in runtimes {
         let name = runtime.name();
         let wanted = consumer::config(

@@ -3,6 +3,7 @@
 
 use openshell_backend::BackendError;
 
+use crate::audit::KeyError;
 use crate::durable::DurableError;
 use crate::intake::IntakeError;
 use crate::metrics::server::ServeError;
@@ -15,6 +16,9 @@ pub enum WorkerError {
     /// NATS could not be connected to.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The audit signing key could not be read.
+    #[error(transparent)]
+    AuditKey(#[from] KeyError),
     /// The metrics endpoint could not listen.
     #[error(transparent)]
     Metrics(#[from] ServeError),

@@ -2,12 +2,16 @@
 //! gives running jobs the configured grace period, then cancels those still running.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use openshell_protocol::DurationMs;
+use openshell_protocol::audit::CheckpointKind;
 use openshell_scheduler::RunningJobs;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+
+use crate::audit::Checkpointer;
 
 /// A running worker. Stop it with [`WorkerHandle::shutdown`] (or [`WorkerHandle::stop`] and
 /// [`WorkerHandle::wait`]). Dropping it stops intake and the worker's listeners without
@@ -29,6 +33,8 @@ pub struct WorkerHandle {
     /// The tasks taking jobs (core and durable); they end once stopped.
     pub(super) intakes: Vec<JoinHandle<()>>,
     pub(super) background: Background,
+    /// Signs the audit chain's checkpoints; the final one once every job has ended.
+    pub(super) checkpointer: Arc<Checkpointer>,
 }
 
 /// Stops a worker from anywhere: a clone of its stop signal.
@@ -91,6 +97,12 @@ impl WorkerHandle {
             self.tracker.wait().await;
         }
         drop(self.background);
+        match self.checkpointer.checkpoint(CheckpointKind::Final).await {
+            Ok(checkpoint) => {
+                tracing::info!(chain = %checkpoint.chain, seq = checkpoint.seq, "final audit checkpoint published");
+            }
+            Err(error) => tracing::error!(%error, "final audit checkpoint lost"),
+        }
         self.nats.flush().await.ok();
         tracing::info!("worker stopped");
     }

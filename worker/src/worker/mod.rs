@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 pub use error::WorkerError;
 pub use handle::{Stopper, WorkerHandle};
 
-use crate::audit::AuditPublisher;
+use crate::audit::{AuditKey, AuditPublisher, Chain, Checkpointer};
 use crate::config::Config;
 use crate::files::FileStore;
 use crate::intake;
@@ -55,6 +55,7 @@ impl Worker {
                     source,
                 })?;
         }
+        let audit_key = AuditKey::configured(config.audit.key.as_deref())?;
         let subjects = Subjects::new(config.nats.subject_prefix.clone());
         let mut background = Background::default();
         // The HTTP server comes first, so that a liveness probe of `/healthz` sees a live
@@ -79,14 +80,18 @@ impl Worker {
         // Until the handle is returned, an early return stops what had started.
         let stop_on_drop = stop.clone().drop_guard();
         let tracker = TaskTracker::new();
+        let max_request_bytes = max_request_bytes(&config, &nats);
+        // One chain per worker process: core and durable pools publish into it alike.
+        let chain = Arc::new(Chain::new(&config.worker.id));
+        let audit = AuditPublisher::new(nats.clone(), subjects.clone(), Arc::clone(&chain));
         let worker = WorkerContext {
             worker_id: config.worker.id.clone(),
             subjects: subjects.clone(),
-            max_request_bytes: config.worker.max_request_bytes.bytes() as usize,
+            max_request_bytes,
             running: RunningJobs::new(),
             shutdown: stop.clone(),
             metrics: Arc::clone(&metrics),
-            audit: Arc::new(AuditPublisher::new(nats.clone(), subjects.clone())),
+            audit: Arc::new(audit.clone()),
             replier: Arc::new(NatsReplier::new(nats.clone())),
             files: Arc::new(FileStore::new(
                 config.files.clone(),
@@ -111,11 +116,25 @@ impl Worker {
                 &nats,
                 &runtimes,
                 &config.durable,
+                &audit,
                 tracker.clone(),
                 stop.clone(),
             );
             intakes.extend(durable.await?);
         }
+        let checkpointer = Arc::new(Checkpointer::new(
+            chain,
+            audit_key,
+            nats.clone(),
+            &subjects,
+            config
+                .durable
+                .enabled
+                .then(|| async_nats::jetstream::new(nats.clone())),
+            config.audit.checkpoint_interval.as_duration(),
+        ));
+        // Stopped by dropping `background`, before the final checkpoint.
+        background.push(Arc::clone(&checkpointer).spawn(CancellationToken::new()));
         background.push(health.spawn(stop.clone()));
         let readiness = health.clone();
         let status = StatusSource {
@@ -146,6 +165,30 @@ impl Worker {
             tracker,
             intakes,
             background,
+            checkpointer,
         })
     }
+}
+
+/// The largest request this worker takes: the configured one, lowered so that its audit
+/// events fit in the server's `max_payload` (a request that could be answered but not audited
+/// would not run, and one refused would leave no record).
+fn max_request_bytes(config: &Config, nats: &async_nats::Client) -> usize {
+    let configured = config.worker.max_request_bytes.bytes() as usize;
+    let max_payload = nats.server_info().max_payload;
+    if max_payload == 0 {
+        // Not announced (never seen from a real server): nothing to fit in.
+        return configured;
+    }
+    let returned = usize::try_from(config.files.max_files).unwrap_or(usize::MAX);
+    let auditable = openshell_protocol::max_request_within(max_payload, returned);
+    if auditable < configured {
+        tracing::info!(
+            configured,
+            max_payload,
+            accepted = auditable,
+            "requests are limited to {auditable} bytes so that each one's audit event fits in the NATS server's max_payload of {max_payload} bytes; raise max_payload to accept up to {configured}"
+        );
+    }
+    configured.min(auditable)
 }

@@ -4,6 +4,13 @@
 //! `received`, then `started` (unless the job ends while queued) and `finished`. `received` is
 //! flushed to the server before any code runs and carries the code or command itself, every
 //! file's hash and the effective limits.
+//!
+//! Every event also carries its place in its worker's hash chain (`chain`, `seq`, `prev`), and
+//! workers sign [`AuditCheckpoint`]s of their chains: [`chain`] defines both.
+
+pub mod chain;
+
+pub use chain::{AuditCheckpoint, CheckpointKind, GENESIS_HASH, UnstoredEvent};
 
 use std::fmt;
 
@@ -161,6 +168,16 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"))]
     pub traceparent: Option<String>,
+    /// The worker's chain this event is part of: one per start of a worker process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// Position in `chain`, from 1, with no gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Lowercase hex SHA-256 of the previous event of `chain` as published (its payload bytes);
+    /// [`GENESIS_HASH`] for `seq` 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 /// Where an event happened: identity fields shared by every event of one job.
@@ -204,6 +221,9 @@ impl AuditEvent {
             outputs: Vec::new(),
             error: None,
             traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
+            chain: None,
+            seq: None,
+            prev: None,
         }
     }
 

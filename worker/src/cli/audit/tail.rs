@@ -4,30 +4,15 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::response::Response;
-use async_nats::jetstream::stream::RawMessage;
-use chrono::{DateTime, SecondsFormat, Utc};
-use clap::{Args, Subcommand};
+use chrono::{DateTime, Utc};
+use clap::Args;
 use futures::StreamExt;
 use openshell_protocol::AuditEvent;
-use serde::Deserialize;
-use serde_json::json;
 
+use super::AUDITOR_INBOX;
+use super::stored::StoredAudit;
 use crate::client::NatsArgs;
 use crate::durable::streams::AUDIT;
-
-/// Audit commands.
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Follow audit events (core NATS: only events published while it runs; with --since,
-    /// replayed from the OPENSHELL_AUDIT stream first).
-    #[command(
-        after_help = "Examples:\n  openshell audit tail\n  openshell audit tail --tenant acme --event finished --json\n  openshell audit tail --since 1h --no-follow\n  openshell audit tail --since 2026-01-01T00:00:00Z"
-    )]
-    Tail(TailArgs),
-}
 
 /// Filters for `audit tail`.
 #[derive(Debug, Args)]
@@ -55,14 +40,8 @@ pub struct TailArgs {
     no_follow: bool,
 }
 
-/// Inbox prefix of `openshell audit tail`: the stream reads of `--since` are answered there, and
-/// deploy/nats/accounts.conf lets the `auditor` user read it. It lies outside `_INBOX.`, so no
-/// tenant's `_INBOX.<tenant>` can be it.
-pub const AUDITOR_INBOX: &str = "_INBOX_AUDITOR";
-
-/// Runs an audit command.
-pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Tail(args) = command;
+/// Runs `openshell audit tail`.
+pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let config = args.nats.config()?;
     let connect =
         crate::nats::connect_once_watched(&config, "openshell-audit", Some(AUDITOR_INBOX));
@@ -126,10 +105,7 @@ async fn replay(
     args: &TailArgs,
 ) -> anyhow::Result<ExitCode> {
     let since = start_time(since)?;
-    let stored = StoredAudit {
-        jetstream: async_nats::jetstream::new(nats.clone()),
-        filter: subject.clone(),
-    };
+    let stored = StoredAudit::new(&nats, subject.clone());
     let (before, mut live) = if args.no_follow {
         (0, None)
     } else {
@@ -159,72 +135,6 @@ async fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `OPENSHELL_AUDIT` stream read message by message with `$JS.API.STREAM.MSG.GET`. That
-/// grant is read-only; a consumer would need `CONSUMER.CREATE`, whose push form lets its creator
-/// have the server deliver the stream onto any subject, past the creator's publish permissions.
-struct StoredAudit {
-    jetstream: async_nats::jetstream::Context,
-    /// Subjects read, e.g. `openshell.audit.acme.*.*`.
-    filter: String,
-}
-
-/// The body of a `STREAM.MSG.GET` answer.
-#[derive(Deserialize)]
-struct MsgGet {
-    message: RawMessage,
-}
-
-impl StoredAudit {
-    /// The first event stored at or after `since`.
-    async fn first_since(&self, since: DateTime<Utc>) -> anyhow::Result<Option<StreamMessage>> {
-        let since = since.to_rfc3339_opts(SecondsFormat::Nanos, true);
-        self.get(json!({ "start_time": since, "next_by_subj": self.filter }))
-            .await
-    }
-
-    /// The first event stored after sequence `sequence`.
-    async fn after(&self, sequence: u64) -> anyhow::Result<Option<StreamMessage>> {
-        self.get(json!({ "seq": sequence + 1, "next_by_subj": self.filter }))
-            .await
-    }
-
-    /// The sequence of the last event stored, 0 if none.
-    async fn last_sequence(&self) -> anyhow::Result<u64> {
-        let last = self.get(json!({ "last_by_subj": self.filter })).await?;
-        Ok(last.map_or(0, |message| message.sequence))
-    }
-
-    async fn get(&self, request: serde_json::Value) -> anyhow::Result<Option<StreamMessage>> {
-        let response: Response<MsgGet> = self
-            .jetstream
-            .request(format!("STREAM.MSG.GET.{AUDIT}"), &request)
-            .await
-            .with_context(|| {
-                format!(
-                    "reading {} from stream {AUDIT}: is JetStream enabled on the server?",
-                    self.filter
-                )
-            })?;
-        match response {
-            Response::Ok(MsgGet { message }) => {
-                StreamMessage::try_from(message).map(Some).map_err(|error| {
-                    anyhow::anyhow!("a stored event in {AUDIT} is malformed: {error}")
-                })
-            }
-            Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => {
-                Ok(None)
-            }
-            Response::Err { error } if error.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                Err(anyhow::anyhow!(
-                    "stream {AUDIT} does not exist: start a durable worker (OPENSHELL_DURABLE=true), which creates it"
-                ))
-            }
-            Response::Err { error } => Err(anyhow::Error::from(error)
-                .context(format!("reading {} from stream {AUDIT}", self.filter))),
-        }
-    }
-}
-
 /// Prints one event as the flags ask, skipping events before `since`.
 fn print_event(
     subject: &str,
@@ -243,7 +153,7 @@ fn print_event(
 }
 
 /// `since` as an instant: RFC 3339, or a duration before now.
-fn start_time(since: &str) -> anyhow::Result<DateTime<Utc>> {
+pub fn start_time(since: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(instant) = DateTime::parse_from_rfc3339(since) {
         return Ok(instant.with_timezone(&Utc));
     }
