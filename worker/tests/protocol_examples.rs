@@ -387,6 +387,13 @@ async fn readme_examples_on_the_local_backend() {
             assert_shown(&reply, shown, &skips);
         }
     }
+    for chunk in readme
+        .examples
+        .iter()
+        .filter(|example| example.kind == Kind::Message(Message::Output))
+    {
+        check_output(&client, &readme, chunk).await;
+    }
     for fetch in readme
         .examples
         .iter()
@@ -414,6 +421,43 @@ async fn readme_examples_on_the_local_backend() {
         assert_shown(&live, shown, &skips);
     }
     drop(worker);
+}
+
+/// A live output example: the request example with its id, sent again with `"stream": true`
+/// (it ended, so the id is free), publishes that chunk first on its output subject.
+async fn check_output(client: &Client, readme: &Readme, chunk: &Example) {
+    let shown = chunk.value();
+    let id = shown["id"].as_str().expect("a chunk's id").to_string();
+    let request = readme
+        .examples
+        .iter()
+        .find(|example| {
+            example.kind == Kind::Message(Message::Request)
+                && readme::job_id(example).as_deref() == Some(id.as_str())
+        })
+        .unwrap_or_else(|| panic!("{}: no request example has the id `{id}`", chunk.what()));
+    let mut streamed = request.value();
+    streamed["stream"] = json!(true);
+    let mut chunks = client
+        .subscribe(format!("openshell.output.{TENANT}.{id}"))
+        .await
+        .expect("subscribe to the output");
+    client.flush().await.expect("flush");
+    let pool = readme
+        .pool_of(request)
+        .unwrap_or_else(|| "none".to_string());
+    client
+        .send_request(
+            format!("openshell.exec.{pool}.{TENANT}"),
+            async_nats::Request::new()
+                .payload(Bytes::from(streamed.to_string()))
+                .timeout(Some(PATIENCE)),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{}: no reply: {error}", chunk.what()));
+    let first = next_within(&mut chunks, &id, "its live output subject").await;
+    let live: Value = serde_json::from_slice(&first.payload).expect("a JSON chunk");
+    assert_shown(&live, chunk, &[]);
 }
 
 /// A fetch example, sent as shown for the job whose result example lists a stored file at its
