@@ -3,17 +3,18 @@
 //! node), run 300 short jobs while the node leading
 //! `OPENSHELL_JOBS` is killed with SIGKILL mid-run. Every job gets exactly one stored result,
 //! every job's `received` is stored before its `started`, and jobs keep flowing once the node
-//! is back. A known gap, measured rather than hidden: across a leader change a job that had
-//! finished can be delivered again and run a second time (no worker died); the test allows at
-//! most two runs and prints which jobs ran twice.
+//! is back. Every job's code runs exactly once (one `finished` with its own verdict); a job
+//! whose `started` event was stored while its ack was lost (a stream leader election) is
+//! closed as not run and runs later, and the test prints those.
 
 mod durable;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use openshell_protocol::{AuditEventType, ExecRequest};
+use openshell_protocol::{AuditEvent, AuditEventType, ExecRequest};
 use openshell_test_support::Openshell;
+use openshell_test_support::http;
 use openshell_test_support::nats::cluster::NatsCluster;
 use openshell_worker::durable::client::DurableClient;
 
@@ -56,6 +57,7 @@ async fn losing_the_leader_node_loses_no_job_and_stores_one_result_each() {
         .expect("stream");
     assert_eq!(jobs.info().await.expect("info").config.num_replicas, 3);
 
+    let before = completed_runs(&workers).await;
     let ids: Vec<String> = (0..JOBS).map(|n| format!("c{n}")).collect();
     let mut killed = None;
     for (n, id) in ids.iter().enumerate() {
@@ -77,44 +79,52 @@ async fn losing_the_leader_node_loses_no_job_and_stores_one_result_each() {
     }
     let results = durable::await_results(&client, "default", &ids, Duration::from_secs(240)).await;
     assert_eq!(results.len(), JOBS);
+    // Runs of the code, as the workers count completed jobs: exactly one per job. (The audit
+    // trail cannot say it here: a `finished` event published during the election may not be
+    // stored, and a start audited while its ack was lost is closed as not run and run later.)
+    let ran = completed_runs(&workers).await - before;
+    if ran != JOBS as f64 {
+        for worker in &workers {
+            let logs = worker.logs();
+            let notable: Vec<&str> = logs
+                .lines()
+                .filter(|line| {
+                    line.contains("WARN") || line.contains("ERROR") || line.contains("already")
+                })
+                .take(60)
+                .collect();
+            eprintln!("worker log (warnings):\n{}", notable.join("\n"));
+        }
+    }
+    assert_eq!(ran, JOBS as f64, "the code of {JOBS} jobs ran {ran} times");
 
     let events = durable::audit_events(&connection).await;
-    let mut by_job: HashMap<&str, Vec<AuditEventType>> = HashMap::new();
+    let mut by_job: HashMap<&str, Vec<&AuditEvent>> = HashMap::new();
     for event in &events {
-        by_job
-            .entry(event.job_id.as_str())
-            .or_default()
-            .push(event.event);
+        by_job.entry(event.job_id.as_str()).or_default().push(event);
     }
-    let mut twice = Vec::new();
+    let mut restarted = Vec::new();
     for id in &ids {
-        let seen = by_job
-            .get(id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let started = seen
+        let seen = by_job.get(id.as_str()).cloned().unwrap_or_default();
+        let kinds: Vec<AuditEventType> = seen.iter().map(|event| event.event).collect();
+        let started = kinds
             .iter()
             .filter(|event| **event == AuditEventType::Started)
             .count();
-        assert!(
-            (1..=2).contains(&started),
-            "job {id} started {started} times: {seen:?}"
-        );
-        if started == 2 {
-            twice.push(id.clone());
+        if started > 1 {
+            restarted.push(id.clone());
         }
-        let received = seen
+        let received = kinds
             .iter()
             .position(|event| *event == AuditEventType::Received);
-        let first_started = seen
+        let first_started = kinds
             .iter()
             .position(|event| *event == AuditEventType::Started);
-        assert!(received < first_started, "job {id}: {seen:?}");
+        assert!(received < first_started, "job {id}: {kinds:?}");
     }
-
     eprintln!(
-        "jobs run twice across the leader change: {} {twice:?}",
-        twice.len()
+        "jobs whose start was audited more than once (their code ran once): {} {restarted:?}",
+        restarted.len()
     );
 
     // The node comes back, and jobs keep flowing.
@@ -145,4 +155,22 @@ async fn submit(client: &DurableClient, request: &ExecRequest) {
             Err(error) => panic!("submit {} kept failing: {error}", request.id),
         }
     }
+}
+
+/// Completed jobs of pool `none`, all workers together, from their metrics.
+async fn completed_runs(workers: &[openshell_test_support::WorkerProcess]) -> f64 {
+    let mut total = 0.0;
+    for worker in workers {
+        let (_, metrics) = http::get(&worker.metrics_addr(), "/metrics", "*/*").await;
+        total += metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "openshell_jobs_total{pool=\"none\",backend=\"none\",verdict=\"completed\"} ",
+                )
+            })
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no completed-jobs series:\n{metrics}"));
+    }
+    total
 }

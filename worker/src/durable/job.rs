@@ -19,8 +19,8 @@ use super::results::{self, Stored};
 use super::subjects::{JobSubject, REPLY_TO_HEADER};
 use crate::job::{Processed, Waiting, trace};
 
-/// Attempts at storing a result before the job is left to redelivery.
-const STORE_ATTEMPTS: u32 = 10;
+/// Pause between attempts at storing a result.
+const STORE_RETRY: Duration = Duration::from_millis(500);
 /// First delay before a job whose tenant is at its quota is offered again; it grows with
 /// each delivery up to [`QUOTA_DELAY_MAX`], so a deep queue is not cycled too often.
 const QUOTA_DELAY: Duration = Duration::from_millis(250);
@@ -102,18 +102,6 @@ impl DurablePool {
             }
         };
         let subject = self.subjects.result(&tenant, &id);
-        match results::stored(&self.results, &subject).await {
-            Ok(Some(stored)) => {
-                return self
-                    .already_stored(&message, &tenant, &id, stored.as_ref())
-                    .await;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
-                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
-        }
         let key = format!("{tenant}.{id}");
         let lease = match self.leases.acquire(&key).await {
             Ok(Acquired::Held(lease)) => *lease,
@@ -127,6 +115,24 @@ impl DurablePool {
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         };
+        // Looked for under the lease, not before it: a run that held the lease stores its
+        // result before it lets go, so a delivery that was waiting for the lease (a redelivery
+        // while that run finished, as around a stream leader change) sees the result here
+        // instead of running the job a second time.
+        match results::stored(&self.results, &subject).await {
+            Ok(Some(stored)) => {
+                lease.release().await;
+                return self
+                    .already_stored(&message, &tenant, &id, stored.as_ref())
+                    .await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                lease.release().await;
+                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
         match self.attempts.begin(&key, self.settings.max_deliver).await {
             Ok(Begin::Run(attempt)) => {
                 tracing::debug!(%id, %tenant, attempt, delivered, "running queued job");
@@ -288,14 +294,18 @@ impl DurablePool {
         reply: Option<&str>,
     ) {
         let max_payload = crate::reply::max_payload(&self.nats);
+        // The run holds the job's lease (for `ack_wait`) until its result is stored: retrying
+        // for half of that (a stream leader election takes seconds) beats leaving the job to
+        // be run again.
+        let give_up = tokio::time::Instant::now() + self.settings.ack_wait.as_duration() / 2;
         let mut attempt = 0;
         let stored = loop {
             attempt += 1;
             match results::store(&self.jetstream, subject, &mut result, max_payload).await {
                 Ok(stored) => break stored,
-                Err(error) if attempt < STORE_ATTEMPTS => {
+                Err(error) if tokio::time::Instant::now() < give_up => {
                     tracing::warn!(%error, attempt, "storing the result failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(STORE_RETRY).await;
                 }
                 Err(error) => {
                     tracing::error!(%error, id = %result.id, "result not stored; the job will be redelivered");

@@ -136,7 +136,37 @@ async fn ensure_one(jetstream: &Context, wanted: Config) -> Result<Stream, Durab
     if !drifted.is_empty() {
         tracing::warn!(stream = %wanted.name, differences = %drifted.join("; "), "stream limits differ from the configuration; left as they are (edit the stream to apply them)");
     }
+    await_leader(&mut stream, &wanted.name).await;
     Ok(stream)
+}
+
+/// How long a worker waits at start for a new replicated stream to elect its leader.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until `stream` has a leader (at once on a single server): on a cluster a stream just
+/// created answers `info` before it takes messages, and a job run then could not store its
+/// result, so it would be run again.
+async fn await_leader(stream: &mut Stream, name: &str) {
+    let give_up = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        let led = match stream.info().await {
+            Ok(info) => info.cluster.as_ref().is_none_or(|cluster| {
+                cluster
+                    .leader
+                    .as_deref()
+                    .is_some_and(|leader| !leader.is_empty())
+            }),
+            Err(_) => false,
+        };
+        if led {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(stream = %name, "the stream has no leader after {LEADER_WAIT:?}; serving anyway");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The settings of `found` that break OpenShell, and those that only differ in limits.
