@@ -15,7 +15,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openshell_protocol::{AuditCheckpoint, AuditEvent, ExecRequest, Verdict};
+use openshell_protocol::{AuditCheckpoint, AuditEvent, AuditEventType, ExecRequest, Verdict};
 use openshell_test_support::Openshell;
 use openshell_test_support::nats::NatsServer;
 use openshell_worker::durable::streams::AUDIT;
@@ -249,8 +249,25 @@ async fn a_trail_of_two_workers_verifies_and_every_tampering_is_named() {
         "{report}"
     );
 
-    // 4. A stored result replaced by one its worker never audited.
-    let forged_id = "job-7";
+    // 4. A stored result replaced by one its worker never audited: a job whose whole trail is
+    // still there (not purged above, not the deleted, edited or dropped events'), found by
+    // its `finished` event in w1's middle stretch.
+    let spoiled = [deleted.job_id.as_str(), edited.job_id.as_str()];
+    let forged_id = w1_events[w1_events.len() / 2 + 1..w1_events.len() - 3]
+        .iter()
+        .map(|(_, event)| event)
+        .find(|event| {
+            event.event == AuditEventType::Finished
+                && !spoiled.contains(&event.job_id.as_str())
+                && w1_events
+                    .iter()
+                    .filter(|(_, other)| other.job_id == event.job_id)
+                    .count()
+                    == 3
+        })
+        .map(|event| event.job_id.clone())
+        .expect("a job of w1 whose three events are all there");
+    let forged_id = forged_id.as_str();
     let results = jetstream
         .get_stream("OPENSHELL_RESULTS")
         .await
