@@ -26,6 +26,7 @@ mod labels;
 mod measure;
 mod pool;
 mod sandbox;
+mod session;
 pub mod settings;
 mod spec;
 mod verdict;
@@ -262,6 +263,10 @@ impl Backend for DockerBackend {
         let execution = job::conclude(factory, &job, &sandbox, supervised, &engine, &control).await;
         log_outcome(&job, &sandbox.id, &execution, &control);
         execution
+    }
+
+    fn sessions(&self) -> Option<&dyn openshell_backend::SessionBackend> {
+        Some(self)
     }
 }
 

@@ -40,6 +40,7 @@ pub mod language;
 mod metrics;
 pub mod oom;
 pub mod output;
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -55,6 +56,7 @@ pub use kind::{BackendKind, UnknownBackend};
 pub use language::LanguageSpec;
 pub use metrics::{BackendEvent, BackendMetrics, MetricsSink};
 pub use output::{CapturedOutput, OutputSink, Stream, Written};
+pub use session::{SandboxSession, SessionBackend, SessionSpec};
 
 /// How a backend would enforce each limit it supports; a limit absent here is not enforceable.
 pub type Capabilities = EnforcementReport;
@@ -77,4 +79,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs `job` to its end under its limits. Must kill every process of the job on timeout,
     /// cancellation or output limit before returning, and must not panic on any job.
     async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError>;
+
+    /// Sessions on this backend ([`session`]): `None` (the default) when it cannot hold a
+    /// sandbox across jobs, and pools on it refuse to open sessions.
+    fn sessions(&self) -> Option<&dyn SessionBackend> {
+        None
+    }
 }

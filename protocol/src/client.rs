@@ -80,6 +80,15 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// A session request was refused (`session_limit`, `session_busy`, `not_found`, ...),
+    /// or the session is gone (`session_lost`: no worker holds it any more).
+    #[error("session request on {subject} failed: {error}")]
+    Session {
+        /// Subject the request went to.
+        subject: String,
+        /// The kind and what to do.
+        error: ErrorInfo,
+    },
     /// The reply is not an ExecResult.
     #[error("the reply to job `{id}` is not a valid ExecResult: {message}")]
     BadReply {

@@ -57,6 +57,15 @@ pub enum ErrorKind {
     SandboxLost,
     /// A bug or unexpected state in the worker.
     Internal,
+    /// The session is running another job: send this one when that one's result came.
+    SessionBusy,
+    /// The session's worker is gone (no responder on its subject): its sandbox and state are
+    /// lost; open a new session.
+    SessionLost,
+    /// The tenant has as many sessions open on the pool as it allows: close one first.
+    SessionLimit,
+    /// The pool's backend cannot hold sessions.
+    SessionsUnsupported,
 }
 
 impl ErrorKind {
@@ -86,6 +95,10 @@ impl ErrorKind {
             ErrorKind::SandboxStartFailed => "sandbox_start_failed",
             ErrorKind::SandboxLost => "sandbox_lost",
             ErrorKind::Internal => "internal",
+            ErrorKind::SessionBusy => "session_busy",
+            ErrorKind::SessionLost => "session_lost",
+            ErrorKind::SessionLimit => "session_limit",
+            ErrorKind::SessionsUnsupported => "sessions_unsupported",
         }
     }
 }

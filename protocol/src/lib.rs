@@ -18,6 +18,7 @@ pub mod payload;
 pub mod request;
 pub mod result;
 pub mod schema;
+pub mod session;
 pub mod signal;
 pub mod subjects;
 pub mod traceparent;
@@ -25,6 +26,8 @@ pub mod units;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod session_client;
 
 pub use audit::{AuditCheckpoint, AuditEvent, AuditEventType, ResourceUsage};
 pub use decode::{

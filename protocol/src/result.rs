@@ -66,6 +66,7 @@ impl Verdict {
             | ErrorKind::PermissionDenied
             | ErrorKind::SandboxStartFailed
             | ErrorKind::SandboxLost
+            | ErrorKind::SessionLost
             | ErrorKind::Internal => Verdict::BackendError,
             ErrorKind::InvalidRequest
             | ErrorKind::PayloadTooLarge
@@ -78,7 +79,10 @@ impl Verdict {
             | ErrorKind::DuplicateJob
             | ErrorKind::Overloaded
             | ErrorKind::ReplyNotAllowed
-            | ErrorKind::NotFound => Verdict::Rejected,
+            | ErrorKind::NotFound
+            | ErrorKind::SessionBusy
+            | ErrorKind::SessionLimit
+            | ErrorKind::SessionsUnsupported => Verdict::Rejected,
         }
     }
 }
@@ -209,6 +213,13 @@ pub struct ExecResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"))]
     pub traceparent: Option<String>,
+    /// The session the job ran in, for a job sent on a session's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// True when the session's kernel was restarted after this job (it timed out, was
+    /// cancelled or the interpreter died): variables and imports are lost, files are kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kernel_restarted: bool,
 }
 
 impl ExecResult {
@@ -261,6 +272,8 @@ impl ExecResult {
             outputs: None,
             error: None,
             traceparent: None,
+            session: None,
+            kernel_restarted: false,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::output::OutputChunk;
 use crate::outputs::FileFetch;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
+use crate::session::{SessionClose, SessionClosed, SessionError, SessionOpen, SessionOpened};
 
 /// A message kind and its schema file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,17 +25,32 @@ pub enum Message {
     FileFetch,
     /// [`AuditCheckpoint`].
     Checkpoint,
+    /// [`SessionOpen`].
+    SessionOpen,
+    /// [`SessionOpened`].
+    SessionOpened,
+    /// [`SessionClose`].
+    SessionClose,
+    /// [`SessionClosed`].
+    SessionClosed,
+    /// [`SessionError`].
+    SessionError,
 }
 
 impl Message {
     /// Every message kind.
-    pub const ALL: [Message; 6] = [
+    pub const ALL: [Message; 11] = [
         Message::Request,
         Message::Result,
         Message::Audit,
         Message::Output,
         Message::FileFetch,
         Message::Checkpoint,
+        Message::SessionOpen,
+        Message::SessionOpened,
+        Message::SessionClose,
+        Message::SessionClosed,
+        Message::SessionError,
     ];
 
     /// File name under `protocol/schema/`.
@@ -46,6 +62,11 @@ impl Message {
             Message::Output => "output-chunk.v1.json",
             Message::FileFetch => "file-fetch.v1.json",
             Message::Checkpoint => "audit-checkpoint.v1.json",
+            Message::SessionOpen => "session-open.v1.json",
+            Message::SessionOpened => "session-opened.v1.json",
+            Message::SessionClose => "session-close.v1.json",
+            Message::SessionClosed => "session-closed.v1.json",
+            Message::SessionError => "session-error.v1.json",
         }
     }
 
@@ -58,6 +79,11 @@ impl Message {
             Message::Output => schemars::schema_for!(OutputChunk),
             Message::FileFetch => schemars::schema_for!(FileFetch),
             Message::Checkpoint => schemars::schema_for!(AuditCheckpoint),
+            Message::SessionOpen => schemars::schema_for!(SessionOpen),
+            Message::SessionOpened => schemars::schema_for!(SessionOpened),
+            Message::SessionClose => schemars::schema_for!(SessionClose),
+            Message::SessionClosed => schemars::schema_for!(SessionClosed),
+            Message::SessionError => schemars::schema_for!(SessionError),
         };
         let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         text.push('\n');

@@ -5,6 +5,7 @@
 //! | requests     | `<prefix>.exec.<pool>.<tenant>`           |
 //! | audit events | `<prefix>.audit.<tenant>.<pool>.<event>`  |
 //! | cancellation | `<prefix>.cancel.<tenant>.<job_id>`       |
+//! | sessions     | `<prefix>.session.{open,run,close,ended}.…` (see [`crate::session`]) |
 //!
 //! The tenant is taken from the subject, never from the payload, so NATS permissions can pin
 //! each agent to its own tenant. Workers of a pool share the queue group `<prefix>.workers.<pool>`.
@@ -246,6 +247,58 @@ impl Subjects {
         Err(refuse(ReplyRefusal::Unknown))
     }
 
+    /// Where `tenant` opens a session on `pool` ([`crate::session::SessionOpen`]).
+    pub fn session_open(&self, pool: &str, tenant: &str) -> String {
+        format!("{}.session.open.{pool}.{tenant}", self.prefix)
+    }
+
+    /// Where the jobs of session `session` of `tenant`, held by worker `worker`, go.
+    pub fn session_run(&self, worker: &str, tenant: &str, session: &str) -> String {
+        format!("{}.session.run.{worker}.{tenant}.{session}", self.prefix)
+    }
+
+    /// Where session `session` of `tenant`, held by worker `worker`, is closed.
+    pub fn session_close(&self, worker: &str, tenant: &str, session: &str) -> String {
+        format!("{}.session.close.{worker}.{tenant}.{session}", self.prefix)
+    }
+
+    /// Where a worker tells `tenant` that its session ended without being asked to.
+    pub fn session_ended(&self, tenant: &str, session: &str) -> String {
+        format!("{}.session.ended.{tenant}.{session}", self.prefix)
+    }
+
+    /// What a worker subscribes to for its own sessions' jobs and closes.
+    pub fn session_worker_wildcard(&self, verb: &str, worker: &str) -> String {
+        format!("{}.session.{verb}.{worker}.*.*", self.prefix)
+    }
+
+    /// The `(pool, tenant)` of a session open subject.
+    pub fn parse_session_open<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".session.open.")?;
+        let (pool, tenant) = rest.split_once('.')?;
+        (!tenant.contains('.')).then_some((pool, tenant))
+    }
+
+    /// The `(tenant, session)` of a session run or close subject of worker `worker`.
+    pub fn parse_session<'a>(
+        &self,
+        verb: &str,
+        worker: &str,
+        subject: &'a str,
+    ) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".session.")?
+            .strip_prefix(verb)?
+            .strip_prefix('.')?
+            .strip_prefix(worker)?
+            .strip_prefix('.')?;
+        let (tenant, session) = rest.split_once('.')?;
+        (!session.contains('.')).then_some((tenant, session))
+    }
+
     /// The `(tenant, job_id)` of a cancel subject, if it is one.
     pub fn parse_cancel<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = subject
@@ -282,6 +335,27 @@ mod tests {
             Some(("acme", "job-1"))
         );
         assert_eq!(Subjects::new("x.y").exec("p", "t"), "x.y.exec.p.t");
+    }
+
+    #[test]
+    fn session_subjects_name_the_worker_and_tenant() {
+        let subjects = Subjects::default();
+        let run = subjects.session_run("w1", "acme", "s1");
+        assert_eq!(run, "openshell.session.run.w1.acme.s1");
+        assert_eq!(
+            subjects.parse_session("run", "w1", &run),
+            Some(("acme", "s1"))
+        );
+        assert_eq!(subjects.parse_session("run", "w2", &run), None);
+        assert_eq!(subjects.parse_session("close", "w1", &run), None);
+        assert_eq!(
+            subjects.parse_session("run", "w1", "openshell.session.run.w1.acme.s1.x"),
+            None
+        );
+        assert_eq!(
+            subjects.parse_session_open(&subjects.session_open("docker", "acme")),
+            Some(("docker", "acme"))
+        );
     }
 
     #[test]

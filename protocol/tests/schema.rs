@@ -194,6 +194,23 @@ fn readme_examples_are_valid_messages() {
             Message::Checkpoint => {
                 let _: openshell_protocol::AuditCheckpoint = round_trip(&example.json, &what);
             }
+            Message::SessionOpen => {
+                let _: openshell_protocol::session::SessionOpen = round_trip(&example.json, &what);
+            }
+            Message::SessionOpened => {
+                let _: openshell_protocol::session::SessionOpened =
+                    round_trip(&example.json, &what);
+            }
+            Message::SessionClose => {
+                let _: openshell_protocol::session::SessionClose = round_trip(&example.json, &what);
+            }
+            Message::SessionClosed => {
+                let _: openshell_protocol::session::SessionClosed =
+                    round_trip(&example.json, &what);
+            }
+            Message::SessionError => {
+                let _: openshell_protocol::session::SessionError = round_trip(&example.json, &what);
+            }
         }
     }
     let request_named = |id: &str, what: &str| {

@@ -22,6 +22,7 @@ pub mod nats;
 pub mod registry;
 pub mod reply;
 pub mod service;
+pub mod session;
 pub mod worker;
 
 pub use worker::{Worker, WorkerError, WorkerHandle};

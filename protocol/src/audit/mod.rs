@@ -39,6 +39,12 @@ pub enum AuditEventType {
     Started,
     /// The job ended; carries the verdict and resource use.
     Finished,
+    /// A session was opened (`session` names it; `limits` are the sandbox's).
+    SessionOpened,
+    /// A session was closed by its tenant or its worker's shutdown.
+    SessionClosed,
+    /// A session ended because its `ttl` or `idle` time passed.
+    SessionExpired,
 }
 
 impl AuditEventType {
@@ -49,6 +55,9 @@ impl AuditEventType {
             AuditEventType::Rejected => "rejected",
             AuditEventType::Started => "started",
             AuditEventType::Finished => "finished",
+            AuditEventType::SessionOpened => "session_opened",
+            AuditEventType::SessionClosed => "session_closed",
+            AuditEventType::SessionExpired => "session_expired",
         }
     }
 }
@@ -178,6 +187,10 @@ pub struct AuditEvent {
     /// [`GENESIS_HASH`] for `seq` 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<String>,
+    /// The session the event belongs to: on session events, and on every event of a job run
+    /// in a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// Where an event happened: identity fields shared by every event of one job.
@@ -224,6 +237,21 @@ impl AuditEvent {
             chain: None,
             seq: None,
             prev: None,
+            session: None,
+        }
+    }
+
+    /// A session event of `event` for session `session`, with the sandbox's `limits`.
+    pub fn for_session(
+        event: AuditEventType,
+        session: &str,
+        limits: &Limits,
+        context: &AuditContext,
+    ) -> Self {
+        Self {
+            session: Some(session.to_string()),
+            limits: Some(limits.clone()),
+            ..Self::base(event, "", context)
         }
     }
 

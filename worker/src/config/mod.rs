@@ -12,6 +12,7 @@ mod error;
 mod files;
 pub mod limits;
 mod secret;
+mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use files::FilesConfig;
 pub use secret::Secret;
+pub use sessions::SessionSettings;
 
 use openshell_backend::language::{self as languages, LanguageSpec};
 use openshell_backend::{BackendKind, BackendMetrics, PoolContext};
@@ -177,6 +179,8 @@ pub struct PoolConfig {
     pub docker: DockerSettings,
     /// Settings of the `ssh` backend.
     pub ssh: SshSettings,
+    /// Sessions on the pool (`[pools.NAME.sessions]`).
+    pub sessions: SessionSettings,
 }
 
 impl Default for PoolConfig {
@@ -231,6 +235,7 @@ impl PoolConfig {
             local: LocalSettings::default(),
             docker: DockerSettings::default(),
             ssh: SshSettings::default(),
+            sessions: SessionSettings::default(),
         }
     }
 
@@ -425,6 +430,7 @@ impl Config {
             let key = |field: &str| format!("pools.{name}.{field}");
             check_token("pool", name)
                 .map_err(|error| invalid(format!("pools.{name}"), error.to_string()))?;
+            pool.sessions.validate(name)?;
             if pool.slots == 0 {
                 return Err(invalid(key("slots"), "must be at least 1".into()));
             }

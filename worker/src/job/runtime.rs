@@ -104,6 +104,14 @@ impl PoolRuntime {
         runtime
     }
 
+    /// The same pool (same slots, running jobs and audit) running its jobs on `backend`: a
+    /// session's, which runs them in the session's sandbox.
+    pub fn with_backend(&self, backend: Arc<dyn Backend>) -> Self {
+        let mut runtime = self.clone();
+        runtime.backend = backend;
+        runtime
+    }
+
     /// Pool name.
     pub fn name(&self) -> &str {
         &self.name

@@ -16,6 +16,7 @@ pub mod connection;
 pub mod health;
 pub mod process;
 pub mod server;
+pub mod sessions;
 pub mod tenants;
 pub mod text_format;
 
@@ -139,6 +140,8 @@ pub struct Metrics {
     pub backends: backends::BackendSeries,
     /// Jobs by tenant: opt-in, capped (`METRICS_TENANT_LABELS`).
     pub tenants: tenants::TenantMetrics,
+    /// Sessions: open, lifetimes, ends, kernel restarts.
+    pub sessions: sessions::SessionMetrics,
 }
 
 /// What backends observe lands in the series of their pool: each backend gets a
@@ -187,6 +190,7 @@ impl Metrics {
             nats: connection::NatsMetrics::default(),
             backends: backends::BackendSeries::new(),
             tenants: tenants::TenantMetrics::from_env(),
+            sessions: sessions::SessionMetrics::default(),
         };
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
@@ -234,6 +238,7 @@ impl Metrics {
         );
         metrics.nats.register(registry);
         metrics.backends.register(registry);
+        metrics.sessions.register(registry);
         metrics.tenants.register(registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build

@@ -111,6 +111,9 @@ impl Worker {
                 intake::serve_pool(runtime, nats.clone(), tracker.clone(), stop.clone()).await?,
             );
         }
+        intakes.push(
+            crate::session::serve(&nats, &runtimes, &worker, tracker.clone(), stop.clone()).await?,
+        );
         if config.durable.enabled {
             let durable = crate::durable::serve(
                 &nats,

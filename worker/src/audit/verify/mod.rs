@@ -258,7 +258,11 @@ impl Verifier {
                     });
                 }
             }
-            AuditEventType::Rejected => {}
+            // Session events are links of the chain (checked above) and belong to no job.
+            AuditEventType::Rejected
+            | AuditEventType::SessionOpened
+            | AuditEventType::SessionClosed
+            | AuditEventType::SessionExpired => {}
         }
     }
 

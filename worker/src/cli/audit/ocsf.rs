@@ -46,6 +46,20 @@ pub fn event(payload: &[u8]) -> Option<Value> {
                 2,
                 "Terminate",
             ),
+            AuditEventType::SessionOpened => (
+                API_ACTIVITY,
+                "API Activity",
+                "Application Activity",
+                1,
+                "Create",
+            ),
+            AuditEventType::SessionClosed | AuditEventType::SessionExpired => (
+                API_ACTIVITY,
+                "API Activity",
+                "Application Activity",
+                4,
+                "Delete",
+            ),
         };
     let failed = match event.event {
         AuditEventType::Rejected => true,

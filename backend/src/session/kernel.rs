@@ -1,0 +1,149 @@
+//! Kernels: a long-lived interpreter inside a session's sandbox, one design for every backend.
+//!
+//! A kernel job runs `python3 -c CLIENT main.py` in the sandbox like any other job. The client
+//! connects to the kernel's Unix socket under `/tmp` (starting the kernel, detached, when none
+//! answers), sends the cell's code, and relays the kernel's framed stdout, stderr and exit code
+//! as its own. The kernel runs each cell in one set of globals, so variables and imports
+//! persist; the value of a last bare expression is printed, as in a notebook. A cell that is
+//! stopped (timeout, cancel) leaves the kernel mid-cell: the session then kills every process
+//! in the sandbox ([`super::SandboxSession::reset`]), and the next cell starts a fresh kernel.
+//! A kernel that dies (out of memory) shows as the client's exit code [`KERNEL_DIED`].
+
+use crate::job::Job;
+
+/// Exit code of the client when the kernel died under the cell (killed, out of memory).
+pub const KERNEL_DIED: i32 = 137;
+
+/// The Python source of both the client (`argv[1]` is the code file) and, with `--serve`, the
+/// kernel.
+pub const PYTHON_KERNEL: &str = r#"
+import ast, os, socket, struct, sys, time, traceback
+SOCK = "/tmp/.openshell-kernel/python.sock"
+
+def frame(conn, tag, data):
+    conn.sendall(tag + struct.pack(">I", len(data)) + data)
+
+def read_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        part = conn.recv(n - len(buf))
+        if not part:
+            return None
+        buf += part
+    return buf
+
+class Relay:
+    def __init__(self, conn, tag):
+        self.conn, self.tag = conn, tag
+    def write(self, text):
+        if text:
+            frame(self.conn, self.tag, text.encode("utf-8", "replace"))
+        return len(text)
+    def flush(self):
+        pass
+
+def run_cell(conn, code, scope):
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Relay(conn, b"1"), Relay(conn, b"2")
+    status = 0
+    try:
+        tree = ast.parse(code, "<cell>")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<cell>", "exec"), scope)
+        if last is not None:
+            value = eval(compile(last, "<cell>", "eval"), scope)
+            if value is not None:
+                print(repr(value))
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.stdout, sys.stderr = out, err
+    frame(conn, b"x", struct.pack(">i", status))
+
+def serve():
+    os.makedirs(os.path.dirname(SOCK), mode=0o700, exist_ok=True)
+    try:
+        os.unlink(SOCK)
+    except FileNotFoundError:
+        pass
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(SOCK)
+    server.listen(1)
+    scope = {"__name__": "__main__"}
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            head = read_exact(conn, 4)
+            if head is None:
+                continue
+            code = read_exact(conn, struct.unpack(">I", head)[0])
+            if code is not None:
+                run_cell(conn, code.decode("utf-8", "replace"), scope)
+
+def start():
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.execv(sys.executable, [sys.executable, "-c", KERNEL_SOURCE, "--serve"])
+        os._exit(0)
+    os.wait()
+
+def connect():
+    for attempt in range(400):
+        conn = socket.socket(socket.AF_UNIX)
+        try:
+            conn.connect(SOCK)
+            return conn
+        except OSError:
+            conn.close()
+            if attempt == 0:
+                start()
+            time.sleep(0.025)
+    sys.stderr.write("openshell: the python kernel did not start\n")
+    sys.exit(125)
+
+def client(path):
+    with open(path, "rb") as source:
+        code = source.read()
+    conn = connect()
+    conn.sendall(struct.pack(">I", len(code)) + code)
+    while True:
+        head = read_exact(conn, 5)
+        if head is None:
+            sys.stderr.write("openshell: the python kernel died during this cell (killed or out of memory); it restarts with the next one, its variables are lost\n")
+            sys.exit(137)
+        data = read_exact(conn, struct.unpack(">I", head[1:])[0]) or b""
+        if head[:1] == b"x":
+            sys.stdout.flush()
+            sys.exit(struct.unpack(">i", data)[0])
+        stream = sys.stdout if head[:1] == b"1" else sys.stderr
+        stream.buffer.write(data)
+        stream.flush()
+
+if sys.argv[1:] == ["--serve"]:
+    serve()
+else:
+    client(sys.argv[1])
+"#;
+
+/// Turns a `language` job of the kernel's language into a cell of the session's kernel: the
+/// code file is still written (the client reads it from there), the argv becomes the client's.
+/// `code_file` is where the pool's language writes the code (`main.py`).
+pub fn python_cell(mut job: Job, code_file: &str) -> Job {
+    let source = format!("KERNEL_SOURCE = {PYTHON_KERNEL:?}\n{PYTHON_KERNEL}");
+    job.argv = vec![
+        "python3".to_string(),
+        "-c".to_string(),
+        source,
+        code_file.to_string(),
+    ];
+    job
+}

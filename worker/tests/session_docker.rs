@@ -1,0 +1,334 @@
+//! Sessions on the Docker backend through a real nats-server and `openshell worker`: state
+//! and files persist across jobs, a stopped kernel cell restarts the kernel and says so, one
+//! job runs at a time, another tenant cannot reach the session, the cap refuses the next open,
+//! idle expiry and close leave no container, and a killed worker gives `session_lost` at once.
+//! Needs nats-server, dockerd and the sandbox image.
+
+use std::time::{Duration, Instant};
+
+use openshell_protocol::session::{CloseReason, Kernel, SessionClosed, SessionOpen, SessionOpened};
+use openshell_protocol::{
+    Client, ClientError, DurationMs, ErrorKind, ExecRequest, Limits, Verdict,
+};
+use openshell_test_support::nats::NatsServer;
+use openshell_test_support::worker::WorkerProcess;
+use openshell_test_support::{Openshell, dockerd};
+
+/// The binary under test.
+const OPENSHELL: Openshell = Openshell::at(env!("CARGO_BIN_EXE_openshell"));
+/// The pool `SANDBOX_BACKEND=docker` serves.
+const POOL: &str = "docker";
+
+async fn docker_worker(nats: &NatsServer) -> WorkerProcess {
+    let url = nats.url();
+    let image = dockerd::image();
+    let envs = [
+        ("NATS_URL", url.as_str()),
+        ("SANDBOX_BACKEND", "docker"),
+        ("SANDBOX_DOCKER_IMAGE", image.as_str()),
+        ("SANDBOX_DOCKER_MEMORY", "256m"),
+        ("SANDBOX_DOCKER_CPUS", "1"),
+        ("LOG_LEVEL", "info"),
+    ];
+    OPENSHELL.worker(&envs).await
+}
+
+fn python(id: &str, code: &str) -> ExecRequest {
+    let mut request = ExecRequest::code(id, "python", code);
+    request.limits = Limits {
+        timeout: Some(DurationMs::secs(20)),
+        ..Limits::default()
+    };
+    request
+}
+
+fn kernel_open(idle: Option<u64>) -> SessionOpen {
+    SessionOpen {
+        kernel: Some(Kernel::Python),
+        idle: idle.map(DurationMs::secs),
+        ..SessionOpen::default()
+    }
+}
+
+fn session_error(error: ClientError) -> ErrorKind {
+    match error {
+        ClientError::Session { error, .. } => error.kind,
+        other => panic!("not a session error: {other}"),
+    }
+}
+
+fn containers_of(session: &SessionOpened) -> Vec<String> {
+    dockerd::containers_with(None, &format!("openshell.job={}", session.session))
+}
+
+async fn run(
+    client: &Client,
+    session: &SessionOpened,
+    request: &ExecRequest,
+) -> openshell_protocol::ExecResult {
+    client
+        .session_exec(session, request)
+        .await
+        .unwrap_or_else(|error| panic!("{}: {error}", request.id))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_keeps_state_and_files_and_ends_without_a_trace() {
+    if !dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut worker = docker_worker(&nats).await;
+    let client = Client::connect(&nats.url()).await.expect("client connects");
+    let session = client
+        .open_session(POOL, "acme", &kernel_open(None))
+        .await
+        .expect("the session opens");
+    assert_eq!(
+        containers_of(&session).len(),
+        1,
+        "one container holds the session"
+    );
+
+    // Interpreter state persists: x = 41, then x + 1.
+    let first = run(&client, &session, &python("set", "x = 41\nimport math")).await;
+    assert_eq!(first.status, Verdict::Completed, "{first:?}");
+    assert_eq!(first.session.as_deref(), Some(session.session.as_str()));
+    let second = run(
+        &client,
+        &session,
+        &python("get", "print(x + 1)\nmath.sqrt(16)"),
+    )
+    .await;
+    assert_eq!(second.stdout.to_text_lossy(), "42\n4.0\n", "{second:?}");
+
+    // Files persist: written by a command, read by a cell.
+    let write = ExecRequest::command(
+        "write",
+        vec!["sh".into(), "-c".into(), "echo kept > data.txt".into()],
+    );
+    assert_eq!(run(&client, &session, &write).await.exit_code, Some(0));
+    let read = run(
+        &client,
+        &session,
+        &python("read", "print(open('data.txt').read().strip())"),
+    )
+    .await;
+    assert_eq!(read.stdout.to_text_lossy(), "kept\n", "{read:?}");
+
+    // A cell that times out restarts the kernel and says so; the files stay.
+    let mut spin = python("spin", "while True: pass");
+    spin.limits.timeout = Some(DurationMs::secs(2));
+    let spun = run(&client, &session, &spin).await;
+    assert_eq!(spun.status, Verdict::Timeout, "{spun:?}");
+    assert!(spun.kernel_restarted, "{spun:?}");
+    let after = run(
+        &client,
+        &session,
+        &python(
+            "after",
+            "print('x' in globals(), open('data.txt').read().strip())",
+        ),
+    )
+    .await;
+    assert_eq!(after.stdout.to_text_lossy(), "False kept\n", "{after:?}");
+    assert!(!after.kernel_restarted, "{after:?}");
+
+    // One job at a time: the second of two at once is refused as busy.
+    let slow = python("slow", "import time\ntime.sleep(3)");
+    let quick = python("quick", "print(1)");
+    let (slow_result, quick_result) = tokio::join!(run(&client, &session, &slow), async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        run(&client, &session, &quick).await
+    });
+    assert_eq!(slow_result.status, Verdict::Completed, "{slow_result:?}");
+    assert_eq!(quick_result.status, Verdict::Rejected, "{quick_result:?}");
+    assert_eq!(
+        quick_result.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::SessionBusy)
+    );
+
+    // Another tenant cannot run in, or close, the session, even knowing its id.
+    let stolen = SessionOpened {
+        subject: client.subjects().session_run(
+            &session.worker_id_token(),
+            "globex",
+            &session.session,
+        ),
+        close_subject: client.subjects().session_close(
+            &session.worker_id_token(),
+            "globex",
+            &session.session,
+        ),
+        ..session.clone()
+    };
+    let theft = run(&client, &stolen, &python("theft", "print(x)")).await;
+    assert_eq!(
+        theft.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::NotFound),
+        "{theft:?}"
+    );
+    let close = client
+        .close_session(&stolen)
+        .await
+        .expect_err("globex cannot close it");
+    assert_eq!(session_error(close), ErrorKind::NotFound);
+
+    // The cap: acme holds 4 sessions on the pool at most.
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(
+            client
+                .open_session(POOL, "acme", &SessionOpen::default())
+                .await
+                .expect("under the cap"),
+        );
+    }
+    let refused = client
+        .open_session(POOL, "acme", &SessionOpen::default())
+        .await
+        .expect_err("the fifth is over the cap");
+    assert_eq!(session_error(refused), ErrorKind::SessionLimit);
+    // Another tenant has its own cap.
+    let theirs = client
+        .open_session(POOL, "globex", &SessionOpen::default())
+        .await
+        .expect("globex has its own cap");
+
+    // Close: the container goes, the next call is refused as not found.
+    let closed: SessionClosed = client.close_session(&session).await.expect("closes");
+    assert_eq!(closed.reason, CloseReason::Closed);
+    assert_eq!(closed.kernel_restarts, 1);
+    assert!(closed.jobs >= 7, "{closed:?}");
+    dockerd::assert_none_left(
+        None,
+        &format!("openshell.job={}", session.session),
+        Duration::from_secs(10),
+    )
+    .await;
+    let gone = run(&client, &session, &python("gone", "print(1)")).await;
+    assert_eq!(
+        gone.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::NotFound)
+    );
+
+    // A killed worker: the next call gets session_lost at once, never a hang.
+    let pid = worker.pid().expect("the worker runs");
+    worker.kill().await;
+    let started = Instant::now();
+    let lost = client
+        .session_exec(&theirs, &python("lost", "print(1)"))
+        .await
+        .expect_err("the worker is gone");
+    assert_eq!(session_error(lost), ErrorKind::SessionLost);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "session_lost took {:?}",
+        started.elapsed()
+    );
+    drop(more);
+    cleanup_after_kill(pid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_expiry_and_shutdown_destroy_the_sandbox_and_tell_the_owner() {
+    if !dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut worker = docker_worker(&nats).await;
+    let client = Client::connect(&nats.url()).await.expect("client connects");
+    let idle = client
+        .open_session(POOL, "acme", &kernel_open(Some(1)))
+        .await
+        .expect("opens");
+    let mut ended = client
+        .nats()
+        .subscribe(client.subjects().session_ended("acme", &idle.session))
+        .await
+        .expect("subscribes");
+    let background = ExecRequest::command(
+        "background",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "sleep 300 >/dev/null 2>&1 &".into(),
+        ],
+    );
+    run(&client, &idle, &background).await;
+    let told = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut ended),
+    )
+    .await
+    .expect("the owner is told within 10s")
+    .expect("a message");
+    let closed: SessionClosed = serde_json::from_slice(&told.payload).expect("a SessionClosed");
+    assert_eq!(closed.reason, CloseReason::Idle);
+    dockerd::assert_none_left(
+        None,
+        &format!("openshell.job={}", idle.session),
+        Duration::from_secs(10),
+    )
+    .await;
+    let gone = run(&client, &idle, &python("late", "print(1)")).await;
+    assert_eq!(
+        gone.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::NotFound)
+    );
+
+    // Shutdown closes what is open and tells its owner.
+    let open = client
+        .open_session(POOL, "acme", &SessionOpen::default())
+        .await
+        .expect("opens");
+    let mut ended = client
+        .nats()
+        .subscribe(client.subjects().session_ended("acme", &open.session))
+        .await
+        .expect("subscribes");
+    client.nats().flush().await.expect("flushes");
+    worker.terminate().await;
+    let told = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut ended),
+    )
+    .await
+    .expect("the owner is told")
+    .expect("a message");
+    let closed: SessionClosed = serde_json::from_slice(&told.payload).expect("a SessionClosed");
+    assert_eq!(closed.reason, CloseReason::Shutdown);
+    dockerd::assert_none_left(
+        None,
+        &format!("openshell.job={}", open.session),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// A killed worker cannot remove its containers (sessions and warm ones); the next worker's
+/// orphan sweep would. Remove the killed worker's here so that the test leaves nothing behind.
+fn cleanup_after_kill(pid: u32) {
+    for id in dockerd::containers_with(None, &format!("openshell.pid={pid}")) {
+        let _ = dockerd::docker(None, &["rm", "-f", &id]);
+    }
+}
+
+trait WorkerToken {
+    fn worker_id_token(&self) -> String;
+}
+
+impl WorkerToken for SessionOpened {
+    /// The worker's token, as the session's subject spells it.
+    fn worker_id_token(&self) -> String {
+        self.subject
+            .split('.')
+            .nth(3)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
