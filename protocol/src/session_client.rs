@@ -46,20 +46,30 @@ impl Client {
         session: &SessionOpened,
         request: &ExecRequest,
     ) -> Result<ExecResult, ClientError> {
+        self.session_exec_at(&session.subject, &session.session, request)
+            .await
+    }
+
+    /// Runs `request` in session `session` whose job subject is `subject` (from
+    /// [`SessionHandle`]), and waits for its result.
+    pub async fn session_exec_at(
+        &self,
+        subject: &str,
+        session: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecResult, ClientError> {
         let wait = request
             .limits
             .timeout
             .map_or(DEFAULT_WAIT, |timeout| timeout.as_duration() + REPLY_MARGIN);
         let payload = encode(request)?;
         let reply = self
-            .session_request(&session.subject, payload, wait, || {
-                lost(&session.subject, &session.session)
-            })
+            .session_request(subject, payload, wait, || lost(subject, session))
             .await?;
         if let Ok(result) = serde_json::from_slice::<ExecResult>(&reply) {
             return Ok(result);
         }
-        decode_reply::<ExecResult>(&session.subject, &reply)
+        decode_reply::<ExecResult>(subject, &reply)
     }
 
     /// Closes `session`.
@@ -67,12 +77,19 @@ impl Client {
         &self,
         session: &SessionOpened,
     ) -> Result<SessionClosed, ClientError> {
-        let subject = &session.close_subject;
+        self.close_session_at(&session.close_subject, &session.session)
+            .await
+    }
+
+    /// Closes session `session` whose close subject is `subject`.
+    pub async fn close_session_at(
+        &self,
+        subject: &str,
+        session: &str,
+    ) -> Result<SessionClosed, ClientError> {
         let payload = encode(&SessionClose::default())?;
         let reply = self
-            .session_request(subject, payload, OPEN_WAIT, || {
-                lost(subject, &session.session)
-            })
+            .session_request(subject, payload, OPEN_WAIT, || lost(subject, session))
             .await?;
         decode_reply(subject, &reply)
     }
@@ -101,6 +118,49 @@ impl Client {
                 },
             }),
         }
+    }
+}
+
+/// A session as the command line names it: `<worker>.<session>`, the two tokens its
+/// subjects need besides the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionHandle {
+    /// The holding worker's subject token.
+    pub worker: String,
+    /// The session id.
+    pub session: String,
+}
+
+impl SessionHandle {
+    /// The handle of `opened`.
+    pub fn of(opened: &SessionOpened) -> Self {
+        let worker = opened.subject.rsplit('.').nth(2).unwrap_or_default();
+        Self {
+            worker: worker.to_string(),
+            session: opened.session.clone(),
+        }
+    }
+
+    /// Parses `<worker>.<session>`.
+    pub fn parse(text: &str) -> Result<Self, ClientError> {
+        let invalid = || {
+            ClientError::Invalid(format!(
+                "`{text}` is not a session handle: give WORKER.SESSION as `openshell session open` printed it"
+            ))
+        };
+        let (worker, session) = text.split_once('.').ok_or_else(invalid)?;
+        check_token("worker", worker).map_err(|_| invalid())?;
+        check_token("session", session).map_err(|_| invalid())?;
+        Ok(Self {
+            worker: worker.to_string(),
+            session: session.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.worker, self.session)
     }
 }
 

@@ -281,6 +281,67 @@ async fn idle_expiry_and_shutdown_destroy_the_sandbox_and_tell_the_owner() {
         Some(ErrorKind::NotFound)
     );
 
+    // The command line: open, two calls sharing a variable, close.
+    let url = nats.url();
+    let envs = [("NATS_URL", url.as_str()), ("OPENSHELL_TENANT", "acme")];
+    let opened = OPENSHELL
+        .cli(
+            [
+                "session", "open", "--pool", POOL, "--kernel", "python", "--idle", "1m",
+            ],
+            &envs,
+        )
+        .await;
+    assert!(opened.status.success(), "{opened:?}");
+    let handle = String::from_utf8_lossy(&opened.stdout).trim().to_string();
+    let set = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--session",
+                &handle,
+                "--lang",
+                "python",
+                "-c",
+                "x = 41",
+            ],
+            &envs,
+        )
+        .await;
+    assert!(set.status.success(), "{set:?}");
+    let get = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--session",
+                &handle,
+                "--lang",
+                "python",
+                "-c",
+                "print(x + 1)",
+            ],
+            &envs,
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "42\n", "{get:?}");
+    let closed = OPENSHELL.cli(["session", "close", &handle], &envs).await;
+    assert!(closed.status.success(), "{closed:?}");
+    let after = OPENSHELL
+        .cli(
+            [
+                "exec",
+                "--session",
+                &handle,
+                "--lang",
+                "python",
+                "-c",
+                "print(x)",
+            ],
+            &envs,
+        )
+        .await;
+    assert!(!after.status.success(), "{after:?}");
+
     // Shutdown closes what is open and tells its owner.
     let open = client
         .open_session(POOL, "acme", &SessionOpen::default())

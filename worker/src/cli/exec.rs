@@ -133,6 +133,10 @@ pub struct ExecCommand {
     /// a core request: it survives a worker restart and waits for a free worker.
     #[arg(long)]
     pub(crate) durable: bool,
+    /// Run in this session (WORKER.SESSION, as `openshell session open` printed it): its
+    /// files, and its kernel's variables, persist between jobs.
+    #[arg(long, conflicts_with = "durable")]
+    pub(crate) session: Option<String>,
 }
 
 impl ExecArgs {
@@ -245,6 +249,7 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         no_live,
         output_dir,
         durable,
+        session,
     } = command;
     let request = match args.request() {
         Ok(request) => request,
@@ -274,7 +279,9 @@ pub async fn run(command: ExecCommand) -> anyhow::Result<ExitCode> {
         true => Some(LivePrinter::start(&client, &args.tenant, &request.id).await?),
         false => None,
     };
-    let answer = if durable {
+    let answer = if let Some(handle) = &session {
+        super::session::exec_in(&client, &args.tenant, handle, &request).await
+    } else if durable {
         durable_exec(&client, &args, &pool, &request).await
     } else {
         client

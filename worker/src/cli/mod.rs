@@ -8,6 +8,7 @@ pub mod health;
 pub mod mcp;
 pub mod outputs;
 pub mod result;
+pub mod session;
 pub mod submit;
 pub mod worker;
 pub mod workers;
@@ -61,6 +62,9 @@ pub enum Command {
     Mcp(mcp::McpArgs),
     /// Ask a local worker whether it is live (or ready): for container health checks.
     Health(health::HealthArgs),
+    /// Open or close a session: one sandbox kept across jobs (`exec --session`).
+    #[command(subcommand)]
+    Session(session::SessionCommand),
 }
 
 /// Options of `openshell config`.
@@ -94,6 +98,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Doctor(args) => doctor::run(args).await,
         Command::Mcp(args) => mcp::run(args).await,
         Command::Health(args) => health::run(args).await,
+        Command::Session(command) => session::run(command).await,
         Command::Config(args) => Config::load(args.config.as_deref(), &Overrides::default())
             .map(|config| {
                 print!("{}", config.to_redacted_toml());
