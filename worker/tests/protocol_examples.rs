@@ -672,3 +672,76 @@ async fn readme_examples_on_the_docker_backend() {
     );
     drop(worker);
 }
+
+/// The session examples, in order, against a Docker worker: each `session-open` is sent as
+/// shown and answered as the next `session-opened` or `session-error` example shows; each
+/// `session-close` closes the last opened session and is answered as the next
+/// `session-closed` shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_session_examples_on_the_docker_backend() {
+    let readme = Readme::load();
+    let session_kinds = [
+        Message::SessionOpen,
+        Message::SessionOpened,
+        Message::SessionClose,
+        Message::SessionClosed,
+        Message::SessionError,
+    ];
+    let examples: Vec<&Example> = readme
+        .examples
+        .iter()
+        .filter(|example| {
+            example
+                .message()
+                .is_some_and(|message| session_kinds.contains(&message))
+        })
+        .collect();
+    if examples.is_empty() || !dockerd::available() {
+        return;
+    }
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let image = dockerd::image();
+    let worker = OPENSHELL
+        .worker(&[
+            ("NATS_URL", url.as_str()),
+            ("SANDBOX_BACKEND", "docker"),
+            ("SANDBOX_DOCKER_IMAGE", image.as_str()),
+            ("OPENSHELL_WORKER_ID", DOCKER_WORKER),
+        ])
+        .await;
+    let client = agent(&nats).await;
+    let varying = [
+        "session",
+        "subject",
+        "close_subject",
+        "expires_at",
+        "lifetime_ms",
+    ];
+    let mut close_subject = None;
+    let mut examples = examples.into_iter();
+    while let Some(sent) = examples.next() {
+        let subject = match sent.message() {
+            Some(Message::SessionOpen) => format!("openshell.session.open.docker.{TENANT}"),
+            Some(Message::SessionClose) => close_subject
+                .clone()
+                .unwrap_or_else(|| panic!("{}: no session opened before it", sent.what())),
+            _ => panic!("{}: not after an open or close example", sent.what()),
+        };
+        let reply = client
+            .request(subject, Bytes::from(sent.json.clone().into_bytes()))
+            .await
+            .unwrap_or_else(|error| panic!("{}: {error}", sent.what()));
+        let actual: Value = serde_json::from_slice(&reply.payload).expect("a JSON answer");
+        let shown = examples
+            .next()
+            .unwrap_or_else(|| panic!("{}: no answer example after it", sent.what()));
+        if shown.message() == Some(Message::SessionOpened) {
+            close_subject = actual["close_subject"].as_str().map(str::to_string);
+        }
+        assert_shown(&actual, shown, &varying);
+    }
+    drop(worker);
+}
