@@ -1,6 +1,6 @@
 //! Kernels: a long-lived interpreter inside a session's sandbox, one design for every backend.
 //!
-//! A kernel job runs `python3 -c CLIENT main.py` in the sandbox like any other job. The client
+//! A kernel job runs `python3 -S -c CLIENT main.py` in the sandbox like any other job. The client
 //! connects to the kernel's Unix socket under `/tmp` (starting the kernel, detached, when none
 //! answers), sends the cell's code, and relays the kernel's framed stdout, stderr and exit code
 //! as its own. The kernel runs each cell in one set of globals, so variables and imports
@@ -14,10 +14,9 @@ use crate::job::Job;
 /// Exit code of the client when the kernel died under the cell (killed, out of memory).
 pub const KERNEL_DIED: i32 = 137;
 
-/// The Python source of both the client (`argv[1]` is the code file) and, with `--serve`, the
-/// kernel.
+/// The Python source of the kernel (run as `python3 -c KERNEL --serve`).
 pub const PYTHON_KERNEL: &str = r#"
-import ast, os, socket, struct, sys, time, traceback
+import ast, os, socket, struct, sys, traceback
 SOCK = "/tmp/.openshell-kernel/python.sock"
 
 def frame(conn, tag, data):
@@ -65,25 +64,40 @@ def run_cell(conn, code, scope):
         sys.stdout, sys.stderr = out, err
     frame(conn, b"x", struct.pack(">i", status))
 
-def serve():
-    os.makedirs(os.path.dirname(SOCK), mode=0o700, exist_ok=True)
-    try:
-        os.unlink(SOCK)
-    except FileNotFoundError:
-        pass
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(SOCK)
-    server.listen(1)
-    scope = {"__name__": "__main__"}
-    while True:
-        conn, _ = server.accept()
-        with conn:
-            head = read_exact(conn, 4)
-            if head is None:
-                continue
-            code = read_exact(conn, struct.unpack(">I", head)[0])
-            if code is not None:
-                run_cell(conn, code.decode("utf-8", "replace"), scope)
+os.makedirs(os.path.dirname(SOCK), mode=0o700, exist_ok=True)
+try:
+    os.unlink(SOCK)
+except FileNotFoundError:
+    pass
+server = socket.socket(socket.AF_UNIX)
+server.bind(SOCK)
+server.listen(1)
+scope = {"__name__": "__main__"}
+while True:
+    conn, _ = server.accept()
+    with conn:
+        head = read_exact(conn, 4)
+        if head is None:
+            continue
+        code = read_exact(conn, struct.unpack(">I", head)[0])
+        if code is not None:
+            run_cell(conn, code.decode("utf-8", "replace"), scope)
+"#;
+
+/// The Python source of the per-cell client (`argv[1]` is the code file), kept small since it
+/// starts for every cell; `KERNEL` is defined before it.
+const PYTHON_CLIENT: &str = r#"
+import os, socket, struct, sys, time
+SOCK = "/tmp/.openshell-kernel/python.sock"
+
+def read_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        part = conn.recv(n - len(buf))
+        if not part:
+            return None
+        buf += part
+    return buf
 
 def start():
     if os.fork() == 0:
@@ -92,7 +106,7 @@ def start():
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            os.execv(sys.executable, [sys.executable, "-c", KERNEL_SOURCE, "--serve"])
+            os.execv(sys.executable, [sys.executable, "-c", KERNEL, "--serve"])
         os._exit(0)
     os.wait()
 
@@ -110,37 +124,34 @@ def connect():
     sys.stderr.write("openshell: the python kernel did not start\n")
     sys.exit(125)
 
-def client(path):
-    with open(path, "rb") as source:
-        code = source.read()
-    conn = connect()
-    conn.sendall(struct.pack(">I", len(code)) + code)
-    while True:
-        head = read_exact(conn, 5)
-        if head is None:
-            sys.stderr.write("openshell: the python kernel died during this cell (killed or out of memory); it restarts with the next one, its variables are lost\n")
-            sys.exit(137)
-        data = read_exact(conn, struct.unpack(">I", head[1:])[0]) or b""
-        if head[:1] == b"x":
-            sys.stdout.flush()
-            sys.exit(struct.unpack(">i", data)[0])
-        stream = sys.stdout if head[:1] == b"1" else sys.stderr
-        stream.buffer.write(data)
-        stream.flush()
-
-if sys.argv[1:] == ["--serve"]:
-    serve()
-else:
-    client(sys.argv[1])
+with open(sys.argv[1], "rb") as source:
+    code = source.read()
+conn = connect()
+conn.sendall(struct.pack(">I", len(code)) + code)
+out, err = sys.stdout.buffer, sys.stderr.buffer
+while True:
+    head = read_exact(conn, 5)
+    if head is None:
+        err.write(b"openshell: the python kernel died during this cell (killed or out of memory); it restarts with the next one, its variables are lost\n")
+        err.flush()
+        sys.exit(137)
+    data = read_exact(conn, struct.unpack(">I", head[1:])[0]) or b""
+    if head[:1] == b"x":
+        out.flush()
+        sys.exit(struct.unpack(">i", data)[0])
+    stream = out if head[:1] == b"1" else err
+    stream.write(data)
+    stream.flush()
 "#;
 
 /// Turns a `language` job of the kernel's language into a cell of the session's kernel: the
 /// code file is still written (the client reads it from there), the argv becomes the client's.
 /// `code_file` is where the pool's language writes the code (`main.py`).
 pub fn python_cell(mut job: Job, code_file: &str) -> Job {
-    let source = format!("KERNEL_SOURCE = {PYTHON_KERNEL:?}\n{PYTHON_KERNEL}");
+    let source = format!("KERNEL = {PYTHON_KERNEL:?}\n{PYTHON_CLIENT}");
     job.argv = vec![
         "python3".to_string(),
+        "-S".to_string(),
         "-c".to_string(),
         source,
         code_file.to_string(),

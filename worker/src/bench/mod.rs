@@ -10,6 +10,7 @@ mod baseline;
 mod load;
 mod ops;
 mod report;
+mod session;
 mod stats;
 mod workers;
 mod workload;
@@ -100,6 +101,10 @@ pub struct BenchArgs {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Compare a call in a warm session with a fresh job on the same pool, call by call
+    /// (sequential; a Python kernel for --lang python).
+    #[arg(long, conflicts_with_all = ["durable", "baseline", "rate", "duration"])]
+    session: bool,
 }
 
 impl BenchArgs {
@@ -145,6 +150,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         None => Workers::existing(args.worker_pid.clone(), Vec::new()),
     };
     let nats = args.nats.connect().await?;
+    if args.session {
+        let client = Client::new(nats, Subjects::new(args.nats.subject_prefix.clone()));
+        let limits = Limits {
+            timeout: Some(args.timeout),
+            memory: args.memory,
+            ..Limits::default()
+        };
+        let warmup = args.warmup;
+        let outcome = session::run(
+            &client,
+            &pool,
+            &args.tenant,
+            &workload,
+            &limits,
+            (warmup, args.total),
+            args.json,
+        )
+        .await;
+        workers.stop().await;
+        return outcome;
+    }
     let target = |side: &str| ops::Target {
         pool: pool.clone(),
         tenant: args.tenant.clone(),
