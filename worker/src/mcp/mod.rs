@@ -7,7 +7,8 @@
 //! as image content), `list_pools` (the pools live workers serve, with
 //! their backends, health and ceilings, and the built-in languages), `get_result` (the
 //! stored result of a durable job) and `get_audit_trail` (the audit events of a job this
-//! server ran, see `trail.rs`). Every call is a job of the configured tenant, sent like
+//! server ran, see `trail.rs`); and the session tools of `session.rs` (`open_session`,
+//! `run_in_session`, `close_session`). Every call is a job of the configured tenant, sent like
 //! `openshell exec` sends it; a job that did not complete (timeout, rejection, ...) is a tool
 //! error whose text says why, never a failed server.
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::client::DurableClient;
 
+mod session;
 mod trail;
 
 use trail::Trails;
@@ -261,14 +263,18 @@ impl McpServer {
         blocks
     }
 
-    /// The request for a `run_code` call, or what is wrong with it.
-    fn request(&self, call: &RunCode) -> Result<ExecRequest, String> {
-        let id = format!(
+    /// A fresh job id of this server.
+    fn next_id(&self) -> String {
+        format!(
             "mcp-{}-{}",
             *SESSION,
             NEXT_JOB.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut request = ExecRequest::code(id, &call.language, call.code.clone());
+        )
+    }
+
+    /// The request for a `run_code` call, or what is wrong with it.
+    fn request(&self, call: &RunCode) -> Result<ExecRequest, String> {
+        let mut request = ExecRequest::code(self.next_id(), &call.language, call.code.clone());
         request.stdin = call
             .stdin
             .as_ref()
@@ -306,7 +312,7 @@ impl McpServer {
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = (Self::tool_router() + Self::session_router()))]
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
