@@ -281,6 +281,27 @@ async fn idle_expiry_and_shutdown_destroy_the_sandbox_and_tell_the_owner() {
         Some(ErrorKind::NotFound)
     );
 
+    // Out of memory in a kernel cell: the kernel restarts and says so, the session goes on.
+    let small = SessionOpen {
+        kernel: Some(Kernel::Python),
+        limits: Limits {
+            memory: Some(openshell_protocol::ByteSize::mib(128)),
+            ..Limits::default()
+        },
+        ..SessionOpen::default()
+    };
+    let small = client
+        .open_session(POOL, "acme", &small)
+        .await
+        .expect("opens");
+    run(&client, &small, &python("keep", "y = 1")).await;
+    let bomb = run(&client, &small, &python("bomb", "big = bytearray(1 << 30)")).await;
+    assert_ne!(bomb.status, Verdict::Completed, "{bomb:?}");
+    assert!(bomb.kernel_restarted, "{bomb:?}");
+    let fresh = run(&client, &small, &python("fresh", "print('y' in globals())")).await;
+    assert_eq!(fresh.stdout.to_text_lossy(), "False\n", "{fresh:?}");
+    client.close_session(&small).await.expect("closes");
+
     // The command line: open, two calls sharing a variable, close.
     let url = nats.url();
     let envs = [("NATS_URL", url.as_str()), ("OPENSHELL_TENANT", "acme")];

@@ -57,3 +57,33 @@ impl SessionSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_bounds_name_their_key() {
+        assert!(SessionSettings::default().validate("docker").is_ok());
+        let over = SessionSettings {
+            ttl: DurationMs::secs(7200),
+            ..SessionSettings::default()
+        };
+        let error = over.validate("docker").expect_err("ttl above max_ttl");
+        assert!(
+            error.to_string().contains("pools.docker.sessions.ttl"),
+            "{error}"
+        );
+        let none = SessionSettings {
+            max_per_tenant: 0,
+            ..SessionSettings::default()
+        };
+        assert!(none.validate("docker").is_err());
+        let off = SessionSettings {
+            enabled: false,
+            max_per_tenant: 0,
+            ..SessionSettings::default()
+        };
+        assert!(off.validate("docker").is_ok());
+    }
+}
