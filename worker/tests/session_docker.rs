@@ -414,3 +414,30 @@ impl WorkerToken for SessionOpened {
             .to_string()
     }
 }
+
+/// A pool whose backend holds no sessions (`none`) refuses them with a typed error, and a
+/// malformed open is `invalid_request`; neither needs Docker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_without_sessions_and_a_bad_open_get_typed_errors() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let _worker = OPENSHELL.local_worker(&nats, &[]).await;
+    let client = Client::connect(&nats.url()).await.expect("client connects");
+    let refused = client
+        .open_session("none", "acme", &SessionOpen::default())
+        .await
+        .expect_err("none holds no sessions");
+    assert_eq!(session_error(refused), ErrorKind::SessionsUnsupported);
+    let reply = client
+        .nats()
+        .request(
+            client.subjects().session_open("none", "acme"),
+            r#"{"version": 1, "kernal": "python"}"#.into(),
+        )
+        .await
+        .expect("answered");
+    let answer: openshell_protocol::session::SessionError =
+        serde_json::from_slice(&reply.payload).expect("a SessionError");
+    assert_eq!(answer.error.kind, ErrorKind::InvalidRequest, "{answer:?}");
+}

@@ -57,6 +57,18 @@ impl Sessions {
             .pools
             .get(pool)
             .ok_or_else(|| invalid(format!("pool `{pool}` is not served by this worker")))?;
+        let request: SessionOpen = if payload.iter().all(u8::is_ascii_whitespace) {
+            SessionOpen::default()
+        } else {
+            serde_json::from_slice(payload)
+                .map_err(|error| invalid(format!("not a valid SessionOpen: {error}")))?
+        };
+        if request.version != PROTOCOL_VERSION {
+            return Err(ErrorInfo::new(
+                ErrorKind::UnsupportedVersion,
+                format!("version {} is not spoken here: use 1", request.version),
+            ));
+        }
         let config = runtime.config();
         let settings = &config.sessions;
         if !config.tenants.allows(tenant) {
@@ -73,18 +85,6 @@ impl Sessions {
                     "pool `{pool}` (backend `{}`) does not hold sessions: use plain jobs, or a pool whose backend does (docker)",
                     backend.kind()
                 ),
-            ));
-        }
-        let request: SessionOpen = if payload.iter().all(u8::is_ascii_whitespace) {
-            SessionOpen::default()
-        } else {
-            serde_json::from_slice(payload)
-                .map_err(|error| invalid(format!("not a valid SessionOpen: {error}")))?
-        };
-        if request.version != PROTOCOL_VERSION {
-            return Err(ErrorInfo::new(
-                ErrorKind::UnsupportedVersion,
-                format!("version {} is not spoken here: use 1", request.version),
             ));
         }
         let ttl = request.ttl.unwrap_or(settings.ttl);
