@@ -159,10 +159,22 @@ async fn a_tenant_reaches_only_its_own_sessions_and_every_step_is_audited() {
         .find(|event| event.event == AuditEventType::Received && event.job_id == "set")
         .expect("the cell's received event names the session");
     assert_eq!(received.code.as_deref(), Some(code));
-    assert!(
-        events
-            .iter()
-            .filter(ours)
-            .all(|event| event.tenant == "acme")
+    // globex's attempts on the session are audited as its own, rejected as not found.
+    let (acme_events, globex_events): (Vec<&AuditEvent>, Vec<&AuditEvent>) = events
+        .iter()
+        .filter(ours)
+        .partition(|event| event.tenant == "acme");
+    assert!(acme_events.len() >= 7, "{kinds:?}");
+    assert_eq!(
+        globex_events.len(),
+        2,
+        "the run and the close: {globex_events:?}"
     );
+    for event in globex_events {
+        assert_eq!(event.event, AuditEventType::Rejected);
+        assert_eq!(
+            event.error.as_ref().map(|error| error.kind),
+            Some(ErrorKind::NotFound)
+        );
+    }
 }

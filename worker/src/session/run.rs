@@ -31,6 +31,14 @@ impl Sessions {
                     "tenant `{tenant}` has no session `{id}` on this worker: it was closed or expired; open a new one"
                 ),
             );
+            self.audit_refusal(
+                tenant,
+                super::serve::NO_POOL,
+                Some(id),
+                &message.payload,
+                &error,
+            )
+            .await;
             let mut result = ExecResult::failed(job_id.unwrap_or_default(), error);
             result.tenant = tenant.to_string();
             result.worker_id.clone_from(&self.worker_id);

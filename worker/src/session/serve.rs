@@ -9,6 +9,7 @@ use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use futures::stream::select_all;
 use openshell_protocol::session::SessionError;
+use openshell_protocol::{AuditEvent, ErrorInfo};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +17,9 @@ use tokio_util::task::TaskTracker;
 use super::{Sessions, Table, worker_token};
 use crate::intake::IntakeError;
 use crate::job::{PoolRuntime, WorkerContext};
+
+/// The pool token of audit events of refused session requests that name no pool.
+pub const NO_POOL: &str = "_session";
 
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
@@ -100,6 +104,8 @@ impl Sessions {
             if let Err(error) = &answer {
                 tracing::info!(%pool, %tenant, kind = %error.kind, "session open refused: {}", error.message);
                 self.metrics.rejected(pool, error.kind.as_str());
+                self.audit_refusal(tenant, pool, None, &message.payload, error)
+                    .await;
             }
             self.answer(tenant, &message, answer).await;
         } else if let Some((tenant, id)) = self.subjects.parse_session("run", &self.token, &subject)
@@ -110,7 +116,34 @@ impl Sessions {
             self.subjects.parse_session("close", &self.token, &subject)
         {
             let answer = self.close(tenant, id).await;
+            if let Err(error) = &answer {
+                self.audit_refusal(tenant, NO_POOL, Some(id), &message.payload, error)
+                    .await;
+            }
             self.answer(tenant, &message, answer).await;
+        }
+    }
+
+    /// Audits a refused session request as `rejected` (no job id; `session` when it named one),
+    /// under `pool`, or [`NO_POOL`] for a job or close whose session was not found.
+    pub(super) async fn audit_refusal(
+        &self,
+        tenant: &str,
+        pool: &str,
+        session: Option<&str>,
+        raw: &[u8],
+        error: &ErrorInfo,
+    ) {
+        let backend = self
+            .pools
+            .get(pool)
+            .map(|runtime| runtime.backend().kind())
+            .unwrap_or_default();
+        let context = self.context(tenant, pool, backend);
+        let mut event = AuditEvent::rejected_raw("", raw, error.clone(), &context);
+        event.session = session.map(str::to_string);
+        if let Err(failure) = self.audit.publish(&event).await {
+            tracing::error!(%failure, "could not audit a refused session request");
         }
     }
 
@@ -120,7 +153,7 @@ impl Sessions {
         &self,
         tenant: &str,
         message: &Message,
-        answer: Result<T, openshell_protocol::ErrorInfo>,
+        answer: Result<T, ErrorInfo>,
     ) {
         let Some(reply) = &message.reply else {
             return;
