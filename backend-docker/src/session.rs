@@ -17,6 +17,7 @@ use futures::StreamExt;
 use openshell_protocol::ErrorKind;
 use tokio::sync::Mutex;
 
+use super::error::Failure;
 use super::exec::{self, Stop};
 use super::measure;
 use super::sandbox::{self, Factory, Sandbox, short};
@@ -101,11 +102,7 @@ impl SandboxSession for DockerSession {
             &settings.workdir,
         )
         .await
-        .map_err(|failure| {
-            factory
-                .conn
-                .fail("creating the job's exec", &self.describe(), &failure)
-        })?;
+        .map_err(|failure| self.exec_failed(&failure))?;
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let input = (command.prologue_input.as_slice(), job.stdin.as_bytes());
         let supervised = exec::supervise(docker, &exec, input, timeout, &control)
@@ -199,6 +196,23 @@ impl SandboxSession for DockerSession {
 }
 
 impl DockerSession {
+    /// The job's exec could not be created: the daemon is unreachable, or (404, 409) the
+    /// container is gone or stopped, which ends the session: `sandbox_lost`.
+    fn exec_failed(&self, failure: &bollard::errors::Error) -> BackendError {
+        let conn = &self.factory.conn;
+        match error::failure(failure) {
+            Failure::NotFound | Failure::Conflict => error::error(
+                ErrorKind::SandboxLost,
+                self.describe(),
+                format!(
+                    "the session's container is gone or stopped ({}): the session is over; open a new one",
+                    error::describe(failure)
+                ),
+            ),
+            _ => conn.fail("creating the job's exec", &self.describe(), failure),
+        }
+    }
+
     fn closed(&self) -> BackendError {
         error::error(
             ErrorKind::NotFound,

@@ -140,6 +140,9 @@ pub enum CloseReason {
     Idle,
     /// Its worker is shutting down.
     Shutdown,
+    /// Its sandbox was lost (the container died or was removed): the job that found it so
+    /// got `sandbox_lost`.
+    Lost,
 }
 
 impl CloseReason {
@@ -150,6 +153,7 @@ impl CloseReason {
             CloseReason::Ttl => "ttl",
             CloseReason::Idle => "idle",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Lost => "lost",
         }
     }
 }

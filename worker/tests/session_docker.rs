@@ -363,6 +363,47 @@ async fn idle_expiry_and_shutdown_destroy_the_sandbox_and_tell_the_owner() {
         .await;
     assert!(!after.status.success(), "{after:?}");
 
+    // A container that dies under the session: the next job gets sandbox_lost, the session
+    // ends (reason lost, owner told), and the call after finds nothing.
+    let doomed = client
+        .open_session(POOL, "acme", &SessionOpen::default())
+        .await
+        .expect("opens");
+    let mut ended = client
+        .nats()
+        .subscribe(client.subjects().session_ended("acme", &doomed.session))
+        .await
+        .expect("subscribes");
+    for id in containers_of(&doomed) {
+        dockerd::docker(None, &["kill", &id]).expect("docker kill");
+    }
+    let lost = run(&client, &doomed, &python("doomed", "print(1)")).await;
+    assert_eq!(
+        lost.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::SandboxLost),
+        "{lost:?}"
+    );
+    let told = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut ended),
+    )
+    .await
+    .expect("the owner is told")
+    .expect("a message");
+    let closed: SessionClosed = serde_json::from_slice(&told.payload).expect("a SessionClosed");
+    assert_eq!(closed.reason, CloseReason::Lost);
+    let after = run(&client, &doomed, &python("after-lost", "print(1)")).await;
+    assert_eq!(
+        after.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::NotFound)
+    );
+    dockerd::assert_none_left(
+        None,
+        &format!("openshell.job={}", doomed.session),
+        Duration::from_secs(10),
+    )
+    .await;
+
     // Shutdown closes what is open and tells its owner.
     let open = client
         .open_session(POOL, "acme", &SessionOpen::default())

@@ -55,7 +55,9 @@ impl Sessions {
         }
         let event_type = match reason {
             CloseReason::Ttl | CloseReason::Idle => AuditEventType::SessionExpired,
-            CloseReason::Closed | CloseReason::Shutdown => AuditEventType::SessionClosed,
+            CloseReason::Closed | CloseReason::Shutdown | CloseReason::Lost => {
+                AuditEventType::SessionClosed
+            }
         };
         let context = self.context(
             &session.tenant,

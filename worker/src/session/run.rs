@@ -73,7 +73,7 @@ impl Sessions {
             tracing::warn!(session = %id, "the session's sandbox was lost; closing the session");
             self.end(
                 &session,
-                openshell_protocol::session::CloseReason::Shutdown,
+                openshell_protocol::session::CloseReason::Lost,
                 true,
             )
             .await;
