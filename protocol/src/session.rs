@@ -34,6 +34,8 @@ fn protocol_version() -> u32 {
 pub enum Kernel {
     /// Python 3: `language: "python"` jobs run as cells in one interpreter, keeping globals.
     Python,
+    /// Node.js: `language: "node"` jobs run as cells in one `vm` context, keeping globals.
+    Node,
 }
 
 impl Kernel {
@@ -41,6 +43,7 @@ impl Kernel {
     pub fn language(self) -> &'static str {
         match self {
             Kernel::Python => "python",
+            Kernel::Node => "node",
         }
     }
 }

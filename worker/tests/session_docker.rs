@@ -302,6 +302,25 @@ async fn idle_expiry_and_shutdown_destroy_the_sandbox_and_tell_the_owner() {
     assert_eq!(fresh.stdout.to_text_lossy(), "False\n", "{fresh:?}");
     client.close_session(&small).await.expect("closes");
 
+    // A Node kernel: globals persist between node cells.
+    let node = SessionOpen {
+        kernel: Some(Kernel::Node),
+        ..SessionOpen::default()
+    };
+    let node = client
+        .open_session(POOL, "acme", &node)
+        .await
+        .expect("opens");
+    let mut set = ExecRequest::code("js-set", "node", "var x = 41; let y = 1;");
+    set.limits.timeout = Some(DurationMs::secs(20));
+    let set = run(&client, &node, &set).await;
+    assert_eq!(set.exit_code, Some(0), "{set:?}");
+    let mut get = ExecRequest::code("js-get", "node", "console.log(x + y)");
+    get.limits.timeout = Some(DurationMs::secs(20));
+    let get = run(&client, &node, &get).await;
+    assert_eq!(get.stdout.to_text_lossy(), "42\n", "{get:?}");
+    client.close_session(&node).await.expect("closes");
+
     // The command line: open, two calls sharing a variable, close.
     let url = nats.url();
     let envs = [("NATS_URL", url.as_str()), ("OPENSHELL_TENANT", "acme")];

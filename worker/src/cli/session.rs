@@ -39,8 +39,8 @@ pub struct OpenArgs {
     /// Close after this long without a job, e.g. 2m.
     #[arg(long)]
     idle: Option<DurationMs>,
-    /// Keep a `python` interpreter alive between `--lang python` jobs.
-    #[arg(long, value_parser = ["python"])]
+    /// Keep an interpreter alive between jobs of its language: `python` or `node`.
+    #[arg(long, value_parser = ["python", "node"])]
     kernel: Option<String>,
     /// Memory of the whole sandbox, e.g. 512m.
     #[arg(long)]
@@ -88,7 +88,11 @@ async fn open(args: OpenArgs) -> anyhow::Result<ExitCode> {
     let request = SessionOpen {
         ttl: args.ttl,
         idle: args.idle,
-        kernel: args.kernel.as_deref().map(|_| Kernel::Python),
+        kernel: match args.kernel.as_deref() {
+            Some("node") => Some(Kernel::Node),
+            Some(_) => Some(Kernel::Python),
+            None => None,
+        },
         limits: Limits {
             memory: args.memory,
             processes: args.processes,

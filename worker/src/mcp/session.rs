@@ -17,7 +17,8 @@ use super::{McpServer, outcome, tool_error};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenSession {
-    /// `python` to keep a Python interpreter alive between python calls (variables persist).
+    /// `python` (or `node`) to keep an interpreter alive between calls of that language
+    /// (variables persist).
     #[serde(default)]
     pub kernel: Option<String>,
     /// Longest life, e.g. `10m` (the pool's default when absent).
@@ -71,7 +72,10 @@ impl McpServer {
         let kernel = match call.kernel.as_deref() {
             None => None,
             Some("python") => Some(Kernel::Python),
-            Some(other) => return tool_error(format!("unknown kernel `{other}`: use python")),
+            Some("node") => Some(Kernel::Node),
+            Some(other) => {
+                return tool_error(format!("unknown kernel `{other}`: use python or node"));
+            }
         };
         let (ttl, idle) = match (
             duration("ttl", call.ttl.as_ref()),

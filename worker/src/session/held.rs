@@ -64,10 +64,9 @@ impl Backend for SessionRunner {
         let in_kernel = held
             .kernel
             .is_some_and(|kernel| job.language.as_deref() == Some(kernel.language()));
-        let job = if in_kernel {
-            kernel::python_cell(job, &held.code_file)
-        } else {
-            job
+        let job = match held.kernel {
+            Some(kernel) if in_kernel => kernel::cell(job, kernel, &held.code_file),
+            _ => job,
         };
         let execution = held.sandbox.execute(job, control).await;
         match &execution {
