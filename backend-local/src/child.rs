@@ -291,6 +291,11 @@ impl Process {
         }
     }
 
+    /// The leader's pid (also the group's id).
+    pub fn pid(&self) -> Pid {
+        self.leader
+    }
+
     /// SIGKILLs every process in the group, unless its leader is already reaped.
     pub fn kill(&self) {
         let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);

@@ -42,6 +42,7 @@ mod launch;
 mod remove;
 mod rlimits;
 mod sandbox;
+mod session;
 mod supervise;
 #[cfg(test)]
 mod tests;
@@ -122,7 +123,7 @@ impl Default for LocalSettings {
 }
 
 /// Runs jobs as local processes under rlimits, each in a bubblewrap sandbox where it can.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalBackend {
     settings: LocalSettings,
     run_as: RunAs,
@@ -552,6 +553,13 @@ impl Backend for LocalBackend {
             log_ending(&job, execution, &control);
         }
         outcome
+    }
+
+    /// Sessions hold a bubblewrap sandbox (see the `session` module): none without one.
+    fn sessions(&self) -> Option<&dyn openshell_backend::SessionBackend> {
+        self.sandbox
+            .as_ref()
+            .map(|_| self as &dyn openshell_backend::SessionBackend)
     }
 }
 

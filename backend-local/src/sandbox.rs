@@ -19,6 +19,7 @@
 //! interface. Its environment and argv come to pid 1 on a memfd, never on a command line the
 //! host's users could read.
 
+mod enter;
 mod seccomp;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ use super::KIND;
 use super::rlimits::Rlimit;
 use super::user::RunAs;
 use openshell_backend::{BackendError, Job};
+
+pub(super) use self::enter::NSENTER;
 
 /// bubblewrap, where Debian's `bubblewrap` package installs it.
 pub(super) const BWRAP: &str = "/usr/bin/bwrap";

@@ -1,0 +1,494 @@
+//! Sessions on the local backend: one bubblewrap sandbox held for the whole session, each job
+//! entered into it.
+//!
+//! Opening a session makes a working directory and cgroups (the session's memory, processes
+//! and cpus, for every process of the sandbox together) and starts a sandbox exactly like a
+//! job's (`sandbox`), whose program is a keep-alive that says it is up and sleeps. Each job
+//! then starts `nsenter` into the namespaces of that sandbox's pid 1 (`sandbox::enter`), in the
+//! session's cgroups, where the sandbox's init, as the job's own process, writes the job's
+//! files as the job's user, drops to it, sets the job's rlimits, loads the sandbox's seccomp
+//! filter and execs the program, under the job's own timeout and output limit. What a job
+//! leaves running (a kernel) lives on in the sandbox, its pid 1 reaping it. A stopped job is
+//! followed by [`SandboxSession::reset`]: every process of the sandbox but pid 1 and the
+//! keep-alive is killed, through pidfds of processes checked to be in its pid namespace.
+//! Closing kills the whole sandbox, waits until none of its processes is left, and removes its
+//! cgroups and working directory. Sessions need the bubblewrap sandbox: without it there is no
+//! sandbox to hold, and the backend offers none.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::libc;
+use nix::unistd::Pid;
+use openshell_protocol::{ErrorKind, Limits, Payload};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Mutex;
+
+use super::cgroup::{Controller, JobCgroup};
+use super::child::{self, Process, Setup, Spawned};
+use super::sandbox::{NSENTER, Sandbox};
+use super::supervise::{self, Finished};
+use super::uids::{self, Lease};
+use super::user::RunAs;
+use super::workdir::Workdir;
+use super::{KIND, LocalBackend, Memory, collect_files, note_escape, refine, rlimits, verdict};
+use openshell_backend::session::RESET_WAIT;
+use openshell_backend::{
+    BackendError, Ending, Execution, Job, JobControl, SandboxSession, SessionBackend, SessionSpec,
+};
+
+/// The keep-alive of a session's sandbox: says it is up, then sleeps until the session ends.
+const KEEPER: &str = "echo ready; exec sleep infinity </dev/null >/dev/null 2>&1";
+
+/// How long a session's sandbox may take to come up.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the sandbox's processes are listed while they are being killed.
+const KILL_POLL: Duration = Duration::from_millis(20);
+
+/// The end of a failed sandbox's stderr quoted in the error.
+const START_ERROR_BYTES: usize = 512;
+
+/// One session's sandbox.
+struct LocalSession {
+    backend: LocalBackend,
+    sandbox: Sandbox,
+    run_as: RunAs,
+    /// Host pids of the sandbox's pid 1 and of its keep-alive, spared by resets.
+    init: Pid,
+    keeper: Pid,
+    /// The sandbox's pid namespace, as `/proc/PID/ns/pid` reads (`pid:[INODE]`).
+    namespace: String,
+    /// `None` once closed.
+    held: Mutex<Option<Held>>,
+}
+
+/// What a session owns until it closes.
+struct Held {
+    /// bubblewrap, the sandbox's parent on the host.
+    bwrap: Process,
+    workdir: Workdir,
+    cgroup: Option<JobCgroup>,
+    /// The session's uid, when the pool gives each sandbox its own.
+    _lease: Option<Lease>,
+}
+
+#[async_trait]
+impl SessionBackend for LocalBackend {
+    async fn open(&self, spec: SessionSpec) -> Result<Box<dyn SandboxSession>, BackendError> {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return Err(self.error(
+                ErrorKind::SessionsUnsupported,
+                "sessions on the local backend need its bubblewrap sandbox".to_string(),
+            ));
+        };
+        if !std::path::Path::new(NSENTER).exists() {
+            return Err(self.error(
+                ErrorKind::SandboxStartFailed,
+                format!("{NSENTER} is missing: install util-linux to run jobs in sessions"),
+            ));
+        }
+        let lease = self.uids.as_ref().map(uids::UidPool::lease).transpose()?;
+        let run_as = lease
+            .as_ref()
+            .map_or_else(|| self.run_as.clone(), Lease::run_as);
+        let workdir = Workdir::create(&self.work_root, run_as.switch_to(), &[])?;
+        let cgroup = if self.cgroups.is_empty() {
+            None
+        } else {
+            Some(
+                JobCgroup::create(&self.cgroups, &spec.limits).map_err(|failure| {
+                    self.error(
+                        ErrorKind::SandboxStartFailed,
+                        format!("creating the session's cgroups failed: {failure}"),
+                    )
+                })?,
+            )
+        };
+        let keeper = Job {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            language: None,
+            argv: ["/bin/sh", "-c", KEEPER].map(String::from).to_vec(),
+            stdin: Payload::default(),
+            env: std::collections::BTreeMap::new(),
+            files: Vec::new(),
+            limits: spec.limits.clone(),
+            network: false,
+            outputs: None,
+        };
+        let env = workdir.env(&self.settings.path, &keeper.env);
+        let launch = sandbox
+            .launch(
+                &keeper,
+                workdir.path(),
+                &run_as,
+                &rlimits::plan(&Limits::default()),
+                &env,
+            )
+            .map_err(|failure| {
+                self.error(
+                    ErrorKind::SandboxStartFailed,
+                    format!("preparing the session's sandbox failed: {failure}"),
+                )
+            })?;
+        let setup = Setup {
+            switch_to: None,
+            rlimits: rlimits::plan(&Limits::default()),
+            cgroups: cgroup
+                .as_ref()
+                .map(JobCgroup::procs_fds)
+                .unwrap_or_default(),
+        };
+        let spawned = child::spawn(
+            &launch.argv,
+            &launch.env,
+            workdir.path(),
+            &setup,
+            launch.passed,
+        )
+        .map_err(|failure| {
+            self.error(
+                ErrorKind::SandboxStartFailed,
+                format!("starting the session's sandbox failed: {failure:?}"),
+            )
+        })?;
+        let (bwrap, init, keeper) = self.wait_until_up(spawned).await?;
+        let namespace = namespace_of(init).map_err(|failure| {
+            self.error(
+                ErrorKind::SandboxStartFailed,
+                format!("reading the session's pid namespace failed: {failure}"),
+            )
+        })?;
+        tracing::info!(
+            session = %spec.id,
+            tenant = %spec.tenant,
+            workdir = %workdir.path().display(),
+            init = init.as_raw(),
+            "local session opened"
+        );
+        Ok(Box::new(LocalSession {
+            backend: self.clone(),
+            sandbox,
+            run_as,
+            init,
+            keeper,
+            namespace,
+            held: Mutex::new(Some(Held {
+                bwrap,
+                workdir,
+                cgroup,
+                _lease: lease,
+            })),
+        }))
+    }
+}
+
+impl LocalBackend {
+    /// Waits for the keep-alive's `ready`, and finds the host pids of the sandbox's pid 1
+    /// (bubblewrap's child) and of the keep-alive (pid 1's child).
+    async fn wait_until_up(&self, spawned: Spawned) -> Result<(Process, Pid, Pid), BackendError> {
+        let Spawned {
+            process,
+            mut stdout,
+            mut stderr,
+            ..
+        } = spawned;
+        let mut line = Vec::new();
+        let mut chunk = [0u8; 64];
+        let up = tokio::time::timeout(START_WAIT, async {
+            while !line.ends_with(b"ready\n") {
+                match stdout.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(read) => line.extend_from_slice(&chunk[..read]),
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        let pids = if up {
+            child_of(process.pid()).and_then(|init| Some((init, child_of(init)?)))
+        } else {
+            None
+        };
+        let Some((init, keeper)) = pids else {
+            process.kill();
+            let mut error = Vec::new();
+            let _ = tokio::time::timeout(KILL_POLL * 10, stderr.read_to_end(&mut error)).await;
+            let tail = &error[error.len().saturating_sub(START_ERROR_BYTES)..];
+            return Err(self.error(
+                ErrorKind::SandboxStartFailed,
+                format!(
+                    "the session's bubblewrap sandbox did not come up within {START_WAIT:?}; its stderr ends with: {}",
+                    String::from_utf8_lossy(tail).trim()
+                ),
+            ));
+        };
+        Ok((process, init, keeper))
+    }
+}
+
+#[async_trait]
+impl SandboxSession for LocalSession {
+    fn describe(&self) -> String {
+        format!("local sandbox {}", self.init)
+    }
+
+    async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {
+        let guard = self.held.lock().await;
+        let Some(held) = guard.as_ref() else {
+            return Err(self.error(ErrorKind::NotFound, "the session is closed".to_string()));
+        };
+        if namespace_of(self.init).ok().as_deref() != Some(self.namespace.as_str()) {
+            return Err(self.error(
+                ErrorKind::SandboxLost,
+                "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
+                    .to_string(),
+            ));
+        }
+        if control.cancel.is_cancelled() {
+            return Ok(Execution {
+                ending: Ending::Cancelled,
+                exit_code: None,
+                enforcement: self.backend.report(&job.limits),
+                ..Execution::exited(0)
+            });
+        }
+        let cgroup = held.cgroup.as_ref();
+        let covered = |controller| cgroup.is_some_and(|cgroup| cgroup.has(controller));
+        let rlimits = rlimits::plan(&Limits {
+            memory: job.limits.memory.filter(|_| !covered(Controller::Memory)),
+            processes: job.limits.processes.filter(|_| !covered(Controller::Pids)),
+            ..job.limits.clone()
+        });
+        let env = held.workdir.env(&self.backend.settings.path, &job.env);
+        let entry = self
+            .sandbox
+            .enter(
+                self.init,
+                &job,
+                held.workdir.path(),
+                &self.run_as,
+                &rlimits,
+                &env,
+            )
+            .map_err(|failure| {
+                self.error(
+                    ErrorKind::InvalidRequest,
+                    format!("the job cannot enter the session's sandbox: {failure}"),
+                )
+            })?;
+        let setup = Setup {
+            switch_to: None,
+            rlimits: rlimits::plan(&Limits::default()),
+            cgroups: cgroup.map(JobCgroup::procs_fds).unwrap_or_default(),
+        };
+        let oom_before = cgroup.map_or(0, JobCgroup::oom_kills);
+        let spawned = child::spawn(
+            &entry.argv,
+            &entry.env,
+            held.workdir.path(),
+            &setup,
+            entry.passed,
+        )
+        .map_err(|failure| {
+            self.error(
+                ErrorKind::SandboxStartFailed,
+                format!("starting {NSENTER} into the session's sandbox failed: {failure:?}"),
+            )
+        })?;
+        let started = spawned.started;
+        let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
+        let Finished {
+            ending,
+            reaped,
+            escaped,
+            ..
+        } = supervise::supervise(
+            spawned,
+            job.stdin.as_bytes().to_vec(),
+            timeout,
+            None,
+            &control,
+        )
+        .await;
+        if escaped {
+            note_escape(&job, &control);
+        }
+        let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
+        let oom_killed = cgroup.map_or(0, JobCgroup::oom_kills) > oom_before;
+        let (exit_code, signal) = verdict::exit_of(reaped.status);
+        let memory = Memory {
+            cgroup: covered(Controller::Memory),
+            oom_killed,
+            peak_bytes: reaped.peak_memory_bytes,
+        };
+        let ending = refine(ending, &job, &control, (exit_code, signal), &memory);
+        if matches!(
+            ending,
+            Ending::Timeout | Ending::Cancelled | Ending::OutputLimit
+        ) {
+            self.kill_all(&[self.init, self.keeper]).await?;
+        }
+        let files = match (&job.outputs, ending) {
+            (Some(request), Ending::Exited | Ending::OutOfMemory) => {
+                collect_files(held.workdir.path(), request).await
+            }
+            _ => None,
+        };
+        Ok(Execution {
+            ending,
+            exit_code,
+            signal,
+            wall_time: reaped.exited_at.saturating_duration_since(started),
+            cpu_time: Some(reaped.cpu_time),
+            peak_memory_bytes: Some(reaped.peak_memory_bytes),
+            enforcement: self.backend.report(&job.limits),
+            files,
+        })
+    }
+
+    async fn reset(&self) -> Result<(), BackendError> {
+        self.kill_all(&[self.init, self.keeper]).await
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        let Some(held) = self.held.lock().await.take() else {
+            return Ok(());
+        };
+        // pid 1 first: the kernel then kills the rest of its namespace.
+        let killed = self.kill_all(&[]).await;
+        held.bwrap.kill();
+        let _ = tokio::time::timeout(RESET_WAIT, held.bwrap.wait()).await;
+        if let Some(cgroup) = held.cgroup {
+            cgroup.remove().await;
+        }
+        let workdir = held.workdir;
+        let _ = tokio::task::spawn_blocking(move || workdir.remove()).await;
+        tracing::info!(
+            init = self.init.as_raw(),
+            "local session closed; sandbox and workdir removed"
+        );
+        killed
+    }
+}
+
+impl LocalSession {
+    /// SIGKILLs every process of the sandbox but `spared`, until none is left (zombies
+    /// aside, which pid 1 reaps) or [`RESET_WAIT`] passed, which loses the session.
+    async fn kill_all(&self, spared: &[Pid]) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + RESET_WAIT;
+        loop {
+            let namespace = self.namespace.clone();
+            let spared = spared.to_vec();
+            let left = tokio::task::spawn_blocking(move || kill_round(&namespace, &spared))
+                .await
+                .unwrap_or(1);
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.error(
+                    ErrorKind::SandboxLost,
+                    format!(
+                        "killing the session sandbox's processes took over {RESET_WAIT:?}: the session is over"
+                    ),
+                ));
+            }
+            tokio::time::sleep(KILL_POLL).await;
+        }
+    }
+
+    fn error(&self, kind: ErrorKind, message: String) -> BackendError {
+        BackendError::new(kind, KIND, self.describe(), message)
+    }
+}
+
+/// One pass over the host's processes: SIGKILLs each live one in `namespace` but `spared`, and
+/// says how many there were.
+fn kill_round(namespace: &str, spared: &[Pid]) -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 1;
+    };
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+            .map(Pid::from_raw)
+        else {
+            continue;
+        };
+        if spared.contains(&pid) || namespace_of(pid).ok().as_deref() != Some(namespace) {
+            continue;
+        }
+        // Through a pidfd, checked again once held: never a stranger that reused the pid.
+        let Ok(pidfd) = pidfd_open(pid) else {
+            continue;
+        };
+        if namespace_of(pid).ok().as_deref() != Some(namespace) || is_zombie(pid) {
+            continue;
+        }
+        found += 1;
+        pidfd_kill(&pidfd);
+    }
+    found
+}
+
+/// The pid namespace of `pid`, as `/proc/PID/ns/pid` reads.
+fn namespace_of(pid: Pid) -> io::Result<String> {
+    fs::read_link(format!("/proc/{pid}/ns/pid")).map(|link| link.display().to_string())
+}
+
+/// Whether `pid` is a zombie (its state, after the command in `/proc/PID/stat`, is `Z`).
+fn is_zombie(pid: Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+/// The first child of `pid`, as `/proc/PID/task/PID/children` lists.
+fn child_of(pid: Pid) -> Option<Pid> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .map(Pid::from_raw)
+}
+
+#[allow(unsafe_code)]
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this new fd, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[allow(unsafe_code)]
+fn pidfd_kill(pidfd: &OwnedFd) {
+    // SAFETY: a live pidfd, a signal number, a null siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
