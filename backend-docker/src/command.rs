@@ -217,6 +217,7 @@ mod tests {
             files: vec![],
             limits: Limits::default(),
             network: false,
+            egress: None,
             outputs: None,
         };
         let command = command(&job, &DockerSettings::default(), (1000, 1000)).unwrap();

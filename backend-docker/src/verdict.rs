@@ -70,6 +70,11 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
             "the working directory read as a tar archive through the Engine API after the job's processes \
              were killed; regular files only, symlinks never followed",
         ),
+        LimitName::Egress => Enforcement::enforced(
+            "network mode `none` (only a loopback interface); the one way out is the worker's egress proxy on a \
+             Unix socket mounted into the container, which checks every connection's host and port, resolves \
+             names itself and refuses non-public addresses",
+        ),
     }
 }
 

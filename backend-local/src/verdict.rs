@@ -113,6 +113,9 @@ pub(super) fn mechanism(limit: LimitName, enforcer: &Enforcer<'_>) -> Enforcemen
              O_NOFOLLOW, regular files only); without bubblewrap a process that left the group may \
              still change them",
         ),
+        LimitName::Egress => Enforcement::not_enforced(
+            "the none backend does not yet mount an egress proxy socket into its sandbox",
+        ),
     }
 }
 

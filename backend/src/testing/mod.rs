@@ -106,6 +106,7 @@ pub fn argv_job(argv: &[&str]) -> Job {
         files: Vec::new(),
         limits: quiet_limits(),
         network: false,
+        egress: None,
         outputs: None,
     }
 }

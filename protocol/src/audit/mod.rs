@@ -39,6 +39,8 @@ pub enum AuditEventType {
     Started,
     /// The job ended; carries the verdict and resource use.
     Finished,
+    /// The job tried to open a connection through the egress proxy; carries `network`.
+    Network,
 }
 
 impl AuditEventType {
@@ -49,6 +51,7 @@ impl AuditEventType {
             AuditEventType::Rejected => "rejected",
             AuditEventType::Started => "started",
             AuditEventType::Finished => "finished",
+            AuditEventType::Network => "network",
         }
     }
 }
@@ -96,6 +99,28 @@ pub struct ResourceUsage {
     pub stdout_bytes: u64,
     /// Bytes of stderr kept.
     pub stderr_bytes: u64,
+}
+
+/// One connection attempt of a job through the egress proxy, on a `network` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttempt {
+    /// The destination as the job named it: a host name or an IP address.
+    pub destination: String,
+    /// Destination port.
+    pub port: u16,
+    /// Whether the proxy let the connection through.
+    pub allowed: bool,
+    /// The address connected to, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Bytes from the job to the destination.
+    pub bytes_sent: u64,
+    /// Bytes from the destination to the job.
+    pub bytes_received: u64,
+    /// Why it was denied or cut, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One audit event.
@@ -160,6 +185,9 @@ pub struct AuditEvent {
     /// Files returned to the client (the request's `outputs`), by hash, on `finished`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<AuditedFile>,
+    /// One connection attempt, on `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkAttempt>,
     /// Error, on `rejected` and failed `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -219,6 +247,7 @@ impl AuditEvent {
             verdict: None,
             usage: None,
             outputs: Vec::new(),
+            network: None,
             error: None,
             traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
             chain: None,

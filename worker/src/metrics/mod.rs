@@ -14,6 +14,7 @@
 pub mod backends;
 pub mod connection;
 pub mod health;
+pub mod network;
 pub mod process;
 pub mod server;
 pub mod tenants;
@@ -78,11 +79,12 @@ pub struct LimitLabels {
 }
 
 /// Every verdict a job can end with, so each pool's `jobs_total` series exist from start-up.
-pub const VERDICTS: [Verdict; 9] = [
+pub const VERDICTS: [Verdict; 10] = [
     Verdict::Completed,
     Verdict::Timeout,
     Verdict::OutOfMemory,
     Verdict::OutputLimit,
+    Verdict::NetworkLimit,
     Verdict::Cancelled,
     Verdict::Rejected,
     Verdict::Expired,
@@ -139,6 +141,8 @@ pub struct Metrics {
     pub backends: backends::BackendSeries,
     /// Jobs by tenant: opt-in, capped (`METRICS_TENANT_LABELS`).
     pub tenants: tenants::TenantMetrics,
+    /// Egress proxy connection attempts and bytes.
+    pub network: network::NetworkMetrics,
 }
 
 /// What backends observe lands in the series of their pool: each backend gets a
@@ -187,6 +191,7 @@ impl Metrics {
             nats: connection::NatsMetrics::default(),
             backends: backends::BackendSeries::new(),
             tenants: tenants::TenantMetrics::from_env(),
+            network: network::NetworkMetrics::default(),
         };
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
@@ -235,6 +240,7 @@ impl Metrics {
         metrics.nats.register(registry);
         metrics.backends.register(registry);
         metrics.tenants.register(registry);
+        metrics.network.register(registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![(
@@ -369,11 +375,12 @@ mod tests {
             Verdict::Timeout => 1,
             Verdict::OutOfMemory => 2,
             Verdict::OutputLimit => 3,
-            Verdict::Cancelled => 4,
-            Verdict::Rejected => 5,
-            Verdict::Expired => 6,
-            Verdict::BackendError => 7,
-            Verdict::WorkerLost => 8,
+            Verdict::NetworkLimit => 4,
+            Verdict::Cancelled => 5,
+            Verdict::Rejected => 6,
+            Verdict::Expired => 7,
+            Verdict::BackendError => 8,
+            Verdict::WorkerLost => 9,
         }
     }
 

@@ -258,7 +258,7 @@ impl Verifier {
                     });
                 }
             }
-            AuditEventType::Rejected => {}
+            AuditEventType::Rejected | AuditEventType::Network => {}
         }
     }
 

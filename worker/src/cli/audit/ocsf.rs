@@ -15,6 +15,8 @@ pub const OCSF_VERSION: &str = "1.8.0";
 
 /// API Activity, category Application Activity.
 const API_ACTIVITY: (u32, u32) = (6003, 6);
+/// Network Activity, category Network Activity.
+const NETWORK_ACTIVITY: (u32, u32) = (4001, 4);
 /// Process Activity, category System Activity.
 const PROCESS_ACTIVITY: (u32, u32) = (1007, 1);
 
@@ -46,9 +48,20 @@ pub fn event(payload: &[u8]) -> Option<Value> {
                 2,
                 "Terminate",
             ),
+            AuditEventType::Network => (
+                NETWORK_ACTIVITY,
+                "Network Activity",
+                "Network Activity",
+                1,
+                "Open",
+            ),
         };
     let failed = match event.event {
         AuditEventType::Rejected => true,
+        AuditEventType::Network => event
+            .network
+            .as_ref()
+            .is_some_and(|attempt| !attempt.allowed),
         AuditEventType::Finished => event.verdict != Some(Verdict::Completed),
         _ => false,
     };

@@ -1,0 +1,97 @@
+//! A job's one way out when its pool holds it to egress rules: a Unix socket in a directory
+//! the worker's egress proxy owns, mounted into the sandbox at [`SANDBOX_DIR`], and the small
+//! forwarder (`forward.py`, written there by the worker) that makes the socket usable to jobs
+//! that do not cooperate. The forwarder is a convenience running as the job's user; the policy
+//! is the proxy's alone, outside the sandbox.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Where the egress directory appears inside the sandbox.
+pub const SANDBOX_DIR: &str = "/run/openshell-egress";
+
+/// The proxy's socket, inside the egress directory.
+pub const SOCKET: &str = "egress.sock";
+
+/// The forwarder, inside the egress directory.
+pub const FORWARDER: &str = "forward.py";
+
+/// The forwarder's configuration (JSON), inside the egress directory.
+pub const FORWARDER_CONFIG: &str = "forward.json";
+
+/// The HTTP proxy address the forwarder listens on inside the sandbox.
+pub const PROXY_ADDRESS: &str = "127.0.0.1:3128";
+
+/// The egress endpoint of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressEndpoint {
+    /// The directory on the host holding [`SOCKET`], [`FORWARDER`] and [`FORWARDER_CONFIG`].
+    pub dir: PathBuf,
+    /// Names (with one port each) the forwarder serves transparently: each gets a loopback
+    /// address of its own in the sandbox's `/etc/hosts` ([`EgressEndpoint::hosts`]).
+    pub names: Vec<(String, u16)>,
+}
+
+impl EgressEndpoint {
+    /// Each distinct name with its loopback address (127.77.x.y, in order of first mention).
+    pub fn hosts(&self) -> Vec<(String, Ipv4Addr)> {
+        let mut hosts: Vec<(String, Ipv4Addr)> = Vec::new();
+        for (name, _) in &self.names {
+            if hosts.iter().any(|(known, _)| known == name) {
+                continue;
+            }
+            let index = u32::try_from(hosts.len() + 1).unwrap_or(u32::MAX) & 0xffff;
+            let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 77, 0, 0)) | index);
+            hosts.push((name.clone(), address));
+        }
+        hosts
+    }
+
+    /// `argv` run under the forwarder, which sets the proxy environment and then runs it.
+    pub fn wrap(argv: &[String]) -> Vec<String> {
+        let mut wrapped = vec![
+            "python3".to_string(),
+            format!("{SANDBOX_DIR}/{FORWARDER}"),
+            "--".to_string(),
+        ];
+        wrapped.extend(argv.iter().cloned());
+        wrapped
+    }
+
+    /// The environment for jobs that cooperate: the forwarder's HTTP proxy.
+    pub fn proxy_env() -> Vec<(String, String)> {
+        let url = format!("http://{PROXY_ADDRESS}");
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .into_iter()
+            .map(|name| (name.to_string(), url.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_name_gets_one_loopback_address() {
+        let endpoint = EgressEndpoint {
+            dir: PathBuf::from("/x"),
+            names: vec![
+                ("a.test".into(), 80),
+                ("b.test".into(), 443),
+                ("a.test".into(), 443),
+            ],
+        };
+        assert_eq!(
+            endpoint.hosts(),
+            [
+                ("a.test".to_string(), Ipv4Addr::new(127, 77, 0, 1)),
+                ("b.test".to_string(), Ipv4Addr::new(127, 77, 0, 2))
+            ]
+        );
+        assert_eq!(
+            EgressEndpoint::wrap(&["curl".into()]),
+            ["python3", "/run/openshell-egress/forward.py", "--", "curl"]
+        );
+    }
+}
