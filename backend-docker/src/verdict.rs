@@ -93,7 +93,7 @@ fn missing_controller(controller: &str) -> Enforcement {
 pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network, LimitName::Files])
+        .chain([LimitName::Network, LimitName::Files, LimitName::Egress])
         .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -186,8 +186,8 @@ mod tests {
         let capabilities = capabilities(Some(&engine()));
         assert_eq!(
             capabilities.len(),
-            LimitName::ALL.len() + 2,
-            "every limit, network and files"
+            LimitName::ALL.len() + 3,
+            "every limit, network, files and egress"
         );
         assert_eq!(capabilities, super::capabilities(None));
         let no_pids = Engine {

@@ -1,7 +1,8 @@
 //! A job's one way out when its pool holds it to egress rules: a Unix socket in a directory
 //! the worker's egress proxy owns, mounted into the sandbox at [`SANDBOX_DIR`], and the small
 //! forwarder (`forward.py`, written there by the worker) that makes the socket usable to jobs
-//! that do not cooperate. The forwarder is a convenience running as the job's user; the policy
+//! that do not cooperate (and an HTTP proxy on 127.0.0.1:3128, in `HTTP_PROXY` and
+//! `HTTPS_PROXY`, for those that do). The forwarder is a convenience running as the job's user; the policy
 //! is the proxy's alone, outside the sandbox.
 
 use std::net::Ipv4Addr;
@@ -19,11 +20,8 @@ pub const FORWARDER: &str = "forward.py";
 /// The forwarder's configuration (JSON), inside the egress directory.
 pub const FORWARDER_CONFIG: &str = "forward.json";
 
-/// The HTTP proxy address the forwarder listens on inside the sandbox.
-pub const PROXY_ADDRESS: &str = "127.0.0.1:3128";
-
 /// The egress endpoint of one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EgressEndpoint {
     /// The directory on the host holding [`SOCKET`], [`FORWARDER`] and [`FORWARDER_CONFIG`].
     pub dir: PathBuf,
@@ -56,15 +54,6 @@ impl EgressEndpoint {
         ];
         wrapped.extend(argv.iter().cloned());
         wrapped
-    }
-
-    /// The environment for jobs that cooperate: the forwarder's HTTP proxy.
-    pub fn proxy_env() -> Vec<(String, String)> {
-        let url = format!("http://{PROXY_ADDRESS}");
-        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-            .into_iter()
-            .map(|name| (name.to_string(), url.clone()))
-            .collect()
     }
 }
 
