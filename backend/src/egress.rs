@@ -17,6 +17,10 @@ pub const SOCKET: &str = "egress.sock";
 /// The forwarder, inside the egress directory.
 pub const FORWARDER: &str = "forward.py";
 
+/// The forwarder's source (Python 3, standard library only): run inside sandboxes as the
+/// job's user; whoever makes an egress directory writes it there as [`FORWARDER`].
+pub const FORWARDER_SOURCE: &str = include_str!("egress_forward.py");
+
 /// The forwarder's configuration (JSON), inside the egress directory.
 pub const FORWARDER_CONFIG: &str = "forward.json";
 
@@ -43,6 +47,31 @@ impl EgressEndpoint {
             hosts.push((name.clone(), address));
         }
         hosts
+    }
+
+    /// Writes [`FORWARDER`] and its [`FORWARDER_CONFIG`] (the listeners of
+    /// [`EgressEndpoint::hosts`]) into the directory, readable by the sandbox's user.
+    pub fn write_forwarder(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let hosts = self.hosts();
+        let listeners: Vec<String> = self
+            .names
+            .iter()
+            .filter_map(|(name, port)| {
+                let (_, address) = hosts.iter().find(|(known, _)| known == name)?;
+                // Names are rule names: letters, digits, `-`, `_` and `.`, nothing to escape.
+                Some(format!(
+                    r#"{{"name":"{name}","port":{port},"address":"{address}"}}"#
+                ))
+            })
+            .collect();
+        let config = format!(r#"{{"listeners":[{}]}}"#, listeners.join(","));
+        std::fs::write(self.dir.join(FORWARDER), FORWARDER_SOURCE)?;
+        std::fs::write(self.dir.join(FORWARDER_CONFIG), config)?;
+        for file in [FORWARDER, FORWARDER_CONFIG] {
+            std::fs::set_permissions(self.dir.join(file), PermissionsExt::from_mode(0o644))?;
+        }
+        Ok(())
     }
 
     /// `argv` run under the forwarder, which sets the proxy environment and then runs it.

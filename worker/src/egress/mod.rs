@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openshell_backend::EgressEndpoint;
-use openshell_backend::egress::{FORWARDER, FORWARDER_CONFIG, SOCKET};
+use openshell_backend::egress::SOCKET;
 use openshell_protocol::audit::NetworkAttempt;
 use openshell_protocol::egress::HostPattern;
 use tokio::io::AsyncWriteExt;
@@ -32,9 +32,6 @@ use tokio_util::sync::CancellationToken;
 pub use decide::{Denied, EgressPolicy};
 use http::BadRequest;
 use pump::{Meter, pump};
-
-/// The forwarder run inside sandboxes (Python 3, standard library only).
-pub const FORWARDER_SOURCE: &str = include_str!("forward.py");
 
 /// Time a job's connection has to send its request, and the proxy to reach a destination.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -97,7 +94,9 @@ impl EgressProxy {
             dir: dir.path().to_path_buf(),
             names,
         };
-        write_forwarder(&endpoint).map_err(|e| fail("writing the forwarder", e))?;
+        endpoint
+            .write_forwarder()
+            .map_err(|e| fail("writing the forwarder", e))?;
         let socket = dir.path().join(SOCKET);
         let listener = UnixListener::bind(&socket).map_err(|e| fail("binding the socket", e))?;
         // The sandbox's user is not the worker's: the directory and socket must be reachable.
@@ -158,25 +157,6 @@ fn transparent_names(policy: &EgressPolicy) -> Vec<(String, u16)> {
             _ => None,
         })
         .collect()
-}
-
-fn write_forwarder(endpoint: &EgressEndpoint) -> std::io::Result<()> {
-    let listeners: Vec<serde_json::Value> = endpoint
-        .names
-        .iter()
-        .filter_map(|(name, port)| {
-            let hosts = endpoint.hosts();
-            let address = hosts.iter().find(|(known, _)| known == name)?.1;
-            Some(serde_json::json!({"name": name, "port": port, "address": address.to_string()}))
-        })
-        .collect();
-    let config = serde_json::json!({ "listeners": listeners });
-    std::fs::write(endpoint.dir.join(FORWARDER), FORWARDER_SOURCE)?;
-    std::fs::write(endpoint.dir.join(FORWARDER_CONFIG), config.to_string())?;
-    for file in [FORWARDER, FORWARDER_CONFIG] {
-        std::fs::set_permissions(endpoint.dir.join(file), PermissionsExt::from_mode(0o644))?;
-    }
-    Ok(())
 }
 
 struct Shared {
