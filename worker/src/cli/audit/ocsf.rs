@@ -94,6 +94,24 @@ pub fn event(payload: &[u8]) -> Option<Value> {
             "service": { "name": "openshell", "uid": event.pool },
         });
         ocsf["src_endpoint"] = json!({ "name": event.tenant });
+    } else if let Some(attempt) = &event.network {
+        ocsf["src_endpoint"] = json!({ "name": event.job_id });
+        ocsf["dst_endpoint"] = json!({
+            "hostname": attempt.destination,
+            "port": attempt.port,
+            "ip": attempt.address.as_deref().and_then(|address| address.rsplit_once(':')).map(|(ip, _)| ip.trim_matches(['[', ']'])),
+        });
+        ocsf["traffic"] = json!({
+            "bytes_out": attempt.bytes_sent,
+            "bytes_in": attempt.bytes_received,
+            "bytes": attempt.bytes_sent + attempt.bytes_received,
+        });
+        ocsf["disposition"] = json!(if attempt.allowed {
+            "Allowed"
+        } else {
+            "Blocked"
+        });
+        ocsf["disposition_id"] = json!(if attempt.allowed { 1 } else { 2 });
     } else {
         ocsf["device"] = json!({ "type_id": 1, "type": "Server", "name": event.worker_id });
         ocsf["process"] = process(&event);
