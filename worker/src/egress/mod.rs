@@ -12,6 +12,7 @@
 pub mod decide;
 pub mod http;
 pub mod pump;
+pub mod sni;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -268,6 +269,18 @@ async fn handle(stream: &mut UnixStream, shared: &Shared) -> NetworkAttempt {
         }
         Some(head) => [head.as_slice(), early.as_slice()].concat(),
     };
+    // A tunnel to a name: a TLS handshake in it must be for an allowed name too. What the job
+    // sent with its CONNECT is checked here; otherwise its first bytes, in the pump.
+    let tunnel = request.forward.is_none();
+    let tls_name = |bytes: &[u8]| sni_refusal(&shared.policy, &request, bytes);
+    if let Some(reason) = (tunnel && !opening.is_empty())
+        .then(|| tls_name(&opening))
+        .flatten()
+    {
+        record.allowed = false;
+        record.reason = Some(reason);
+        return record;
+    }
     if !shared.meter.take(opening.len() as u64) {
         shared.cut.cancel();
         record.reason = Some("the job passed its egress byte limit".into());
@@ -279,16 +292,47 @@ async fn handle(stream: &mut UnixStream, shared: &Shared) -> NetworkAttempt {
     let (from_job, to_job) = stream.split();
     let (from_dest, to_dest) = upstream.split();
     let stop = shared.cut.child_token();
-    let (sent, received) = tokio::join!(
-        pump(from_job, to_dest, &shared.meter, &stop, &shared.cut),
-        pump(from_dest, to_job, &shared.meter, &stop, &shared.cut),
+    let tokens = (&stop, &shared.cut);
+    let check: Option<pump::FirstCheck<'_>> = (tunnel && opening.is_empty()).then_some(&tls_name);
+    let ((sent, refused), (received, _)) = tokio::join!(
+        pump(from_job, to_dest, &shared.meter, tokens, check),
+        pump(from_dest, to_job, &shared.meter, tokens, None),
     );
     record.bytes_sent = sent + opening.len() as u64;
     record.bytes_received = received;
-    if shared.meter.over() {
+    if let Some(reason) = refused {
+        record.allowed = false;
+        record.reason = Some(reason);
+    } else if shared.meter.over() {
         record.reason = Some("cut: the job passed its egress byte limit".into());
     }
     record
+}
+
+/// Why a tunnel to `request`'s host may not carry `bytes`: a TLS ClientHello for a name no
+/// rule allows at the port, other than the tunnel's own. Tunnels to addresses are not checked
+/// (a CIDR rule allows any name there).
+fn sni_refusal(
+    policy: &EgressPolicy,
+    request: &http::ProxyRequest,
+    bytes: &[u8],
+) -> Option<String> {
+    let host = openshell_protocol::egress::normalize(&request.host);
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return None;
+    }
+    let name = openshell_protocol::egress::normalize(&sni::server_name(bytes)?);
+    let allowed = name == host
+        || policy
+            .rules
+            .iter()
+            .any(|rule| rule.allows_name(&name, request.port));
+    (!allowed).then(|| {
+        format!(
+            "the TLS handshake in the tunnel to {host}:{} asks for {name}, which is not in the job's egress rules",
+            request.port
+        )
+    })
 }
 
 async fn connect(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {

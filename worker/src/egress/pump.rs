@@ -43,22 +43,27 @@ impl Meter {
     }
 }
 
-/// Copies `from` to `to` until end of stream, an error, `stop`, or the cap; then shuts `to`
-/// down for writing. Returns the bytes delivered. Passing the cap cancels `cut`, which ends
-/// every connection of the job.
+/// What the first bytes of a direction must pass: `Some(reason)` refuses them.
+pub type FirstCheck<'a> = &'a (dyn Fn(&[u8]) -> Option<String> + Sync);
+
+/// Copies `from` to `to` until end of stream, an error, `stop`, the cap, or `first` refusing
+/// the first bytes read; then shuts `to` down for writing and cancels `stop` (the other
+/// direction ends too). Returns the bytes delivered, and `first`'s refusal. Passing the cap
+/// cancels `cut`, which ends every connection of the job.
 pub async fn pump<R, W>(
     mut from: R,
     mut to: W,
     meter: &Meter,
-    stop: &CancellationToken,
-    cut: &CancellationToken,
-) -> u64
+    (stop, cut): (&CancellationToken, &CancellationToken),
+    mut first: Option<FirstCheck<'_>>,
+) -> (u64, Option<String>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buffer = vec![0u8; 16 * 1024];
     let mut delivered = 0u64;
+    let mut refused = None;
     loop {
         let read = tokio::select! {
             read = from.read(&mut buffer) => match read {
@@ -67,6 +72,11 @@ where
             },
             () = stop.cancelled() => break,
         };
+        if let Some(reason) = first.take().and_then(|check| check(&buffer[..read])) {
+            refused = Some(reason);
+            stop.cancel();
+            break;
+        }
         if !meter.take(read as u64) {
             cut.cancel();
             break;
@@ -77,7 +87,7 @@ where
         delivered += read as u64;
     }
     let _ = to.shutdown().await;
-    delivered
+    (delivered, refused)
 }
 
 #[cfg(test)]
@@ -99,11 +109,16 @@ mod tests {
         let meter = Meter::new(Some(4));
         let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
         let mut sink = Vec::new();
-        let moved = pump(&b"0123456789"[..], &mut sink, &meter, &stop, &cut).await;
-        assert_eq!(moved, 0);
+        let moved = pump(&b"0123456789"[..], &mut sink, &meter, (&stop, &cut), None).await;
+        assert_eq!(moved, (0, None));
         assert!(cut.is_cancelled() && meter.over());
         let meter = Meter::new(None);
-        let moved = pump(&b"0123456789"[..], &mut sink, &meter, &stop, &cut).await;
-        assert_eq!((moved, sink.as_slice()), (10, &b"0123456789"[..]));
+        let stop = CancellationToken::new();
+        let moved = pump(&b"0123456789"[..], &mut sink, &meter, (&stop, &cut), None).await;
+        assert_eq!((moved.0, sink.as_slice()), (10, &b"0123456789"[..]));
+        let refuse = |_: &[u8]| Some("no".to_string());
+        let moved = pump(&b"abc"[..], &mut sink, &meter, (&stop, &cut), Some(&refuse)).await;
+        assert_eq!(moved, (0, Some("no".to_string())));
+        assert!(stop.is_cancelled());
     }
 }

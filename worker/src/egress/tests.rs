@@ -132,3 +132,51 @@ async fn the_byte_cap_cuts_the_job_and_refuses_what_comes_after() {
         "{cut:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tunnel_to_an_allowed_name_cannot_carry_a_handshake_for_another() {
+    let port = server(b"HTTP/1.0 200 OK\r\n\r\nhello").await;
+    let parent = tempfile::tempdir().unwrap();
+    let (sender, mut attempts) = mpsc::unbounded_channel();
+    let proxy = EgressProxy::start(parent.path(), "j3", policy(port, None), sender).unwrap();
+    let connect = format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\n");
+    // The handshake sent with the CONNECT, and after the proxy's answer.
+    for together in [true, false] {
+        let mut stream = UnixStream::connect(proxy.socket()).await.unwrap();
+        let hello = super::sni::tests::client_hello("evil.test");
+        if together {
+            stream
+                .write_all(&[connect.as_bytes(), &hello].concat())
+                .await
+                .unwrap();
+        } else {
+            stream.write_all(connect.as_bytes()).await.unwrap();
+            let mut answer = [0u8; 39];
+            stream.read_exact(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"));
+            stream.write_all(&hello).await.unwrap();
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(!String::from_utf8_lossy(&rest).contains("hello"));
+    }
+    // A handshake for the tunnel's own name goes through.
+    let mut stream = UnixStream::connect(proxy.socket()).await.unwrap();
+    let hello = super::sni::tests::client_hello("allowed.test");
+    stream
+        .write_all(&[connect.as_bytes(), &hello].concat())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    assert!(String::from_utf8_lossy(&answer).ends_with("hello"));
+    proxy.finish().await;
+    let mut refused = 0;
+    while let Ok(attempt) = attempts.try_recv() {
+        if !attempt.allowed {
+            refused += 1;
+            assert!(attempt.reason.unwrap().contains("evil.test"));
+        }
+    }
+    assert_eq!(refused, 2);
+}
