@@ -21,6 +21,10 @@ pub const FORWARDER: &str = "forward.py";
 /// job's user; whoever makes an egress directory writes it there as [`FORWARDER`].
 pub const FORWARDER_SOURCE: &str = include_str!("egress_forward.py");
 
+/// A hosts file naming [`EgressEndpoint::hosts`], inside the egress directory, for sandboxes
+/// that mount it over `/etc/hosts` (Docker gets the names as extra hosts instead).
+pub const HOSTS: &str = "hosts";
+
 /// The forwarder's configuration (JSON), inside the egress directory.
 pub const FORWARDER_CONFIG: &str = "forward.json";
 
@@ -66,9 +70,14 @@ impl EgressEndpoint {
             })
             .collect();
         let config = format!(r#"{{"listeners":[{}]}}"#, listeners.join(","));
+        let mut hosts_file = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (name, address) in &hosts {
+            hosts_file.push_str(&format!("{address} {name}\n"));
+        }
+        std::fs::write(self.dir.join(HOSTS), hosts_file)?;
         std::fs::write(self.dir.join(FORWARDER), FORWARDER_SOURCE)?;
         std::fs::write(self.dir.join(FORWARDER_CONFIG), config)?;
-        for file in [FORWARDER, FORWARDER_CONFIG] {
+        for file in [FORWARDER, FORWARDER_CONFIG, HOSTS] {
             std::fs::set_permissions(self.dir.join(file), PermissionsExt::from_mode(0o644))?;
         }
         Ok(())

@@ -1,9 +1,10 @@
-//! Egress rules on real dockerd: a job of a pool with `network = { allow = [...] }` reaches
+//! Egress rules on real dockerd and in the `none` backend's bubblewrap sandbox: a job of a
+//! pool with `network = { allow = [...] }` reaches
 //! the allowed host and nothing else. Two HTTP servers on this host's loopback stand in for
 //! the outside world (the pool pins their names there with `network.resolve`); the NATS server
-//! and the worker's metrics port are forbidden targets. The sandbox stays on network `none`:
-//! its only way out is the worker's egress proxy on a Unix socket. Needs nats-server, dockerd
-//! and the sandbox image.
+//! and the worker's metrics port are forbidden targets. The sandbox has no network of its own:
+//! its only way out is the worker's egress proxy on a Unix socket. Needs nats-server, and
+//! dockerd with the sandbox image, or root with bubblewrap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,10 +114,37 @@ fn expected(allowed: u16, denied: u16, nats: u16, metrics: u16) -> Vec<(String, 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
+async fn docker_jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
     if !dockerd::available() {
         return;
     }
+    let backend = format!(
+        "backend = \"docker\"\n\n[pools.egress.docker]\nimage = \"{}\"\nwarm_pool = 0\n",
+        dockerd::image()
+    );
+    jobs_reach_allowed_hosts_only(&backend).await;
+}
+
+/// The same on the `none` backend, in its bubblewrap sandbox (the worker runs as root here).
+#[tokio::test(flavor = "multi_thread")]
+async fn local_jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
+    if !nix::unistd::Uid::effective().is_root() || !std::path::Path::new("/usr/bin/bwrap").exists()
+    {
+        assert!(
+            !openshell_test_support::in_ci(),
+            "the none backend's sandbox needs root and bubblewrap: run deploy/setup.sh"
+        );
+        eprintln!("SKIP: the none backend's sandbox needs root and bubblewrap");
+        return;
+    }
+    jobs_reach_allowed_hosts_only(
+        "backend = \"none\"\n[pools.egress.local]\nsandbox = \"required\"\n",
+    )
+    .await;
+}
+
+/// A pool `egress` on the backend `backend` (its TOML lines) allowing one of two servers.
+async fn jobs_reach_allowed_hosts_only(backend: &str) {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
@@ -126,19 +154,18 @@ async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
         .url()
         .rsplit(':')
         .next()
-        .unwrap()
+        .expect("as the test set it up")
         .parse::<u16>()
-        .unwrap();
+        .expect("as the test set it up");
     let dirs = tempfile::tempdir().expect("egress dir");
     let config = dirs.path().join("openshell.toml");
     let egress_dir = dirs.path().join("egress");
     std::fs::write(
         &config,
         format!(
-            "[pools.egress]\nbackend = \"docker\"\n\n[pools.egress.docker]\nimage = \"{image}\"\nwarm_pool = 0\n\n\
+            "[pools.egress]\n{backend}\n\
              [pools.egress.network]\nallow = [\"allowed.test:{allowed}\"]\nmax_bytes = \"256k\"\n\
              dir = \"{dir}\"\nresolve = {{ \"allowed.test\" = \"127.0.0.1\", \"denied.test\" = \"127.0.0.1\" }}\n",
-            image = dockerd::image(),
             dir = egress_dir.display(),
         ),
     )
@@ -159,13 +186,16 @@ async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
         .metrics_addr()
         .rsplit(':')
         .next()
-        .unwrap()
+        .expect("as the test set it up")
         .parse()
-        .unwrap();
+        .expect("as the test set it up");
     let client = Client::connect(&url).await.expect("client connects");
     let nats_client = async_nats::connect(&url).await.expect("audit reader");
-    let mut audit = nats_client.subscribe("openshell.audit.>").await.unwrap();
-    nats_client.flush().await.unwrap();
+    let mut audit = nats_client
+        .subscribe("openshell.audit.>")
+        .await
+        .expect("as the test set it up");
+    nats_client.flush().await.expect("as the test set it up");
 
     let mut probe = ExecRequest::code("probe", "python", PROBE);
     probe.network = true.into();
@@ -243,7 +273,11 @@ async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
         "import urllib.request, os\nprint(urllib.request.urlopen(f\"http://allowed.test:{os.environ['ALLOWED']}/\", timeout=10).read().decode())\n",
     );
     subset.env = BTreeMap::from([("ALLOWED".into(), allowed.to_string())]);
-    subset.network = NetworkAccess::Only(vec![format!("allowed.test:{allowed}").parse().unwrap()]);
+    subset.network = NetworkAccess::Only(vec![
+        format!("allowed.test:{allowed}")
+            .parse()
+            .expect("as the test set it up"),
+    ]);
     let result = client
         .exec("egress", "acme", &subset)
         .await
@@ -255,10 +289,17 @@ async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
     );
     let mut more = subset.clone();
     more.id = "more".into();
-    more.network = NetworkAccess::Only(vec![format!("denied.test:{denied}").parse().unwrap()]);
+    more.network = NetworkAccess::Only(vec![
+        format!("denied.test:{denied}")
+            .parse()
+            .expect("as the test set it up"),
+    ]);
     let result = client.exec("egress", "acme", &more).await.expect("result");
     assert_eq!(result.status, Verdict::Rejected);
-    assert_eq!(result.error.unwrap().kind, ErrorKind::NetworkNotAllowed);
+    assert_eq!(
+        result.error.expect("as the test set it up").kind,
+        ErrorKind::NetworkNotAllowed
+    );
 
     // Past network.max_bytes the job's connections are cut and its verdict says so.
     let mut big = ExecRequest::code(
@@ -270,7 +311,10 @@ async fn jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
     big.network = true.into();
     let result = client.exec("egress", "acme", &big).await.expect("result");
     assert_eq!(result.status, Verdict::NetworkLimit, "{result:#?}");
-    assert_eq!(result.error.unwrap().kind, ErrorKind::NetworkLimitExceeded);
+    assert_eq!(
+        result.error.expect("as the test set it up").kind,
+        ErrorKind::NetworkLimitExceeded
+    );
     assert!(
         !result.stdout.to_text_lossy().contains("1048576"),
         "{:?}",
