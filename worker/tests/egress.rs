@@ -266,6 +266,16 @@ async fn jobs_reach_allowed_hosts_only(backend: &str) {
         .all(|attempt| attempt.bytes_received > 0 && attempt.bytes_sent > 0);
     assert!(allowed_bytes, "{events:#?}");
 
+    // One metric per attempt, as per audit event.
+    let (_, metrics) =
+        openshell_test_support::http::get(&worker.metrics_addr(), "/metrics", "text/plain").await;
+    for (outcome, count) in [("allowed", 3), ("denied", 7)] {
+        let series = format!(
+            "openshell_egress_connections_total{{pool=\"egress\",outcome=\"{outcome}\"}} {count}"
+        );
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
+
     // A subset of the pool's rules is granted; more is refused before anything runs.
     let mut subset = ExecRequest::code(
         "subset",
