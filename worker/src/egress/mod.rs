@@ -86,8 +86,13 @@ impl EgressProxy {
             source,
         };
         std::fs::create_dir_all(parent).map_err(|e| fail("creating the parent directory", e))?;
+        // Others on the host may pass through the parent but not list it, and cannot guess
+        // a job's directory: its socket is open to every uid (the sandbox's is not ours).
+        std::fs::set_permissions(parent, PermissionsExt::from_mode(0o711))
+            .map_err(|e| fail("closing the parent directory", e))?;
         let dir = tempfile::Builder::new()
             .prefix("egress-")
+            .rand_bytes(24)
             .tempdir_in(parent)
             .map_err(|e| fail("creating the job's directory", e))?;
         let names = transparent_names(&policy);

@@ -48,6 +48,15 @@ async fn allowed_hosts_pass_and_everything_else_is_refused_once_each() {
     let (sender, mut attempts) = mpsc::unbounded_channel();
     let proxy = EgressProxy::start(parent.path(), "j1", policy(port, None), sender).unwrap();
     assert_eq!(proxy.endpoint().names, [("allowed.test".to_string(), port)]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(parent.path()),
+        0o711,
+        "others may not list the jobs' directories"
+    );
+    assert_eq!(mode(&proxy.socket()), 0o666);
     let plain = ask(
         &proxy,
         &format!("GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\n"),
