@@ -34,6 +34,10 @@ pub use decide::{Denied, EgressPolicy};
 use http::BadRequest;
 use pump::{Meter, pump};
 
+/// Connections one job may open through the proxy; the next is refused (and audited) and the
+/// proxy stops listening, so a job cannot flood the audit trail. Verdict `network_limit`.
+pub const MAX_ATTEMPTS: usize = 1024;
+
 /// Time a job's connection has to send its request, and the proxy to reach a destination.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -42,6 +46,7 @@ pub struct EgressProxy {
     dir: tempfile::TempDir,
     endpoint: EgressEndpoint,
     meter: Arc<Meter>,
+    too_many: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -53,6 +58,9 @@ pub struct EgressSummary {
     pub bytes: u64,
     /// Whether the job passed its byte cap (its connections were cut).
     pub over_limit: bool,
+    /// Whether the job tried more than [`MAX_ATTEMPTS`] connections (the proxy stopped
+    /// listening).
+    pub too_many_attempts: bool,
 }
 
 /// Why a proxy could not start.
@@ -119,11 +127,13 @@ impl EgressProxy {
             ended: stop.clone(),
             cut: stop.child_token(),
         });
-        let accept = tokio::spawn(serve(listener, shared, stop.clone()));
+        let too_many = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept = tokio::spawn(serve(listener, shared, stop.clone(), Arc::clone(&too_many)));
         Ok(Self {
             dir,
             endpoint,
             meter,
+            too_many,
             stop,
             accept,
         })
@@ -147,6 +157,7 @@ impl EgressProxy {
         EgressSummary {
             bytes: self.meter.moved(),
             over_limit: self.meter.over(),
+            too_many_attempts: self.too_many.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
 }
@@ -175,12 +186,40 @@ struct Shared {
     cut: CancellationToken,
 }
 
-async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: CancellationToken) {
+async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    too_many: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut connections = JoinSet::new();
+    let mut accepted_count = 0usize;
+    let mut listener = Some(listener);
     loop {
+        let accept = async {
+            match &listener {
+                Some(listener) => listener.accept().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+            accepted = accept => {
+                let Some((stream, _)) = accepted else { continue };
+                accepted_count += 1;
+                if accepted_count > MAX_ATTEMPTS {
+                    // Refused, audited once, and no more listening: later attempts fail in
+                    // the sandbox and never reach the audit trail.
+                    too_many.store(true, std::sync::atomic::Ordering::SeqCst);
+                    listener = None;
+                    let _ = shared.attempts.send(NetworkAttempt {
+                        reason: Some(format!(
+                            "the job opened more than {MAX_ATTEMPTS} connections: the egress proxy stopped listening"
+                        )),
+                        ..attempt("", 0)
+                    });
+                    drop(stream);
+                    continue;
+                }
                 connections.spawn(connection(stream, Arc::clone(&shared)));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -189,3 +189,32 @@ async fn a_tunnel_to_an_allowed_name_cannot_carry_a_handshake_for_another() {
     }
     assert_eq!(refused, 2);
 }
+
+#[tokio::test]
+async fn past_its_attempt_cap_a_job_is_refused_once_and_the_proxy_stops_listening() {
+    let parent = tempfile::tempdir().unwrap();
+    let (sender, mut attempts) = mpsc::unbounded_channel();
+    let proxy = EgressProxy::start(parent.path(), "j4", policy(1, None), sender).unwrap();
+    for _ in 0..MAX_ATTEMPTS {
+        let answer = ask(&proxy, "CONNECT denied.test:1 HTTP/1.1\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    // The one past the cap is dropped unanswered; after it, nothing is listening.
+    let _ = ask(&proxy, "CONNECT denied.test:1 HTTP/1.1\r\n\r\n").await;
+    let mut refused_later = false;
+    for _ in 0..50 {
+        if UnixStream::connect(proxy.socket()).await.is_err() {
+            refused_later = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused_later, "the proxy still listens past its cap");
+    let summary = proxy.finish().await;
+    assert!(summary.too_many_attempts && !summary.over_limit);
+    let mut count = 0;
+    while attempts.try_recv().is_ok() {
+        count += 1;
+    }
+    assert_eq!(count, MAX_ATTEMPTS + 1);
+}

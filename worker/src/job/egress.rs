@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditSink;
 use crate::config::NetworkConfig;
-use crate::egress::{EgressProxy, EgressSummary};
+use crate::egress::{EgressProxy, EgressSummary, MAX_ATTEMPTS};
 use crate::metrics::Metrics;
 use openshell_backend::EgressEndpoint;
 
@@ -67,16 +67,23 @@ impl JobEgress {
     pub async fn finish(self, result: &mut ExecResult, max_bytes: Option<u64>) -> EgressSummary {
         let summary = self.proxy.finish().await;
         let _ = self.auditor.await;
-        if summary.over_limit && matches!(result.status, Verdict::Completed) {
+        let why = if summary.over_limit {
+            format!(
+                "the job moved more than the pool's network.max_bytes = {} bytes through the egress \
+                 proxy; its connections were cut (the program went on without them)",
+                max_bytes.unwrap_or_default()
+            )
+        } else {
+            format!(
+                "the job opened more than {MAX_ATTEMPTS} connections through the egress proxy, which \
+                 then stopped taking more (the program went on without them)"
+            )
+        };
+        if (summary.over_limit || summary.too_many_attempts)
+            && matches!(result.status, Verdict::Completed)
+        {
             result.status = Verdict::NetworkLimit;
-            result.error = Some(ErrorInfo::new(
-                ErrorKind::NetworkLimitExceeded,
-                format!(
-                    "the job moved more than the pool's network.max_bytes = {} bytes through the egress \
-                     proxy; its connections were cut (the program went on without them)",
-                    max_bytes.unwrap_or_default()
-                ),
-            ));
+            result.error = Some(ErrorInfo::new(ErrorKind::NetworkLimitExceeded, why));
         }
         summary
     }
