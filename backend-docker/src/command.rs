@@ -13,7 +13,7 @@ use openshell_protocol::{ErrorKind, Limits};
 
 use super::error;
 use super::settings::DockerSettings;
-use openshell_backend::{BackendError, Job, JobFile};
+use openshell_backend::{BackendError, EgressEndpoint, Job, JobFile};
 
 /// Exit code of the prologue when it cannot prepare the job (its message is on stderr).
 pub(super) const PROLOGUE_FAILED: i64 = 125;
@@ -46,7 +46,11 @@ pub(super) fn command(
         prologue(&job.limits, &settings.workdir, archive.len()),
         "openshell".to_string(),
     ];
-    cmd.extend(job.argv.iter().cloned());
+    match &job.egress {
+        // The forwarder starts first, then runs the argv (see `openshell_backend::egress`).
+        Some(_) => cmd.extend(EgressEndpoint::wrap(&job.argv)),
+        None => cmd.extend(job.argv.iter().cloned()),
+    }
     Ok(Command {
         cmd,
         env: environment(&job.env, settings)?,
@@ -217,6 +221,7 @@ mod tests {
             files: vec![],
             limits: Limits::default(),
             network: false,
+            egress: None,
             outputs: None,
         };
         let command = command(&job, &DockerSettings::default(), (1000, 1000)).unwrap();

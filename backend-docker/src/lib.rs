@@ -236,7 +236,8 @@ impl Backend for DockerBackend {
             ));
         }
         let command = command::command(&job, settings, factory.owner)?;
-        let shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);
+        let mut shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);
+        shape.egress = job.egress.clone();
         let resources = Resources::for_limits(&job.limits, settings);
         let prepare = job::prepare(factory, &self.pools, &job, (&shape, &resources), &command);
         let asked = Instant::now();

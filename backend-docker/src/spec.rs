@@ -12,7 +12,8 @@ use openshell_protocol::{ErrorKind, Limits};
 
 use super::error;
 use super::settings::DockerSettings;
-use openshell_backend::BackendError;
+use openshell_backend::egress::SANDBOX_DIR;
+use openshell_backend::{BackendError, EgressEndpoint};
 
 /// Processes of a container besides the job's: its init and the keep-alive `sleep`.
 pub(super) const PIDS_OVERHEAD: i64 = 2;
@@ -29,6 +30,9 @@ pub(super) struct Shape {
     pub tmpfs_bytes: u64,
     /// Whether the container joins the pool's network instead of `none`.
     pub network: bool,
+    /// The job's egress endpoint, mounted into a container on network `none`: one of its
+    /// own, so such jobs always get a fresh container.
+    pub egress: Option<EgressEndpoint>,
 }
 
 impl Shape {
@@ -38,6 +42,7 @@ impl Shape {
             image: image.to_string(),
             tmpfs_bytes: limits.disk.unwrap_or(settings.tmpfs_size).bytes(),
             network,
+            egress: None,
         }
     }
 }
@@ -168,10 +173,29 @@ fn host_config(
     ]);
     let nofile = clamp(settings.max_open_files);
     HostConfig {
-        network_mode: Some(if shape.network {
+        network_mode: Some(if shape.network && shape.egress.is_none() {
             settings.network.clone()
         } else {
             "none".to_string()
+        }),
+        binds: shape
+            .egress
+            .as_ref()
+            .map(|egress| vec![format!("{}:{SANDBOX_DIR}:ro", egress.dir.display())]),
+        extra_hosts: shape.egress.as_ref().map(|egress| {
+            egress
+                .hosts()
+                .into_iter()
+                .map(|(name, address)| format!("{name}:{address}"))
+                .collect()
+        }),
+        // The forwarder serves allowed names on their own ports (443 too) as the job's user,
+        // in the container's own network namespace only.
+        sysctls: shape.egress.as_ref().map(|_| {
+            HashMap::from([(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            )])
         }),
         readonly_rootfs: Some(true),
         tmpfs: Some(tmpfs),
@@ -277,6 +301,30 @@ mod tests {
     fn network_only_when_the_shape_has_it() {
         let host = spec(true).host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    }
+
+    #[test]
+    fn egress_jobs_get_network_none_their_socket_and_their_names() {
+        let settings = DockerSettings::default();
+        let mut shape = Shape::for_job("img:1", &limits(), false, &settings);
+        shape.egress = Some(EgressEndpoint {
+            dir: "/tmp/openshell-egress/egress-x".into(),
+            names: vec![("pypi.org".into(), 443)],
+        });
+        let resources = Resources::for_limits(&limits(), &settings);
+        let spec = container(&settings, (1000, 1000), &shape, &resources, HashMap::new());
+        let host = spec.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            host.binds.unwrap(),
+            ["/tmp/openshell-egress/egress-x:/run/openshell-egress:ro"]
+        );
+        assert_eq!(host.extra_hosts.unwrap(), ["pypi.org:127.77.0.1"]);
+        assert_eq!(
+            host.sysctls.unwrap()["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(host.cap_add, None);
     }
 
     #[test]

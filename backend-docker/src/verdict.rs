@@ -70,6 +70,11 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
             "the working directory read as a tar archive through the Engine API after the job's processes \
              were killed; regular files only, symlinks never followed",
         ),
+        LimitName::Egress => Enforcement::enforced(
+            "network mode `none` (only a loopback interface); the one way out is the worker's egress proxy on a \
+             Unix socket mounted into the container, which checks every connection's host and port, resolves \
+             names itself and refuses non-public addresses",
+        ),
     }
 }
 
@@ -88,7 +93,7 @@ fn missing_controller(controller: &str) -> Enforcement {
 pub(super) fn capabilities(engine: Option<&Engine>) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network, LimitName::Files])
+        .chain([LimitName::Network, LimitName::Files, LimitName::Egress])
         .map(|limit| (limit, mechanism(limit, engine)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -181,8 +186,8 @@ mod tests {
         let capabilities = capabilities(Some(&engine()));
         assert_eq!(
             capabilities.len(),
-            LimitName::ALL.len() + 2,
-            "every limit, network and files"
+            LimitName::ALL.len() + 3,
+            "every limit, network, files and egress"
         );
         assert_eq!(capabilities, super::capabilities(None));
         let no_pids = Engine {

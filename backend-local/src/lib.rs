@@ -226,6 +226,15 @@ impl LocalBackend {
             ..job.limits.clone()
         });
         let (spawned, status) = match &self.sandbox {
+            // Admission sends no such job (no egress capability without bubblewrap): never run
+            // it on the host's network.
+            None if job.egress.is_some() => {
+                return Err(self.error(
+                    ErrorKind::LimitNotEnforceable,
+                    "a job held to egress rules needs the bubblewrap sandbox; it was not run"
+                        .into(),
+                ));
+            }
             None => {
                 let setup = Setup {
                     switch_to: run_as.switch_to(),

@@ -39,6 +39,8 @@ use serde::{Deserialize, Serialize};
 use super::KIND;
 use super::rlimits::Rlimit;
 use super::user::RunAs;
+use openshell_backend::EgressEndpoint;
+use openshell_backend::egress::{HOSTS, SANDBOX_DIR};
 use openshell_backend::{BackendError, Job};
 
 pub(super) use self::enter::NSENTER;
@@ -219,10 +221,11 @@ impl Sandbox {
         // Non-blocking, and so are both ends: the final read must never wait, and pid 1
         // writes one short line into an empty pipe.
         let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let spec = memfd(
-            c"openshell-job",
-            &job_spec(&job.argv, env, rlimits, workdir)?,
-        )?;
+        let argv = match &job.egress {
+            Some(_) => EgressEndpoint::wrap(&job.argv),
+            None => job.argv.clone(),
+        };
+        let spec = memfd(c"openshell-job", &job_spec(&argv, env, rlimits, workdir)?)?;
         let filter = seccomp::program().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -232,6 +235,26 @@ impl Sandbox {
         let filter = memfd(c"openshell-seccomp", &filter)?;
         let mut argv = vec![self.bwrap.display().to_string()];
         argv.extend(self.namespaces(job.network, job.limits.disk.map(|disk| disk.bytes())));
+        if let Some(egress) = &job.egress {
+            // No network but the egress proxy's socket, and the allowed names in /etc/hosts.
+            let dir = egress.dir.display().to_string();
+            let hosts = egress.dir.join(HOSTS).display().to_string();
+            argv.extend(
+                [
+                    "--perms",
+                    "0755",
+                    "--dir",
+                    "/run",
+                    "--ro-bind",
+                    &dir,
+                    SANDBOX_DIR,
+                    "--ro-bind",
+                    &hosts,
+                    "/etc/hosts",
+                ]
+                .map(String::from),
+            );
+        }
         // The working directory's parents exist in the sandbox only as bubblewrap makes them,
         // with the host's modes: a work root only root may enter would lock the job out.
         let parents: Vec<&Path> = workdir.ancestors().skip(1).collect();

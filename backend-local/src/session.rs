@@ -119,6 +119,7 @@ impl SessionBackend for LocalBackend {
             limits: spec.limits.clone(),
             network: false,
             outputs: None,
+            egress: None,
         };
         let env = workdir.env(&self.settings.path, &keeper.env);
         let launch = sandbox

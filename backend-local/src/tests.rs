@@ -34,6 +34,7 @@ fn job(language: &str, code: &str, limits: Limits) -> Job {
         files: vec![file],
         limits,
         network: false,
+        egress: None,
         outputs: None,
     }
 }

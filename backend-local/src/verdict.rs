@@ -113,6 +113,14 @@ pub(super) fn mechanism(limit: LimitName, enforcer: &Enforcer<'_>) -> Enforcemen
              O_NOFOLLOW, regular files only); without bubblewrap a process that left the group may \
              still change them",
         ),
+        LimitName::Egress if sandboxed => Enforcement::enforced(
+            "the job's own network namespace with only a loopback interface (bubblewrap --unshare-net); \
+             the one way out is the worker's egress proxy on a Unix socket bound into the sandbox, which \
+             checks every connection's host and port, resolves names itself and refuses non-public addresses",
+        ),
+        LimitName::Egress => Enforcement::not_enforced(
+            "without bubblewrap jobs share the worker host's network: they cannot be held to egress rules",
+        ),
     }
 }
 
@@ -148,7 +156,7 @@ fn processes(run_as: &RunAs) -> Enforcement {
 pub(super) fn capabilities(enforcer: &Enforcer<'_>) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network, LimitName::Files])
+        .chain([LimitName::Network, LimitName::Files, LimitName::Egress])
         .map(|limit| (limit, mechanism(limit, enforcer)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()

@@ -99,6 +99,7 @@ mod tests {
             files: Vec::new(),
             limits,
             network: false,
+            egress: None,
             outputs: None,
         }
     }

@@ -111,6 +111,9 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
             "read inside the job's sandbox by a process of the job's own uid after every other process of \
              the job was killed, and sent after its output; regular files only, symlinks never followed",
         ),
+        LimitName::Egress => Enforcement::not_enforced(
+            "the SSH backend cannot yet carry a job's egress proxy socket to the host's sandbox",
+        ),
     }
 }
 

@@ -42,6 +42,12 @@ pub struct Job {
     pub limits: Limits,
     /// Whether the pool granted network access.
     pub network: bool,
+    /// When the pool holds the job to egress rules (then `network` is false: the sandbox gets
+    /// no network but this endpoint); a backend that cannot mount it leaves
+    /// [`LimitName::Egress`] out of its capabilities, and such jobs never reach it.
+    ///
+    /// [`LimitName::Egress`]: openshell_protocol::LimitName::Egress
+    pub egress: Option<crate::EgressEndpoint>,
     /// Files to read out of the working directory after the program ends, when the request
     /// named `outputs`; a backend that cannot leaves [`LimitName::Files`] out of its
     /// capabilities, and such jobs never reach it.

@@ -31,6 +31,7 @@
 //! (see `examples/nice-backend/` at the top of the repository).
 
 mod context;
+pub mod egress;
 mod error;
 mod execution;
 pub mod files;
@@ -48,6 +49,7 @@ use async_trait::async_trait;
 use openshell_protocol::EnforcementReport;
 
 pub use context::PoolContext;
+pub use egress::EgressEndpoint;
 pub use error::{BackendError, Cause};
 pub use execution::{Ending, Execution};
 pub use files::{CollectedFile, CollectedFiles, FilesRequest};

@@ -160,9 +160,8 @@ pub fn decode_request(bytes: &[u8], max_bytes: usize) -> Result<ExecRequest, Dec
 /// The request in `bytes`, checked for shape and types (and file paths, which are checked as
 /// they are read) but not yet for the rules of [`validate`].
 fn parse(bytes: &[u8]) -> Result<ExecRequest, DecodeError> {
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    let parsed =
-        object::<_, ExecRequest>(&mut json).and_then(|request| json.end().map(|()| request));
+    // Boxed, so this frame, under the error path's recursion, holds no whole request.
+    let parsed = read(bytes).map(|request| *request);
     parsed.map_err(|error| {
         // A newer version may add fields this crate rejects as unknown: name the version instead.
         // (This frame stays small: salvage_version recurses as deep as the JSON nests.)
@@ -172,6 +171,14 @@ fn parse(bytes: &[u8]) -> Result<ExecRequest, DecodeError> {
         }
         refusal(bytes, &error)
     })
+}
+
+#[inline(never)]
+fn read(bytes: &[u8]) -> Result<Box<ExecRequest>, serde_json::Error> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let request = object::<_, ExecRequest>(&mut json)?;
+    json.end()?;
+    Ok(Box::new(request))
 }
 
 /// Why serde refused `bytes` with `error`: a file path that broke its rule, or a shape or type

@@ -48,6 +48,8 @@ pub enum ErrorKind {
     OutOfMemory,
     /// The job wrote more output than its limit.
     OutputLimitExceeded,
+    /// The job moved more bytes through the egress proxy than its pool allows.
+    NetworkLimitExceeded,
     /// The sandbox refused an operation (exit 126, EACCES).
     PermissionDenied,
     /// The sandbox could not be created or started: the job did not run.
@@ -91,6 +93,7 @@ impl ErrorKind {
             ErrorKind::TimeoutExceeded => "timeout_exceeded",
             ErrorKind::OutOfMemory => "out_of_memory",
             ErrorKind::OutputLimitExceeded => "output_limit_exceeded",
+            ErrorKind::NetworkLimitExceeded => "network_limit_exceeded",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::SandboxStartFailed => "sandbox_start_failed",
             ErrorKind::SandboxLost => "sandbox_lost",

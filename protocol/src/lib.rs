@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod decode;
+pub mod egress;
 pub mod error;
 mod json_path;
 pub mod limits;
@@ -33,6 +34,7 @@ pub use audit::{AuditCheckpoint, AuditEvent, AuditEventType, ResourceUsage};
 pub use decode::{
     AUDIT_ENVELOPE_BYTES, AUDITED_OUTPUT_BYTES, DecodeError, decode_request, max_request_within,
 };
+pub use egress::{EgressRule, NetworkAccess};
 pub use error::{ErrorInfo, ErrorKind};
 pub use limits::{LimitName, Limits};
 pub use output::{OutputChunk, OutputStream};

@@ -66,6 +66,10 @@ pub enum LimitName {
     /// the sandbox. A backend lists it in its capabilities when it can return files; reports
     /// carry it for requests with `outputs`.
     Files,
+    /// Not a field of [`Limits`]: the capability to hold a job with network access to the egress
+    /// rules of its pool (only an egress proxy as its one way out). Capabilities carry it;
+    /// reports put it under [`LimitName::Network`].
+    Egress,
 }
 
 impl LimitName {
@@ -94,6 +98,7 @@ impl LimitName {
             LimitName::Disk => "disk",
             LimitName::Network => "network",
             LimitName::Files => "files",
+            LimitName::Egress => "egress",
         }
     }
 }
@@ -140,7 +145,7 @@ impl Limits {
             LimitName::OpenFiles => self.open_files.map(LimitValue::Count),
             LimitName::Output => self.output.map(LimitValue::Size),
             LimitName::Disk => self.disk.map(LimitValue::Size),
-            LimitName::Network | LimitName::Files => None,
+            LimitName::Network | LimitName::Files | LimitName::Egress => None,
         }
     }
 

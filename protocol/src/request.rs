@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::PROTOCOL_VERSION;
+use crate::egress::NetworkAccess;
 use crate::limits::Limits;
 use crate::outputs::OutputPattern;
 use crate::path::RelativePath;
@@ -75,9 +76,10 @@ pub struct ExecRequest {
     /// Resource limits; the pool's defaults fill the rest, its ceilings bound them.
     #[serde(default, deserialize_with = "object")]
     pub limits: Limits,
-    /// Ask for network access; refused unless the pool allows it.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub network: bool,
+    /// Ask for network access: `true` for all the pool's egress rules, or a list of rules each
+    /// within one of the pool's (`["pypi.org:443"]`); refused unless the pool allows it.
+    #[serde(default, skip_serializing_if = "NetworkAccess::is_none")]
+    pub network: NetworkAccess,
     /// Publish stdout and stderr while the job runs, as [`crate::OutputChunk`]s on
     /// `<prefix>.output.<tenant>.<id>`, before the result; the result is the same either way.
     #[serde(default, skip_serializing_if = "is_false")]

@@ -25,6 +25,9 @@ pub enum Verdict {
     OutOfMemory,
     /// The program wrote more than its output limit and was stopped.
     OutputLimit,
+    /// The job moved more bytes through the egress proxy than its pool allows; its connections
+    /// were cut (the program may have gone on without them).
+    NetworkLimit,
     /// The job was cancelled before or while running.
     Cancelled,
     /// The request was refused before running (see `error`).
@@ -45,6 +48,7 @@ impl Verdict {
             Verdict::Timeout => "timeout",
             Verdict::OutOfMemory => "out_of_memory",
             Verdict::OutputLimit => "output_limit",
+            Verdict::NetworkLimit => "network_limit",
             Verdict::Cancelled => "cancelled",
             Verdict::Rejected => "rejected",
             Verdict::Expired => "expired",
@@ -59,6 +63,7 @@ impl Verdict {
             ErrorKind::TimeoutExceeded => Verdict::Timeout,
             ErrorKind::OutOfMemory => Verdict::OutOfMemory,
             ErrorKind::OutputLimitExceeded => Verdict::OutputLimit,
+            ErrorKind::NetworkLimitExceeded => Verdict::NetworkLimit,
             // A job the worker dropped at shutdown was cancelled, not refused: resubmit it.
             ErrorKind::Cancelled | ErrorKind::ShuttingDown => Verdict::Cancelled,
             ErrorKind::DeadlineExpired => Verdict::Expired,

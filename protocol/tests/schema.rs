@@ -437,7 +437,7 @@ fn sample_request() -> ExecRequest {
         ..Limits::default()
     };
     request.priority = -3;
-    request.network = true;
+    request.network = true.into();
     request.deadline = Some("2030-01-01T00:00:00Z".parse().unwrap());
     request.traceparent = Some(TRACEPARENT.into());
     request

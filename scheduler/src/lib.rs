@@ -19,7 +19,7 @@ pub mod running;
 pub mod slots;
 pub mod waiting;
 
-pub use admission::{Admitted, admit};
+pub use admission::{Admitted, NetworkGrant, admit};
 pub use dispatch::{DispatchPermit, Dispatcher, NoSlot};
 pub use policy::{PoolPolicy, TenantFilter};
 pub use quota::TenantQuotas;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use openshell_protocol::Limits;
+use openshell_protocol::{EgressRule, Limits};
 use serde::{Deserialize, Serialize};
 
 /// Which tenants may use a pool.
@@ -62,8 +62,11 @@ pub struct PoolPolicy {
     pub languages: BTreeSet<String>,
     /// Whether explicit `command` requests are allowed.
     pub allow_commands: bool,
-    /// Whether a request may ask for network access.
+    /// Whether a request may ask for network access (the pool's whole network).
     pub allow_network: bool,
+    /// Egress rules a job with network access is held to, through the worker's egress proxy;
+    /// when set, they are all the network a job can get.
+    pub egress: Vec<EgressRule>,
     /// Whether limits the backend cannot enforce are accepted (and reported as not enforced)
     /// instead of failing the job closed.
     pub allow_unenforced_limits: bool,

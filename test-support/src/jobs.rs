@@ -32,6 +32,7 @@ pub fn bash_job(script: &str) -> Job {
             ..Limits::default()
         },
         network: false,
+        egress: None,
         outputs: None,
     }
 }
@@ -52,6 +53,7 @@ pub fn python_job(id: String, tenant: &str, code: &str, limits: Limits) -> Job {
         }],
         limits,
         network: false,
+        egress: None,
         outputs: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod durable;
+pub mod egress;
 pub mod files;
 pub mod intake;
 pub mod job;

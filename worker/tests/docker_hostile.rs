@@ -73,6 +73,7 @@ fn script(language: &str, code: &str, limits: Limits) -> Job {
         }],
         limits,
         network: false,
+        egress: None,
         outputs: None,
     }
 }

@@ -25,6 +25,7 @@ fn job(argv: &[&str]) -> Job {
             ..Limits::default()
         },
         network: false,
+        egress: None,
         outputs: None,
     }
 }

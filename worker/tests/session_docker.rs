@@ -118,6 +118,16 @@ async fn a_session_keeps_state_and_files_and_ends_without_a_trace() {
     .await;
     assert_eq!(read.stdout.to_text_lossy(), "kept\n", "{read:?}");
 
+    // The session's sandbox has no network: a job asking for some is refused, not run offline.
+    let mut online = python("online", "print(1)");
+    online.network = openshell_protocol::NetworkAccess::All(true);
+    let refused = run(&client, &session, &online).await;
+    assert_eq!(
+        refused.error.as_ref().map(|error| error.kind),
+        Some(ErrorKind::NetworkNotAllowed),
+        "{refused:?}"
+    );
+
     // A cell that times out restarts the kernel and says so; the files stay.
     let mut spin = python("spin", "while True: pass");
     spin.limits.timeout = Some(DurationMs::secs(2));

@@ -36,6 +36,7 @@ fn job(argv: &[&str], files: &[(&str, &str)], timeout: u64) -> Job {
         },
         network: false,
         outputs: None,
+        egress: None,
     }
 }
 

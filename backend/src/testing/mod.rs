@@ -14,6 +14,7 @@
 //! a backend that fails to enforce them fails the case without harming the machine.
 
 mod cases;
+mod egress;
 mod files;
 mod hostile;
 
@@ -27,6 +28,7 @@ use openshell_protocol::{ByteSize, DurationMs, EnforcementStatus, Limits, Payloa
 use tokio_util::sync::CancellationToken;
 
 pub use cases::*;
+pub use egress::*;
 pub use files::*;
 pub use hostile::*;
 
@@ -45,7 +47,7 @@ macro_rules! conformance_suite {
             user_namespaces_are_refused, memory_across_processes, shared_memory_counts_as_memory,
             cpu_time_is_not_dodged_by_forking, live_output_is_the_output_in_order,
             files_back_are_the_matching_regular_files, files_back_respect_the_caps,
-            files_back_never_leave_the_working_directory,
+            files_back_never_leave_the_working_directory, egress_jobs_get_out_only_through_their_socket,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {
@@ -106,6 +108,7 @@ pub fn argv_job(argv: &[&str]) -> Job {
         files: Vec::new(),
         limits: quiet_limits(),
         network: false,
+        egress: None,
         outputs: None,
     }
 }

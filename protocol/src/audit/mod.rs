@@ -45,6 +45,8 @@ pub enum AuditEventType {
     SessionClosed,
     /// A session ended because its `ttl` or `idle` time passed.
     SessionExpired,
+    /// The job tried to open a connection through the egress proxy; carries `network`.
+    Network,
 }
 
 impl AuditEventType {
@@ -58,6 +60,7 @@ impl AuditEventType {
             AuditEventType::SessionOpened => "session_opened",
             AuditEventType::SessionClosed => "session_closed",
             AuditEventType::SessionExpired => "session_expired",
+            AuditEventType::Network => "network",
         }
     }
 }
@@ -105,6 +108,28 @@ pub struct ResourceUsage {
     pub stdout_bytes: u64,
     /// Bytes of stderr kept.
     pub stderr_bytes: u64,
+}
+
+/// One connection attempt of a job through the egress proxy, on a `network` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttempt {
+    /// The destination as the job named it: a host name or an IP address.
+    pub destination: String,
+    /// Destination port.
+    pub port: u16,
+    /// Whether the proxy let the connection through.
+    pub allowed: bool,
+    /// The address connected to, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Bytes from the job to the destination.
+    pub bytes_sent: u64,
+    /// Bytes from the destination to the job.
+    pub bytes_received: u64,
+    /// Why it was denied or cut, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One audit event.
@@ -169,6 +194,9 @@ pub struct AuditEvent {
     /// Files returned to the client (the request's `outputs`), by hash, on `finished`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<AuditedFile>,
+    /// One connection attempt, on `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkAttempt>,
     /// Error, on `rejected` and failed `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
@@ -232,6 +260,7 @@ impl AuditEvent {
             verdict: None,
             usage: None,
             outputs: Vec::new(),
+            network: None,
             error: None,
             traceparent: context.traceparent.as_ref().map(Traceparent::to_string),
             chain: None,

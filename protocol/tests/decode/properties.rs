@@ -209,7 +209,7 @@ fn valid_request() -> impl Strategy<Value = ExecRequest> {
                     env,
                     files,
                     limits,
-                    network,
+                    network: network.into(),
                     deadline: deadline
                         .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0)),
                     priority,

@@ -6,6 +6,8 @@ use openshell_protocol::{
     Enforcement, EnforcementReport, EnforcementStatus, ErrorKind, ExecRequest, LimitName, Limits,
 };
 
+pub use network::NetworkGrant;
+
 use crate::deadline::check_deadline;
 use crate::policy::PoolPolicy;
 use crate::rejection::Rejection;
@@ -17,6 +19,8 @@ pub struct Admitted {
     pub limits: Limits,
     /// For each limit in force, the backend's planned enforcement.
     pub enforcement: EnforcementReport,
+    /// The network the job gets.
+    pub network: NetworkGrant,
 }
 
 /// Checks `request` from `tenant` against `policy`, given what the backend can enforce.
@@ -32,21 +36,19 @@ pub fn admit(
 ) -> Result<Admitted, Rejection> {
     check_tenant(tenant, policy)?;
     check_program(request, policy)?;
-    if request.network && !policy.allow_network {
-        return Err(Rejection::new(
-            ErrorKind::NetworkNotAllowed,
-            format!(
-                "pool `{}` does not allow network access; drop `network` or use a pool that allows it",
-                policy.pool
-            ),
-        ));
-    }
+    let (network, network_entry) = network::grant(request, policy, capabilities)?;
     check_deadline(request.deadline, now)?;
     let limits = request.limits.or(&policy.defaults);
     check_ceilings(&limits, policy)?;
     let mut enforcement = plan_enforcement(&limits, policy, capabilities)?;
-    if !request.network {
-        enforcement.insert(LimitName::Network, plan_network(policy, capabilities));
+    match network_entry {
+        Some(entry) => {
+            enforcement.insert(LimitName::Network, entry);
+        }
+        None if network == NetworkGrant::None => {
+            enforcement.insert(LimitName::Network, plan_network(policy, capabilities));
+        }
+        None => {}
     }
     if !request.outputs.is_empty() {
         enforcement.insert(LimitName::Files, plan_files(policy, capabilities)?);
@@ -54,6 +56,7 @@ pub fn admit(
     Ok(Admitted {
         limits,
         enforcement,
+        network,
     })
 }
 
@@ -182,5 +185,6 @@ fn plan_files(
     }
 }
 
+mod network;
 #[cfg(test)]
 mod tests;

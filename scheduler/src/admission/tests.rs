@@ -27,6 +27,7 @@ fn policy() -> PoolPolicy {
         languages: BTreeSet::from(["python".to_string()]),
         allow_commands: true,
         allow_network: false,
+        egress: Vec::new(),
         allow_unenforced_limits: false,
     }
 }
@@ -80,7 +81,7 @@ fn jobs_without_network_report_how_it_was_cut() {
         ..policy()
     };
     let networked = ExecRequest {
-        network: true,
+        network: true.into(),
         ..request
     };
     let admitted = admit(&networked, "acme", &open, &isolating, Utc::now()).unwrap();
@@ -169,7 +170,7 @@ fn tenants_languages_network_and_deadlines() {
         ErrorKind::LanguageNotAllowed
     );
     let networked = ExecRequest {
-        network: true,
+        network: true.into(),
         ..python(Limits::default())
     };
     assert_eq!(reject(&networked, &policy()), ErrorKind::NetworkNotAllowed);
@@ -216,4 +217,78 @@ proptest! {
             }
         }
     }
+}
+
+fn egress_pool() -> PoolPolicy {
+    PoolPolicy {
+        egress: vec![
+            "pypi.org:443".parse().unwrap(),
+            "*.internal.example:443".parse().unwrap(),
+        ],
+        ..policy()
+    }
+}
+
+fn asking(network: openshell_protocol::NetworkAccess) -> ExecRequest {
+    ExecRequest {
+        network,
+        ..python(Limits::default())
+    }
+}
+
+#[test]
+fn egress_rules_grant_the_pool_list_or_a_subset_and_never_more() {
+    use crate::NetworkGrant;
+    use openshell_protocol::NetworkAccess;
+    let mut proxied = capabilities();
+    proxied.insert(LimitName::Egress, Enforcement::enforced("egress proxy"));
+    let pool = egress_pool();
+    let all = admit(&asking(true.into()), "acme", &pool, &proxied, Utc::now()).unwrap();
+    assert_eq!(all.network, NetworkGrant::Egress(pool.egress.clone()));
+    let entry = &all.enforcement[&LimitName::Network];
+    assert!(
+        entry.mechanism.contains("egress proxy") && entry.mechanism.contains("pypi.org:443"),
+        "{entry:?}"
+    );
+    let subset = NetworkAccess::Only(vec!["a.internal.example:443".parse().unwrap()]);
+    let some = admit(&asking(subset.clone()), "acme", &pool, &proxied, Utc::now()).unwrap();
+    assert_eq!(
+        some.network,
+        NetworkGrant::Egress(vec!["a.internal.example:443".parse().unwrap()])
+    );
+    let more = NetworkAccess::Only(vec!["pypi.org:80".parse().unwrap()]);
+    let refused = admit(&asking(more), "acme", &pool, &proxied, Utc::now()).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::NetworkNotAllowed);
+    assert!(refused.message.contains("pypi.org:80"), "{refused:?}");
+    let none = admit(&asking(false.into()), "acme", &pool, &proxied, Utc::now()).unwrap();
+    assert_eq!(none.network, NetworkGrant::None);
+    // A backend without an egress proxy fails closed.
+    let refused = admit(&asking(subset), "acme", &pool, &capabilities(), Utc::now()).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::LimitNotEnforceable);
+}
+
+#[test]
+fn a_whole_network_pool_cannot_hold_a_list_and_a_closed_pool_refuses_both() {
+    use openshell_protocol::NetworkAccess;
+    let list = NetworkAccess::Only(vec!["pypi.org:443".parse().unwrap()]);
+    let open = PoolPolicy {
+        allow_network: true,
+        ..policy()
+    };
+    let refused = admit(
+        &asking(list.clone()),
+        "acme",
+        &open,
+        &capabilities(),
+        Utc::now(),
+    );
+    assert_eq!(refused.unwrap_err().kind, ErrorKind::LimitNotEnforceable);
+    let refused = admit(
+        &asking(list),
+        "acme",
+        &policy(),
+        &capabilities(),
+        Utc::now(),
+    );
+    assert_eq!(refused.unwrap_err().kind, ErrorKind::NetworkNotAllowed);
 }

@@ -25,6 +25,8 @@ pub mod exit {
     pub const OUT_OF_MEMORY: u8 = 137;
     /// Output limit.
     pub const OUTPUT_LIMIT: u8 = 141;
+    /// Egress byte limit.
+    pub const NETWORK_LIMIT: u8 = 142;
     /// Cancelled.
     pub const CANCELLED: u8 = 130;
     /// Rejected by the worker (invalid request, policy).
@@ -196,7 +198,7 @@ impl ExecArgs {
             output: self.output,
             disk: self.disk,
         };
-        request.network = self.network;
+        request.network = self.network.into();
         request.outputs = self
             .output_files
             .iter()
@@ -234,6 +236,7 @@ pub fn exit_code(result: &ExecResult) -> u8 {
         Verdict::Timeout => exit::TIMEOUT,
         Verdict::OutOfMemory => exit::OUT_OF_MEMORY,
         Verdict::OutputLimit => exit::OUTPUT_LIMIT,
+        Verdict::NetworkLimit => exit::NETWORK_LIMIT,
         Verdict::Cancelled => exit::CANCELLED,
         Verdict::Rejected => exit::REJECTED,
         Verdict::Expired => exit::EXPIRED,

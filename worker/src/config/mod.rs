@@ -11,6 +11,7 @@ pub mod env;
 mod error;
 mod files;
 pub mod limits;
+mod network;
 mod secret;
 mod sessions;
 
@@ -26,6 +27,7 @@ pub use audit::AuditConfig;
 pub use durable::DurableConfig;
 pub use error::ConfigError;
 pub use files::FilesConfig;
+pub use network::NetworkConfig;
 pub use secret::Secret;
 pub use sessions::SessionSettings;
 
@@ -161,6 +163,8 @@ pub struct PoolConfig {
     pub allow_commands: bool,
     /// Whether jobs may ask for network access.
     pub allow_network: bool,
+    /// Egress rules for jobs with network access, held by the worker's egress proxy.
+    pub network: NetworkConfig,
     /// Accept limits the backend cannot enforce (reported as not enforced) instead of failing closed.
     pub allow_unenforced_limits: bool,
     /// Limits for requests that set none. Read from a file, limits left out come from the
@@ -210,6 +214,7 @@ impl PoolConfig {
             tenants: TenantFilter::Any,
             allow_commands: true,
             allow_network: false,
+            network: NetworkConfig::default(),
             allow_unenforced_limits: false,
             defaults: Limits {
                 timeout: Some(DurationMs::secs(30)),
@@ -276,6 +281,7 @@ impl PoolConfig {
             languages: self.languages.keys().cloned().collect::<BTreeSet<_>>(),
             allow_commands: self.allow_commands,
             allow_network: self.allow_network,
+            egress: self.network.allow.clone(),
             allow_unenforced_limits: self.allow_unenforced_limits,
         }
     }
@@ -452,6 +458,9 @@ impl Config {
             for tenant in pool.tenant_quotas.keys() {
                 check_token("tenant", tenant)
                     .map_err(|error| invalid(key("tenant_quotas"), error.to_string()))?;
+            }
+            if let Some((field, reason)) = pool.network.problem(pool.allow_network) {
+                return Err(invalid(key(field), reason));
             }
             if pool.defaults.timeout.is_none() {
                 return Err(invalid(

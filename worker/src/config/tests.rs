@@ -327,3 +327,33 @@ fn durable_replicas_are_1_3_or_5() {
     let file = refused(Some("[durable]\nreplicas = 4\n"), &[]);
     assert!(file.contains("1, 3 or 5"), "{file}");
 }
+
+#[test]
+fn network_tables_parse_and_bad_ones_are_refused_naming_the_key() {
+    let file = "[pools.p]\nbackend = \"docker\"\n[pools.p.network]\nallow = [\"pypi.org:443\", \"10.0.0.0/8:5432\"]\n\
+                max_bytes = \"1m\"\nresolve = { \"db.internal\" = \"10.1.2.3\" }\n";
+    let config = load(Some(file), &[], Overrides::default()).unwrap();
+    let network = &config.pools["p"].network;
+    assert_eq!(network.allow.len(), 2);
+    assert_eq!(config.pools["p"].policy("p").egress, network.allow);
+    let policy = network.policy(network.allow.clone());
+    assert_eq!(policy.max_bytes, Some(1 << 20));
+    assert_eq!(
+        policy.pins["db.internal"],
+        ["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]
+    );
+    for (bad, says) in [
+        ("allow = [\"pypi.org\"]", "no `:PORT`"),
+        ("allow = [\"*:443\"]", "bad host"),
+        ("max_bytes = \"0\"", "network.max_bytes"),
+        ("resolve = { \"DB.x\" = \"10.1.2.3\" }", "network.resolve"),
+        ("dir = \"relative\"", "network.dir"),
+        ("allow = [\"a.b:1\"]\n[pools.p.more]", "unknown field"),
+    ] {
+        let file = format!("[pools.p]\nbackend = \"docker\"\n[pools.p.network]\n{bad}\n");
+        let error = refused(Some(&file), &[]);
+        assert!(error.contains(says), "{bad}: {error}");
+    }
+    let both = "[pools.p]\nbackend = \"docker\"\nallow_network = true\n[pools.p.network]\nallow = [\"a.b:1\"]\n";
+    assert!(refused(Some(both), &[]).contains("allow_network"));
+}

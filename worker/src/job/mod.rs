@@ -8,6 +8,7 @@
 //! tests run the whole path with fakes (`tests`).
 
 pub mod canary;
+mod egress;
 #[cfg(test)]
 pub(crate) mod fakes;
 mod live;
@@ -362,7 +363,24 @@ impl PoolRuntime {
             .as_ref()
             .and_then(|language| self.config.languages.get(language));
         let outputs = self.files.request(&request.outputs);
-        let job = prepare::build_job(&request, &admitted, &context.tenant, language, outputs);
+        let mut job = prepare::build_job(&request, &admitted, &context.tenant, language, outputs);
+        let metrics = (Arc::clone(&self.metrics), self.name.clone());
+        let egress = match egress::JobEgress::start(
+            &admitted.network,
+            &self.config.network,
+            &started,
+            Arc::clone(&self.audit),
+            metrics,
+        ) {
+            Ok(egress) => egress,
+            Err(error) => {
+                tracing::error!(%error, "egress proxy failed to start: job not run");
+                result.status = Verdict::for_error(error.kind);
+                result.error = Some(error);
+                return (self.finish(received_event, result).await, true);
+            }
+        };
+        job.egress = egress.as_ref().map(egress::JobEgress::endpoint);
         let limit = admitted
             .limits
             .output
@@ -396,6 +414,7 @@ impl PoolRuntime {
             // The last chunk goes out before the result does.
             live.finish().await;
         }
+        let egress_cap = self.config.network.max_bytes.map(|max| max.bytes());
         if let Err(error) = &outcome
             && never_started(error.kind)
         {
@@ -408,6 +427,10 @@ impl PoolRuntime {
             output.snapshot(),
             self.running.is_aborted(),
         );
+        if let Some(egress) = egress {
+            // Every attempt is audited before `finished`.
+            egress.finish(&mut result, egress_cap).await;
+        }
         if !request.outputs.is_empty() {
             let delivered = self
                 .files

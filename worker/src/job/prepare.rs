@@ -1,7 +1,7 @@
 //! Turning an admitted request into what a backend runs.
 
 use openshell_protocol::ExecRequest;
-use openshell_scheduler::Admitted;
+use openshell_scheduler::{Admitted, NetworkGrant};
 
 use openshell_backend::language::LanguageSpec;
 use openshell_backend::{FilesRequest, Job, JobFile};
@@ -43,7 +43,8 @@ pub fn build_job(
         env: request.env.clone(),
         files,
         limits: admitted.limits.clone(),
-        network: request.network,
+        network: admitted.network == NetworkGrant::Pool,
+        egress: None,
         outputs,
     }
 }
@@ -59,6 +60,7 @@ mod tests {
         Admitted {
             limits: Limits::default(),
             enforcement: EnforcementReport::new(),
+            network: NetworkGrant::None,
         }
     }
 

@@ -105,10 +105,13 @@ impl PoolRuntime {
     }
 
     /// The same pool (same slots, running jobs and audit) running its jobs on `backend`: a
-    /// session's, which runs them in the session's sandbox.
+    /// session's, which runs them in the session's sandbox. That sandbox was made without
+    /// network, so jobs asking for network (the pool's or egress rules) are refused.
     pub fn with_backend(&self, backend: Arc<dyn Backend>) -> Self {
         let mut runtime = self.clone();
         runtime.backend = backend;
+        runtime.policy.allow_network = false;
+        runtime.policy.egress.clear();
         runtime
     }
 

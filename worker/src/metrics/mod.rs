@@ -14,6 +14,7 @@
 pub mod backends;
 pub mod connection;
 pub mod health;
+pub mod network;
 pub mod process;
 pub mod server;
 pub mod sessions;
@@ -79,11 +80,12 @@ pub struct LimitLabels {
 }
 
 /// Every verdict a job can end with, so each pool's `jobs_total` series exist from start-up.
-pub const VERDICTS: [Verdict; 9] = [
+pub const VERDICTS: [Verdict; 10] = [
     Verdict::Completed,
     Verdict::Timeout,
     Verdict::OutOfMemory,
     Verdict::OutputLimit,
+    Verdict::NetworkLimit,
     Verdict::Cancelled,
     Verdict::Rejected,
     Verdict::Expired,
@@ -142,6 +144,8 @@ pub struct Metrics {
     pub tenants: tenants::TenantMetrics,
     /// Sessions: open, lifetimes, ends, kernel restarts.
     pub sessions: sessions::SessionMetrics,
+    /// Egress proxy connection attempts and bytes.
+    pub network: network::NetworkMetrics,
 }
 
 /// What backends observe lands in the series of their pool: each backend gets a
@@ -191,6 +195,7 @@ impl Metrics {
             backends: backends::BackendSeries::new(),
             tenants: tenants::TenantMetrics::from_env(),
             sessions: sessions::SessionMetrics::default(),
+            network: network::NetworkMetrics::default(),
         };
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
@@ -240,6 +245,7 @@ impl Metrics {
         metrics.backends.register(registry);
         metrics.sessions.register(registry);
         metrics.tenants.register(registry);
+        metrics.network.register(registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![(
@@ -374,11 +380,12 @@ mod tests {
             Verdict::Timeout => 1,
             Verdict::OutOfMemory => 2,
             Verdict::OutputLimit => 3,
-            Verdict::Cancelled => 4,
-            Verdict::Rejected => 5,
-            Verdict::Expired => 6,
-            Verdict::BackendError => 7,
-            Verdict::WorkerLost => 8,
+            Verdict::NetworkLimit => 4,
+            Verdict::Cancelled => 5,
+            Verdict::Rejected => 6,
+            Verdict::Expired => 7,
+            Verdict::BackendError => 8,
+            Verdict::WorkerLost => 9,
         }
     }
 

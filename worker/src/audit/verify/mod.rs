@@ -258,8 +258,10 @@ impl Verifier {
                     });
                 }
             }
-            // Session events are links of the chain (checked above) and belong to no job.
+            // Session events are links of the chain (checked above) and belong to no job;
+            // network events belong to a job but end nothing.
             AuditEventType::Rejected
+            | AuditEventType::Network
             | AuditEventType::SessionOpened
             | AuditEventType::SessionClosed
             | AuditEventType::SessionExpired => {}

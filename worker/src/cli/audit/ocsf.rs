@@ -15,6 +15,8 @@ pub const OCSF_VERSION: &str = "1.8.0";
 
 /// API Activity, category Application Activity.
 const API_ACTIVITY: (u32, u32) = (6003, 6);
+/// Network Activity, category Network Activity.
+const NETWORK_ACTIVITY: (u32, u32) = (4001, 4);
 /// Process Activity, category System Activity.
 const PROCESS_ACTIVITY: (u32, u32) = (1007, 1);
 
@@ -60,9 +62,20 @@ pub fn event(payload: &[u8]) -> Option<Value> {
                 4,
                 "Delete",
             ),
+            AuditEventType::Network => (
+                NETWORK_ACTIVITY,
+                "Network Activity",
+                "Network Activity",
+                1,
+                "Open",
+            ),
         };
     let failed = match event.event {
         AuditEventType::Rejected => true,
+        AuditEventType::Network => event
+            .network
+            .as_ref()
+            .is_some_and(|attempt| !attempt.allowed),
         AuditEventType::Finished => event.verdict != Some(Verdict::Completed),
         _ => false,
     };
@@ -95,6 +108,24 @@ pub fn event(payload: &[u8]) -> Option<Value> {
             "service": { "name": "openshell", "uid": event.pool },
         });
         ocsf["src_endpoint"] = json!({ "name": event.tenant });
+    } else if let Some(attempt) = &event.network {
+        ocsf["src_endpoint"] = json!({ "name": event.job_id });
+        ocsf["dst_endpoint"] = json!({
+            "hostname": attempt.destination,
+            "port": attempt.port,
+            "ip": attempt.address.as_deref().and_then(|address| address.rsplit_once(':')).map(|(ip, _)| ip.trim_matches(['[', ']'])),
+        });
+        ocsf["traffic"] = json!({
+            "bytes_out": attempt.bytes_sent,
+            "bytes_in": attempt.bytes_received,
+            "bytes": attempt.bytes_sent + attempt.bytes_received,
+        });
+        ocsf["disposition"] = json!(if attempt.allowed {
+            "Allowed"
+        } else {
+            "Blocked"
+        });
+        ocsf["disposition_id"] = json!(if attempt.allowed { 1 } else { 2 });
     } else {
         ocsf["device"] = json!({ "type_id": 1, "type": "Server", "name": event.worker_id });
         ocsf["process"] = process(&event);
