@@ -92,6 +92,11 @@ impl WarmPools {
         refused
     }
 
+    /// Counts a job that took a warm sandbox.
+    pub fn hit(&self) {
+        self.metrics.record(BackendEvent::WarmPoolHit);
+    }
+
     /// Counts a job that starts a cold sandbox because no warm one fit.
     pub fn missed(&self) {
         self.metrics.record(BackendEvent::WarmPoolMissed);
