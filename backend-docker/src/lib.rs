@@ -22,6 +22,7 @@ mod cleanup;
 mod collect;
 mod command;
 mod connect;
+mod demand;
 mod error;
 mod job;
 mod labels;
@@ -95,6 +96,7 @@ impl DockerBackend {
             pool.metrics.clone(),
             shapes,
             settings.warm_pool,
+            pool.slots,
         ));
         let factory = Arc::new(Factory::new(
             conn,
