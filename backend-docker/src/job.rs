@@ -20,6 +20,9 @@ use super::verdict;
 use openshell_backend::BackendEvent;
 use openshell_backend::{BackendError, Ending, Execution, Job, JobControl, Stream as OutputStream};
 
+/// The exit status of a container whose init could not start the runner: command not found.
+const RUNNER_NOT_FOUND: i64 = 127;
+
 /// A sandbox for `job` with its runner's connection: warm when one fits, else cold.
 pub(super) async fn prepare(
     factory: &Arc<Factory>,
@@ -115,8 +118,19 @@ pub(super) async fn conclude(
         Stop::Vanished => {
             // A daemon that answers for the container saw it die under the job: no exit code,
             // as a killed exec had none. One that does not answer is the daemon gone.
-            if let Err(failure) = docker.inspect_container(id, None).await {
-                return Err(lost(factory, job, id, &failure));
+            let state = match docker.inspect_container(id, None).await {
+                Ok(inspect) => inspect.state.unwrap_or_default(),
+                Err(failure) => return Err(lost(factory, job, id, &failure)),
+            };
+            // The runner never exits 127 itself: that is the init (or the runner's last
+            // `exec sleep`) not finding a program the image lacks.
+            if state.running != Some(true) && state.exit_code == Some(RUNNER_NOT_FOUND) {
+                let said = control.output.snapshot().stderr;
+                return Err(error::runner_unsupported(
+                    &sandbox.shape.image,
+                    &container(id),
+                    &String::from_utf8_lossy(&said),
+                ));
             }
             let usage = measure::usage(docker, id, meter).await;
             let oom_killed = factory.kill(id).await.unwrap_or(false);

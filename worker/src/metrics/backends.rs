@@ -31,7 +31,7 @@ pub struct BackendSeries {
     /// Health checks that failed.
     pub health_failures: Family<BackendLabels, Counter>,
     /// Time from a job reaching the backend to its sandbox being ready to run it (Docker: a warm
-    /// container taken, or a cold one started, with the job's exec created).
+    /// container taken, or a cold one started, with its runner attached).
     pub start_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
     /// Warm sandboxes the pool keeps ready (its target, Docker).
     pub warm_size: Family<PoolLabels, Gauge>,
