@@ -1,7 +1,7 @@
 //! Reading a finished job's `outputs` out of its container. The working directory is a tmpfs
 //! inside the container's mount namespace, which the archive API cannot see (engine 20.10
 //! archives the empty directory under it), so one more exec does it, as the job's own user:
-//! it kills every process of the job first (all but the container's init and keep-alive), so
+//! it kills every process of the job first (all but the container's init and resident runner), so
 //! nothing changes the files while they are read, then `tar` streams the directory out. The
 //! worker reads that stream with the shared [`Collector`]: symlinks are entries, never
 //! followed, and nothing outside the working directory is in the archive. The exec runs with
@@ -23,7 +23,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The script of the collecting exec: kill the job's processes (sparing pid 1 and the
-/// keep-alive, the lowest other pid, started with the container before any exec), a bounded
+/// resident runner, the lowest other pid, started with the container before the job), a bounded
 /// number of rounds so that a fork bomb cannot hold it, then archive the working directory.
 fn script(workdir: &str) -> String {
     format!(

@@ -88,7 +88,7 @@ pub(super) fn prologue(limits: &Limits, workdir: &str, archive_bytes: usize) -> 
 }
 
 /// `text` as one single-quoted shell word.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 

@@ -88,6 +88,21 @@ pub(super) fn api(doing: &str, target: &str, endpoint: &str, error: &ApiError) -
     }
 }
 
+/// The image lacks what the resident runner (`runner`) needs, so its container exited before
+/// the job's end; `said` is what the container wrote on stderr (the init's message).
+pub(super) fn runner_unsupported(image: &str, target: &str, said: &str) -> BackendError {
+    self::error(
+        ErrorKind::SandboxStartFailed,
+        format!("{target} image {image}"),
+        format!(
+            "Docker sandbox failed to start: image `{image}` cannot run OpenShell's runner \
+             (`{}`): every sandbox image needs /bin/sh (POSIX), head, env, sleep and tar; add \
+             them (a Debian, Alpine or busybox base has them) or use openshell-sandbox:latest",
+            said.trim()
+        ),
+    )
+}
+
 /// The daemon answered, but the image a job needs is missing.
 pub(super) fn image_missing(image: &str, endpoint: &str) -> BackendError {
     error(

@@ -1,16 +1,17 @@
-//! One job in one container: take a warm sandbox (or start a cold one), exec the job into it,
+//! One job in one container: take a warm sandbox (or start a cold one), hand the job to its
+//! resident runner,
 //! stop it by killing the container, read what it used and how it ended, then destroy it.
 
 use std::sync::Arc;
 
+use bollard::container::AttachContainerResults;
 use bollard::errors::Error as ApiError;
 use openshell_protocol::ErrorKind;
 
+use super::attach::{self, Stop, Supervised};
 use super::collect;
-use super::command::Command;
 use super::connect::Engine;
-use super::error::{self, Failure};
-use super::exec::{self, Stop, Supervised};
+use super::error;
 use super::measure::{self, Usage};
 use super::pool::WarmPools;
 use super::sandbox::{Factory, Sandbox, short};
@@ -19,61 +20,39 @@ use super::verdict;
 use openshell_backend::BackendEvent;
 use openshell_backend::{BackendError, Ending, Execution, Job, JobControl, Stream as OutputStream};
 
-/// A sandbox for `job` with its exec created: warm when one fits, else cold.
+/// The exit status of a container whose init could not start the runner: command not found.
+const RUNNER_NOT_FOUND: i64 = 127;
+
+/// A sandbox for `job` with its runner's connection: warm when one fits, else cold.
 pub(super) async fn prepare(
     factory: &Arc<Factory>,
     pools: &WarmPools,
     job: &Job,
     (shape, resources): (&Shape, &Resources),
-    command: &Command,
-) -> Result<(Sandbox, String), BackendError> {
-    let settings = &factory.settings;
-    let docker = factory.conn.docker();
-    if let Some(sandbox) = warm(factory, pools, shape, resources).await {
-        factory.name_after(&sandbox, &job.id);
-        let created = exec::create(
-            docker,
-            &sandbox.id,
-            command,
-            &settings.user,
-            &settings.workdir,
-        )
-        .await;
-        match created {
-            Ok(exec) => return Ok((sandbox, exec)),
-            Err(failure) if error::failure(&failure) == Failure::Unreachable => {
-                return Err(factory.conn.fail(
-                    "creating the job's exec",
-                    &container(&sandbox.id),
-                    &failure,
-                ));
-            }
-            Err(failure) => {
-                tracing::info!(container = %sandbox.id, "a warm sandbox is gone ({failure}); draining its pool and starting a fresh one");
-                pools.drain(Some(shape));
-            }
+) -> Result<(Sandbox, AttachContainerResults), BackendError> {
+    if let Some(mut sandbox) = warm(factory, pools, shape, resources).await {
+        if let Some(mut attached) = sandbox.take_attached()
+            && attach::is_waiting(&mut attached)
+        {
+            pools.hit();
+            factory.name_after(&sandbox, &job.id);
+            return Ok((sandbox, attached));
         }
+        tracing::info!(container = %sandbox.id, "a warm sandbox's runner is gone; draining its pool and starting a fresh one");
+        pools.drain(Some(shape));
     }
     pools.missed();
-    let sandbox = factory
+    let mut sandbox = factory
         .create(shape, resources, Some((&job.id, &job.tenant)))
         .await?;
-    match exec::create(
-        docker,
-        &sandbox.id,
-        command,
-        &settings.user,
-        &settings.workdir,
-    )
-    .await
-    {
-        Ok(exec) => Ok((sandbox, exec)),
-        Err(failure) => {
-            Err(factory
-                .conn
-                .fail("creating the job's exec", &container(&sandbox.id), &failure))
-        }
-    }
+    let attached = sandbox.take_attached().ok_or_else(|| {
+        error::error(
+            ErrorKind::Internal,
+            container(&sandbox.id),
+            "a new sandbox came without its runner's connection",
+        )
+    })?;
+    Ok((sandbox, attached))
 }
 
 /// A warm sandbox of `shape` set to `resources`, if one is ready and can be.
@@ -136,6 +115,27 @@ pub(super) async fn conclude(
             (stopped(&stop), None, usage)
         }
         Stop::Broken(failure) => return Err(lost(factory, job, id, &failure)),
+        Stop::Vanished => {
+            // A daemon that answers for the container saw it die under the job: no exit code,
+            // as a killed exec had none. One that does not answer is the daemon gone.
+            let state = match docker.inspect_container(id, None).await {
+                Ok(inspect) => inspect.state.unwrap_or_default(),
+                Err(failure) => return Err(lost(factory, job, id, &failure)),
+            };
+            // The runner never exits 127 itself: that is the init (or the runner's last
+            // `exec sleep`) not finding a program the image lacks.
+            if state.running != Some(true) && state.exit_code == Some(RUNNER_NOT_FOUND) {
+                let said = control.output.snapshot().stderr;
+                return Err(error::runner_unsupported(
+                    &sandbox.shape.image,
+                    &container(id),
+                    &String::from_utf8_lossy(&said),
+                ));
+            }
+            let usage = measure::usage(docker, id, meter).await;
+            let oom_killed = factory.kill(id).await.unwrap_or(false);
+            (verdict::ending(None, oom_killed), None, usage)
+        }
         Stop::Ended { exit_code, escaped } => {
             let usage = measure::usage(docker, id, meter).await;
             if let Some(request) = &job.outputs {

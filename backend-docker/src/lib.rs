@@ -6,25 +6,29 @@
 //! swap equal, nano CPUs, nofile ulimit, no mounts, labels naming the worker and the job.
 //!
 //! A container start costs hundreds of milliseconds, so a warm pool keeps started containers
-//! per image (`pool`); a job execs into one (`exec`, running the `command` prologue that
-//! unpacks its files), and a background task starts the replacement. Limits Docker fixes at
+//! per image (`pool`), each running a resident `runner` as its main process, attached and
+//! waiting on stdin for one job: a job is a frame written to it (`attach`; the `command`
+//! prologue unpacks its files), with no exec API call, and a background task starts the
+//! replacement. Limits Docker fixes at
 //! creation key the pool; cgroup limits are updated per job (`spec`). Stops kill the whole
 //! container; `verdict` says how the job ended and how each limit was enforced; `cleanup`
 //! removes orphaned containers at start-up and periodically.
 //!
-//! Per job: `job::prepare` → `exec::supervise` → `job::conclude` → removal in the background.
+//! Per job: `job::prepare` → `attach::supervise` → `job::conclude` → removal in the background.
 
+mod attach;
 mod cgroup;
 mod cleanup;
 mod collect;
 mod command;
 mod connect;
+mod demand;
 mod error;
-mod exec;
 mod job;
 mod labels;
 mod measure;
 mod pool;
+mod runner;
 mod sandbox;
 mod session;
 pub mod settings;
@@ -45,7 +49,7 @@ use self::command::Command;
 use self::connect::Connection;
 use self::labels::Identity;
 use self::pool::WarmPools;
-use self::sandbox::{Factory, short};
+use self::sandbox::Factory;
 use self::spec::{Resources, Shape};
 use openshell_backend::{
     Backend, BackendError, BackendEvent, Capabilities, Ending, Execution, Job, JobControl,
@@ -93,6 +97,7 @@ impl DockerBackend {
             pool.metrics.clone(),
             shapes,
             settings.warm_pool,
+            pool.slots,
         ));
         let factory = Arc::new(Factory::new(
             conn,
@@ -239,10 +244,10 @@ impl Backend for DockerBackend {
         let mut shape = Shape::for_job(self.image_for(&job), &job.limits, job.network, settings);
         shape.egress = job.egress.clone();
         let resources = Resources::for_limits(&job.limits, settings);
-        let prepare = job::prepare(factory, &self.pools, &job, (&shape, &resources), &command);
+        let prepare = job::prepare(factory, &self.pools, &job, (&shape, &resources));
         let asked = Instant::now();
         // Starting a cold container takes a while: a cancellation must not wait for it.
-        let (sandbox, exec) = tokio::select! {
+        let (sandbox, attached) = tokio::select! {
             prepared = prepare => prepared?,
             () = control.cancel.cancelled() => return Ok(cancelled(&job, &engine)),
         };
@@ -251,16 +256,11 @@ impl Backend for DockerBackend {
         });
         log_exec(&job, &sandbox.id, &shape.image, settings, &command);
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
+        let nonce = runner::nonce();
+        let frame = runner::frame(&command, &nonce);
         let input = (command.prologue_input.as_slice(), job.stdin.as_bytes());
-        let supervised = exec::supervise(factory.conn.docker(), &exec, input, timeout, &control)
-            .await
-            .map_err(|failure| {
-                factory.conn.fail(
-                    "starting the job's exec",
-                    &format!("container {}", short(&sandbox.id)),
-                    &failure,
-                )
-            })?;
+        let supervised =
+            attach::supervise(attached, (&frame, input), &nonce, timeout, &control).await;
         let execution = job::conclude(factory, &job, &sandbox, supervised, &engine, &control).await;
         log_outcome(&job, &sandbox.id, &execution, &control);
         execution
@@ -293,7 +293,7 @@ fn log_exec(job: &Job, container: &str, image: &str, settings: &DockerSettings, 
         env = ?command.env,
         files_tar_bytes = command.prologue_input.len(),
         stdin_bytes = job.stdin.len(),
-        "docker backend: exec"
+        "docker backend: job handed to the runner"
     );
 }
 

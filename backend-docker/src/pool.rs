@@ -1,38 +1,55 @@
 //! The warm pool: started sandboxes waiting for a job, per [`Shape`] (a deadpool of them
-//! each). A job takes one out for good; a background task per shape creates the replacement.
+//! each). A job takes one out for good; a background task per shape makes replacements, several
+//! at once, as many as the pool's demand calls for (see [`super::demand`]): from the configured
+//! floor (`warm_pool`) up to the pool's slots, after the arrival rate and the refill time.
 //!
 //! Warm containers are created with the pool's default limits. What Docker fixes at creation
 //! (image, tmpfs size, network) is the pool's key; memory, CPU and pids limits are changed
 //! per job with the container update API when a job's differ (see [`super::spec::fit`]).
 //!
 //! Every change is reported on the pool's `openshell_warm_pool_*` series: the target size, the
-//! sandboxes ready now (summed over shapes), and each job that had to start a cold one.
+//! sandboxes ready now (summed over shapes), and each job that took a warm one or had to start
+//! a cold one (the hit rate).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use deadpool::unmanaged::Pool;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::demand::Demand;
 use super::sandbox::{Factory, Sandbox};
 use super::spec::{Resources, Shape};
-use openshell_backend::{BackendEvent, BackendMetrics};
+use openshell_backend::{BackendError, BackendEvent, BackendMetrics};
 
 /// Longest wait between two refill attempts while the daemon or image is missing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failed refill.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Most sandboxes of one shape made at once: more only queue up in the daemon.
+const MAX_PARALLEL: usize = 4;
 
 /// Warm sandboxes of one shape.
 #[derive(Debug)]
 struct Warm {
     shape: Shape,
     resources: Resources,
-    target: usize,
+    demand: Mutex<Demand>,
     idle: Pool<Sandbox>,
     wake: Notify,
+}
+
+impl Warm {
+    fn demand(&self) -> std::sync::MutexGuard<'_, Demand> {
+        self.demand.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn target(&self) -> usize {
+        self.demand().target(Instant::now())
+    }
 }
 
 /// Every warm pool of one backend instance.
@@ -44,14 +61,15 @@ pub(super) struct WarmPools {
 }
 
 impl WarmPools {
-    /// Pools of `target` sandboxes for each of `shapes` of the OpenShell pool `metrics` are
-    /// about; empty when `target` is 0.
+    /// Pools for each of `shapes` of the OpenShell pool `metrics` are about, keeping at least
+    /// `floor` sandboxes ready and at most `slots`; empty when `floor` is 0.
     pub fn new(
         metrics: BackendMetrics,
         shapes: impl IntoIterator<Item = (Shape, Resources)>,
-        target: usize,
+        floor: usize,
+        slots: usize,
     ) -> Self {
-        if target == 0 {
+        if floor == 0 {
             return Self {
                 metrics,
                 pools: HashMap::new(),
@@ -60,11 +78,12 @@ impl WarmPools {
         let pools = shapes
             .into_iter()
             .map(|(shape, resources)| {
+                let demand = Demand::new(floor, slots);
                 let warm = Warm {
                     shape: shape.clone(),
                     resources,
-                    target,
-                    idle: Pool::new(target),
+                    idle: Pool::new(demand.ceiling()),
+                    demand: Mutex::new(demand),
                     wake: Notify::new(),
                 };
                 (shape, Arc::new(warm))
@@ -76,6 +95,7 @@ impl WarmPools {
     /// A warm sandbox of `shape`, if one is ready; its replacement is started in the background.
     pub fn take(&self, shape: &Shape) -> Option<Sandbox> {
         let warm = self.pools.get(shape)?;
+        warm.demand().arrived(Instant::now());
         let sandbox = warm.idle.try_remove().ok();
         warm.wake.notify_one();
         self.report();
@@ -92,6 +112,11 @@ impl WarmPools {
         refused
     }
 
+    /// Counts a job that took a warm sandbox.
+    pub fn hit(&self) {
+        self.metrics.record(BackendEvent::WarmPoolHit);
+    }
+
     /// Counts a job that starts a cold sandbox because no warm one fit.
     pub fn missed(&self) {
         self.metrics.record(BackendEvent::WarmPoolMissed);
@@ -99,7 +124,7 @@ impl WarmPools {
 
     /// Sets the warm-pool gauges: the target and the sandboxes ready now, over every shape.
     fn report(&self) {
-        let target = self.pools.values().map(|warm| warm.target).sum();
+        let target = self.pools.values().map(|warm| warm.target()).sum();
         let ready = self
             .pools
             .values()
@@ -142,25 +167,39 @@ impl WarmPools {
     }
 }
 
-/// Keeps `warm` (one of `pools`) at its target until `stop`, backing off while sandboxes
-/// cannot be created.
+/// Keeps `warm` (one of `pools`) at its target until `stop`, making up to [`MAX_PARALLEL`]
+/// sandboxes at once, backing off while they cannot be created.
 async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, pools: &WarmPools) {
+    let mut making: JoinSet<(Result<Sandbox, BackendError>, Duration)> = JoinSet::new();
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
-        while warm.idle.status().size < warm.target && !stop.is_cancelled() {
-            match factory.create(&warm.shape, &warm.resources, None).await {
-                Ok(sandbox) if stop.is_cancelled() => drop(sandbox),
-                Ok(sandbox) => {
+        while making.len() < MAX_PARALLEL
+            && warm.idle.status().size + making.len() < warm.target()
+            && !stop.is_cancelled()
+        {
+            let (factory, shape, resources) =
+                (Arc::clone(factory), warm.shape.clone(), warm.resources);
+            making.spawn(async move {
+                let started = Instant::now();
+                let made = factory.create(&shape, &resources, None).await;
+                (made, started.elapsed())
+            });
+        }
+        tokio::select! {
+            Some(done) = making.join_next(), if !making.is_empty() => match done {
+                Ok((Ok(sandbox), _)) if stop.is_cancelled() => drop(sandbox),
+                Ok((Ok(sandbox), took)) => {
                     if failing {
                         tracing::info!(image = %warm.shape.image, "warm pool refilling again");
                     }
                     (backoff, failing) = (MIN_BACKOFF, false);
+                    warm.demand().refilled(took);
                     // A full or closed pool gives it back, and dropping it removes it.
                     let _ = warm.idle.try_add(sandbox);
                     pools.report();
                 }
-                Err(error) => {
+                Ok((Err(error), _)) => {
                     if !failing {
                         tracing::warn!(image = %warm.shape.image, "warm pool cannot start sandboxes: {error}; retrying");
                     }
@@ -171,9 +210,10 @@ async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, p
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-            }
-        }
-        tokio::select! {
+                // A creation task that panicked or was aborted: its sandbox (if any) was
+                // dropped, which removes it; the loop makes another.
+                Err(error) => tracing::warn!(image = %warm.shape.image, "a warm sandbox's creation failed: {error}"),
+            },
             () = warm.wake.notified() => {}
             () = stop.cancelled() => return,
         }

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bollard::container::AttachContainerResults;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
 };
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +57,19 @@ pub(super) struct Sandbox {
     /// What it had used before any job ran in it (nothing with the API meter, whose second
     /// call would wait for the engine's next sample).
     pub baseline: Usage,
+    /// The connection to its runner's stdin and output, until a job takes it (in a mutex
+    /// only so that a `&Sandbox` can be shared across tasks; it is taken through `&mut`).
+    attached: Mutex<Option<AttachContainerResults>>,
+}
+
+impl Sandbox {
+    /// Takes the connection to its runner; `None` once taken.
+    pub fn take_attached(&mut self) -> Option<AttachContainerResults> {
+        self.attached
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// Ids of the containers this backend owns.
@@ -156,6 +170,23 @@ impl Factory {
             })?;
         self.live.insert(&created.id);
         claim.target.clone_from(&created.id);
+        // Attached before it starts, as `docker run` does: the runner's first word is not lost.
+        let attach = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = match docker.attach_container(&created.id, Some(attach)).await {
+            Ok(attached) => attached,
+            Err(failure) => {
+                return Err(self.conn.fail(
+                    "attaching to the container",
+                    &format!("container {} image {}", short(&created.id), shape.image),
+                    &failure,
+                ));
+            }
+        };
         if let Err(failure) = docker.start_container(&created.id, None).await {
             return Err(self.conn.fail(
                 "starting the container",
@@ -177,6 +208,7 @@ impl Factory {
             resources: *resources,
             meter,
             baseline,
+            attached: Mutex::new(Some(attached)),
         })
     }
 

@@ -18,7 +18,8 @@ pub const DEFAULT_IMAGE: &str = "openshell-sandbox:latest";
 pub struct DockerSettings {
     /// Image for jobs whose language names none (`SANDBOX_DOCKER_IMAGE`).
     pub image: String,
-    /// Pre-started containers kept ready per image (0 turns the warm pool off).
+    /// Pre-started containers kept ready per image at least (0 turns the warm pool off); more,
+    /// up to the pool's slots, while jobs arrive faster than one refill takes.
     pub warm_pool: usize,
     /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://127.0.0.1:2375`); `DOCKER_HOST`
     /// when unset, else the local socket.

@@ -11,11 +11,12 @@ use bollard::models::{
 use openshell_protocol::{ErrorKind, Limits};
 
 use super::error;
+use super::runner;
 use super::settings::DockerSettings;
 use openshell_backend::egress::SANDBOX_DIR;
 use openshell_backend::{BackendError, EgressEndpoint};
 
-/// Processes of a container besides the job's: its init and the keep-alive `sleep`.
+/// Processes of a container besides the job's: its init and the resident runner.
 pub(super) const PIDS_OVERHEAD: i64 = 2;
 
 /// Largest `/dev/shm`; it is a tmpfs too, so it is capped like the others.
@@ -129,8 +130,8 @@ pub(super) fn user_ids(settings: &DockerSettings) -> Result<(u32, u32), BackendE
     Ok((uid, gid))
 }
 
-/// The hardened container for `shape` with `resources`, labelled `labels`: it only keeps a
-/// `sleep` alive under an init until jobs are exec'd into it.
+/// The hardened container for `shape` with `resources`, labelled `labels`: its main process,
+/// under an init, is the resident runner waiting on stdin for one job.
 pub(super) fn container(
     settings: &DockerSettings,
     (uid, gid): (u32, u32),
@@ -142,8 +143,15 @@ pub(super) fn container(
         image: Some(shape.image.clone()),
         user: Some(format!("{uid}:{gid}")),
         hostname: Some("sandbox".to_string()),
-        entrypoint: Some(vec!["sleep".to_string()]),
-        cmd: Some(vec!["infinity".to_string()]),
+        entrypoint: Some(runner::entrypoint()),
+        cmd: Some(Vec::new()),
+        // The runner waits on this stdin for its one job; closing it is the job's end of file.
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
         working_dir: Some(settings.workdir.clone()),
         labels: Some(labels),
         // Stopping (also when dockerd shuts down) kills at once: nothing in it needs a grace.

@@ -24,7 +24,7 @@ const SIGNALED_MAX: i32 = SIGNALED_BASE + 64;
 fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
     match limit {
         LimitName::Timeout => Enforcement::enforced(
-            "wall-clock timer from the exec's start, then the whole container is killed (SIGKILL) and removed",
+            "wall-clock timer from the job's start, then the whole container is killed (SIGKILL) and removed",
         ),
         LimitName::CpuTime => Enforcement::partial(
             "setrlimit(RLIMIT_CPU) via `ulimit -t`, rounded up to whole seconds; each process of the job gets the full amount",
@@ -51,7 +51,7 @@ fn mechanism(limit: LimitName, engine: Option<&Engine>) -> Enforcement {
             Enforcement::enforced("CFS quota of the container's cgroup (Docker NanoCpus)")
         }
         LimitName::Processes => Enforcement::enforced(format!(
-            "pids cgroup limit of the container, counting threads, plus {PIDS_OVERHEAD} for its init and keep-alive"
+            "pids cgroup limit of the container, counting threads, plus {PIDS_OVERHEAD} for its init and resident runner"
         )),
         LimitName::OpenFiles => {
             Enforcement::enforced("setrlimit(RLIMIT_NOFILE) via `ulimit -n`, per process")

@@ -16,6 +16,8 @@ pub struct PoolContext {
     pub name: String,
     /// The pool's default limits.
     pub defaults: Limits,
+    /// Jobs the pool runs at once (its slots): the most sandboxes it could use at a time.
+    pub slots: usize,
     /// How the pool runs each language (a backend may pick an image by it).
     pub languages: BTreeMap<String, LanguageSpec>,
     /// The pool's metrics.
@@ -23,12 +25,13 @@ pub struct PoolContext {
 }
 
 impl PoolContext {
-    /// A pool named `name` with no defaults, the built-in languages and no metrics (tests,
+    /// A pool named `name` with no defaults, one slot, the built-in languages and no metrics (tests,
     /// one-off commands).
     pub fn bare(name: &str) -> Self {
         Self {
             name: name.to_string(),
             defaults: Limits::default(),
+            slots: 1,
             languages: crate::language::builtin(),
             metrics: BackendMetrics::none(name),
         }

@@ -14,6 +14,8 @@ pub enum BackendEvent {
     },
     /// A job found no pre-started sandbox and waited for a fresh one.
     WarmPoolMissed,
+    /// A job took a pre-started sandbox (with `WarmPoolMissed`, the pool's hit rate).
+    WarmPoolHit,
     /// The warm pool holds `ready` sandboxes of a target of `target`.
     WarmPool {
         /// How many it keeps ready.

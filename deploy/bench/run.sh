@@ -8,7 +8,9 @@
 # Starts its own nats-server (JetStream) on a free loopback port, drives workers spawned by
 # `openshell bench`, and prints a Markdown table with each row's exact command line, plus
 # the raw JSON reports (in $OUT, default target/bench). Docker rows run when dockerd answers
-# and the sandbox image exists. SSH rows run against SSH_HOST (with SSH_USER, SSH_KEY_PATH,
+# and the sandbox image exists: `true` and Python at concurrency 1 and = slots against
+# `docker run --rm`, and the Python job against itself on the local backend (one worker serving
+# both pools from a two-pool config file), with the warm pool's hit rate. SSH rows run against SSH_HOST (with SSH_USER, SSH_KEY_PATH,
 # SSH_PORT, SSH_KNOWN_HOSTS) when it is set, and otherwise against a throw-away sshd this
 # script starts on 127.0.0.1 (needs root: it creates the unprivileged user openshell-bench).
 # All traffic stays on loopback unless SSH_HOST names another host. Nothing here is a test:
@@ -88,6 +90,15 @@ docker_ok=false
 if docker info >/dev/null 2>&1 && docker image inspect openshell-sandbox:latest >/dev/null 2>&1; then
     docker_ok=true
     bench docker-warm SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --command true --total 80 --concurrency 1 --baseline docker-run
+    bench docker-python SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --lang python --code 'print(1)' --total 80 --concurrency 1 --baseline docker-run
+    # Concurrency = slots: every slot busy, each job still in a fresh container.
+    slots=$(($(nproc) * 4))
+    bench docker-slots SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --slots "$slots" --command true --total 160 --concurrency "$slots" --baseline docker-run
+    bench docker-python-slots SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --slots "$slots" --lang python --code 'print(1)' --total 160 --concurrency "$slots" --baseline docker-run
+    # The same Python job on the local backend, through the same worker, alternating: what the
+    # container costs over the job itself.
+    printf '[pools.docker]\nbackend = "docker"\n[pools.none]\nbackend = "none"\n' >"$OUT/two-pools.toml"
+    bench docker-over-local OPENSHELL_CONFIG="$OUT/two-pools.toml" -- --pool docker --spawn-workers 1 --lang python --code 'print(1)' --total 80 --concurrency 1 --baseline pool --baseline-pool none
 else
     warn "no Docker rows: dockerd does not answer or openshell-sandbox:latest is missing (deploy/setup.sh builds it)"
 fi
@@ -97,6 +108,7 @@ if [[ -z ${SSH_HOST:-} ]]; then
 fi
 bench ssh-fresh SANDBOX_BACKEND=ssh -- --pool ssh --spawn-workers 1 --command true --total 200 --concurrency 4 --baseline ssh
 bench ssh-mux SANDBOX_BACKEND=ssh -- --pool ssh --spawn-workers 1 --command true --total 400 --concurrency 4 --baseline ssh-mux
+bench ssh-mux-1 SANDBOX_BACKEND=ssh -- --pool ssh --spawn-workers 1 --command true --total 200 --concurrency 1 --baseline ssh-mux
 
 echo
 echo "Machine: $(nproc) cores ($(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB," \
@@ -115,10 +127,24 @@ ratio_row() {
 ratio_row local-true "fork/exec"
 ratio_row local-python "fork/exec"
 ratio_row durable-core "core request/reply"
-$docker_ok && ratio_row docker-warm "docker run --rm"
+if $docker_ok; then
+    for name in docker-warm docker-python docker-slots docker-python-slots; do
+        ratio_row "$name" "docker run --rm"
+    done
+    ratio_row docker-over-local "same job, local backend"
+fi
 ratio_row ssh-fresh "fresh ssh"
 ratio_row ssh-mux "ssh ControlMaster"
+ratio_row ssh-mux-1 "ssh ControlMaster"
 echo
+if $docker_ok; then
+    echo "Docker over local (docker-over-local): p50 overhead" \
+        "$(field docker-over-local "'%.1f ms (p95 %.1f ms)' % (openshell['p50_ms'] - baseline['p50_ms'], openshell['p95_ms'] - baseline['p95_ms'])")."
+    hits() { field "$1" "'%.0f%% (%d of %d)' % (100 * warm_pool['hit_rate'], warm_pool['hits'], warm_pool['hits'] + warm_pool['misses']) if warm_pool else 'not read'"; }
+    echo "Warm pool hit rate over the measured jobs: docker-warm $(hits docker-warm), docker-python $(hits docker-python)," \
+        "docker-slots $(hits docker-slots), docker-python-slots $(hits docker-python-slots), docker-over-local $(hits docker-over-local)."
+    echo
+fi
 share() { field "$1" "'%.3f ms, %.1f%% of the mean %.2f ms' % ($2['audit_mean_ms'], 100 * $2['audit_share'], $3['mean_ms']) if $2 and $2.get('audit_share') is not None else 'not exposed by this worker'"; }
 echo "Audit-before-run (the \`received\` event acknowledged before the job starts), from durable-core:"
 echo "core $(share durable-core baseline_overhead baseline); durable $(share durable-core overhead openshell)."

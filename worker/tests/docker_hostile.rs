@@ -10,7 +10,7 @@ use openshell_backend::{
     Backend, CapturedOutput, Ending, Execution, Job, JobControl, JobFile, OutputSink,
 };
 use openshell_backend_docker::DockerBackend;
-use openshell_protocol::{ByteSize, DurationMs, Limits};
+use openshell_protocol::{ByteSize, DurationMs, ErrorKind, Limits};
 use openshell_test_support::dockerd;
 use tokio_util::sync::CancellationToken;
 
@@ -342,7 +342,7 @@ async fn killing_pid_1_only_ends_the_jobs_own_sandbox() {
         return;
     };
     // SIGKILL to a namespace's init from inside is ignored by the kernel; SIGTERM reaches the
-    // init, which ends the keep-alive and so the container, and the job with it.
+    // init, which ends the resident runner and so the container, and the job with it.
     let code = "kill -KILL 1 2>&1; echo after-kill\nkill -TERM 1 2>&1\nsleep 5\necho survived\n";
     let run = run(&backend, script("bash", code, limits())).await;
     assert!(run.stdout().starts_with("after-kill\n"), "{run:?}");
@@ -385,5 +385,38 @@ async fn the_job_ends_with_its_program_not_with_its_output() {
     assert!(
         run_closed.execution.wall_time >= Duration::from_secs(2),
         "{run_closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_without_a_shell_fails_to_start_saying_what_it_lacks() {
+    if !dockerd::available() {
+        return;
+    }
+    // An empty image of this test's own, removed at the end.
+    let image = format!("openshell-test-noshell:{}", std::process::id());
+    let empty = tempfile::NamedTempFile::new().expect("a temporary file");
+    // An empty tar archive: its two zero end blocks.
+    std::fs::write(empty.path(), [0u8; 1024]).expect("an empty tar");
+    let path = empty.path().to_str().expect("a UTF-8 path");
+    dockerd::docker(None, &["import", path, &image]).expect("docker import");
+    let mut settings = dockerd::settings(1, None);
+    settings.image = image.clone();
+    let name = dockerd::pool_name("noshell");
+    let backend = DockerBackend::new(settings, &dockerd::context(&name)).expect("backend");
+    let job = script("sh", "echo never\n", limits());
+    let control = JobControl {
+        cancel: CancellationToken::new(),
+        output: OutputSink::new(1 << 20),
+    };
+    let result = backend.execute(job, control).await;
+    drop(backend);
+    let _ = dockerd::docker(None, &["rmi", "-f", &image]);
+    let error = result.expect_err("a job in an image without a shell");
+    assert_eq!(error.kind, ErrorKind::SandboxStartFailed, "{error}");
+    assert!(
+        error.message.contains("cannot run OpenShell's runner")
+            && error.message.contains("/bin/sh"),
+        "{error}"
     );
 }

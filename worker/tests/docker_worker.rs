@@ -114,7 +114,8 @@ async fn hostile_jobs_through_nats_get_their_verdicts_and_the_worker_keeps_servi
         "{logs}"
     );
     assert!(
-        logs.contains("docker backend: exec") && logs.contains(r#""python3", "main.py""#),
+        logs.contains("docker backend: job handed to the runner")
+            && logs.contains(r#""python3", "main.py""#),
         "{logs}"
     );
     assert!(logs.contains("raw output") && logs.contains("42"), "{logs}");

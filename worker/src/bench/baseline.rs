@@ -24,6 +24,9 @@ pub enum BaselineKind {
     SshMux,
     /// Core request/reply through the same workers (with `--durable`: durable ÷ core).
     Core,
+    /// The same job through the same workers on another pool (`--baseline-pool`, default
+    /// `none`, the local backend): a sandbox's cost over the job itself.
+    Pool,
 }
 
 /// Where the raw operations go.
@@ -99,8 +102,8 @@ impl Baseline {
                 argv.extend(program);
                 (argv, stdin)
             }
-            BaselineKind::Core => {
-                anyhow::bail!("--baseline core runs OpenShell jobs, not a raw operation")
+            BaselineKind::Core | BaselineKind::Pool => {
+                anyhow::bail!("--baseline core and pool run OpenShell jobs, not a raw operation")
             }
             BaselineKind::Ssh | BaselineKind::SshMux => {
                 let (program, stdin) = workload.stdin_form();

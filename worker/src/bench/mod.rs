@@ -26,7 +26,7 @@ use openshell_protocol::{ByteSize, Client, DurationMs, Limits, Subjects};
 
 use self::baseline::{Baseline, BaselineKind, BaselineTargets};
 use self::load::Shape;
-use self::report::{Report, WorkerMemory};
+use self::report::{Report, WarmPoolHits, WorkerMemory};
 use self::stats::Recorder;
 use self::workers::{Overhead, OverheadTotals, Workers};
 use self::workload::Workload;
@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Also run this operation, interleaved, and print OpenShell ÷ it (`core` needs --durable).
     #[arg(long, value_enum)]
     baseline: Option<BaselineKind>,
+    /// Pool of `--baseline pool`: it must be served by the same workers (a config file with
+    /// both pools, OPENSHELL_CONFIG).
+    #[arg(long, default_value = "none")]
+    baseline_pool: String,
     #[command(flatten)]
     targets: BaselineTargets,
     /// Jobs run first and not measured, per side.
@@ -129,6 +133,7 @@ impl BenchArgs {
             "pool": pool, "tenant": self.tenant, "language": self.language, "code": self.code,
             "command": self.command, "total": self.total, "duration_ms": self.duration.map(DurationMs::millis),
             "concurrency": self.concurrency, "rate": self.rate, "durable": self.durable, "baseline": self.baseline,
+            "baseline_pool": (self.baseline == Some(BaselineKind::Pool)).then_some(&self.baseline_pool),
             "warmup": self.warmup, "workers": workers, "rounds": ROUNDS, "timeout_ms": self.timeout.millis(),
         })
     }
@@ -194,13 +199,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let theirs = match args.baseline {
         None => None,
         Some(BaselineKind::Core) => Some(core("c")),
+        Some(BaselineKind::Pool) => {
+            let subjects = Subjects::new(args.nats.subject_prefix.clone());
+            let other = ops::Target {
+                pool: args.baseline_pool.clone(),
+                ..target("p")
+            };
+            Some(ops::core(Client::new(nats.clone(), subjects), other))
+        }
         Some(kind) => Some(ops::raw(Arc::new(Baseline::new(
             kind,
             &workload,
             &args.targets,
         )?))),
     };
-    let on_workers = args.baseline == Some(BaselineKind::Core);
+    let on_workers = matches!(args.baseline, Some(BaselineKind::Core | BaselineKind::Pool));
     let rss_idle = workers.rss_bytes(false);
 
     let shape = Shape {
@@ -220,6 +233,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .await;
     }
     done.store(0, Ordering::Relaxed);
+    let warm_before = workers.warm_pool().await;
     let sides = if theirs.is_some() { 2 } else { 1 };
     let progress = progress(Arc::clone(&done), args.total * sides, args.json);
     let (mut ours_rec, mut theirs_rec) = (Recorder::default(), Recorder::default());
@@ -258,11 +272,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     progress.abort();
+    let warm_after = workers.warm_pool().await;
     let memory = WorkerMemory {
         rss_idle_bytes: rss_idle,
         rss_peak_bytes: workers.rss_bytes(true),
     };
-    let report = Report::new(
+    let mut report = Report::new(
         ours_rec.summary(),
         theirs.is_some().then(|| theirs_rec.summary()),
         memory,
@@ -272,6 +287,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         ),
         args.config_json(&pool, workers.len()),
     );
+    report.warm_pool = warm_before
+        .zip(warm_after)
+        .and_then(|(before, after)| WarmPoolHits::between(before, after));
     workers.stop().await;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -45,8 +45,37 @@ pub struct Report {
     pub overhead: Option<Overhead>,
     /// The same split for the baseline's jobs, when the baseline runs on the workers (`core`).
     pub baseline_overhead: Option<Overhead>,
+    /// The Docker warm pool over the measured jobs, when the workers' metrics were read and
+    /// any job asked it for a sandbox.
+    pub warm_pool: Option<WarmPoolHits>,
     /// How the run was made.
     pub config: Value,
+}
+
+/// Jobs that took a warm sandbox and jobs that started a cold one.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WarmPoolHits {
+    /// Jobs that took a warm sandbox.
+    pub hits: u64,
+    /// Jobs that started a cold one.
+    pub misses: u64,
+    /// hits ÷ (hits + misses).
+    pub hit_rate: f64,
+}
+
+impl WarmPoolHits {
+    /// The counts between two readings of `(hits, misses)`; `None` when no job asked.
+    pub fn between(before: (f64, f64), after: (f64, f64)) -> Option<Self> {
+        // Counters are whole numbers read as floats.
+        let hits = (after.0 - before.0).max(0.0).round() as u64;
+        let misses = (after.1 - before.1).max(0.0).round() as u64;
+        let asked = hits + misses;
+        (asked > 0).then(|| Self {
+            hits,
+            misses,
+            hit_rate: hits as f64 / asked as f64,
+        })
+    }
 }
 
 impl Report {
@@ -84,6 +113,7 @@ impl Report {
             baseline,
             ratio,
             worker,
+            warm_pool: None,
             config,
         }
     }
@@ -157,6 +187,14 @@ impl Report {
             mib(self.worker.rss_idle_bytes),
             mib(self.worker.rss_peak_bytes)
         ));
+        if let Some(warm) = self.warm_pool {
+            out.push_str(&format!(
+                "warm pool       hits {}  misses {}  hit rate {:.0}%\n",
+                warm.hits,
+                warm.misses,
+                warm.hit_rate * 100.0
+            ));
+        }
         let sides = [
             ("openshell", &self.overhead, Some(&self.openshell)),
             (

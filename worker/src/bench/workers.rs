@@ -169,6 +169,20 @@ impl Workers {
         Some(OverheadTotals(sums))
     }
 
+    /// Warm-pool hits and misses counted so far, summed over the workers and their pools.
+    pub async fn warm_pool(&self) -> Option<(f64, f64)> {
+        if self.metrics.is_empty() {
+            return None;
+        }
+        let (mut hits, mut misses) = (0.0, 0.0);
+        for addr in &self.metrics {
+            let text = scrape(*addr).await.ok()?;
+            hits += counter_total(&text, "warm_pool_hits_total");
+            misses += counter_total(&text, "warm_pool_misses_total");
+        }
+        Some((hits, misses))
+    }
+
     /// Stops spawned workers.
     pub async fn stop(&mut self) {
         for child in &mut self.children {
@@ -210,6 +224,18 @@ async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(response)
 }
 
+/// The sum of counter `name` (without the `openshell_` prefix) over its series.
+fn counter_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix("openshell_")
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `(sum, count)` of histogram `name` (without the `openshell_` prefix), over the series whose
 /// `phase` label matches, in Prometheus text format.
 fn histogram_totals(text: &str, name: &str, phase: Option<&str>) -> (f64, f64) {
@@ -242,7 +268,7 @@ fn histogram_totals(text: &str, name: &str, phase: Option<&str>) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{OverheadTotals, histogram_totals};
+    use super::{OverheadTotals, counter_total, histogram_totals};
 
     #[test]
     fn sums_chunks_into_means_and_leaves_a_missing_phase_out() {
@@ -256,6 +282,15 @@ mod tests {
         assert!((means.reply_mean_ms - 10.0).abs() < 1e-9, "{means:?}");
         assert!((means.backend_mean_ms - 100.0).abs() < 1e-9, "{means:?}");
         assert_eq!(means.audit_mean_ms, None);
+    }
+
+    #[test]
+    fn reads_counter_totals() {
+        let text = "openshell_warm_pool_hits_total{pool=\"a\"} 3\n\
+                    openshell_warm_pool_hits_total{pool=\"b\"} 4\n\
+                    openshell_warm_pool_hits_total_other 9\n\
+                    # HELP openshell_warm_pool_hits Jobs\n";
+        assert_eq!(counter_total(text, "warm_pool_hits_total"), 7.0);
     }
 
     #[test]

@@ -265,6 +265,7 @@ impl PoolConfig {
         PoolContext {
             name: name.to_string(),
             defaults: self.defaults.clone(),
+            slots: self.slots,
             languages: self.languages.clone(),
             metrics,
         }

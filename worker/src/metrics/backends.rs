@@ -31,7 +31,7 @@ pub struct BackendSeries {
     /// Health checks that failed.
     pub health_failures: Family<BackendLabels, Counter>,
     /// Time from a job reaching the backend to its sandbox being ready to run it (Docker: a warm
-    /// container taken, or a cold one started, with the job's exec created).
+    /// container taken, or a cold one started, with its runner attached).
     pub start_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
     /// Warm sandboxes the pool keeps ready (its target, Docker).
     pub warm_size: Family<PoolLabels, Gauge>,
@@ -40,6 +40,8 @@ pub struct BackendSeries {
     /// Jobs that found no fitting warm sandbox and started a cold one. (A job never waits for
     /// a warm sandbox, so there is no "waiting" gauge: a miss is what a short pool costs.)
     pub warm_misses: Family<PoolLabels, Counter>,
+    /// Jobs that took a warm sandbox; hits ÷ (hits + misses) is the pool's hit rate.
+    pub warm_hits: Family<PoolLabels, Counter>,
     /// SSH connections open.
     pub ssh_connections: Family<PoolLabels, Gauge>,
     /// SSH channels in use.
@@ -64,6 +66,7 @@ impl BackendSeries {
             warm_size: Family::default(),
             warm_available: Family::default(),
             warm_misses: Family::default(),
+            warm_hits: Family::default(),
             ssh_connections: Family::default(),
             ssh_channels: Family::default(),
             ssh_reconnects: Family::default(),
@@ -101,6 +104,11 @@ impl BackendSeries {
             "warm_pool_misses",
             "Jobs that found no fitting warm sandbox and started a cold one",
             self.warm_misses.clone(),
+        );
+        registry.register(
+            "warm_pool_hits",
+            "Jobs that took a warm sandbox (hit rate: hits / (hits + misses))",
+            self.warm_hits.clone(),
         );
         registry.register(
             "ssh_connections_open",
@@ -161,6 +169,11 @@ impl BackendSeries {
     /// Counts one job of `pool` that started a cold sandbox for want of a warm one.
     pub fn warm_pool_missed(&self, pool: &str) {
         self.warm_misses.get_or_create(&pool_labels(pool)).inc();
+    }
+
+    /// Counts one job of `pool` that took a warm sandbox.
+    pub fn warm_pool_hit(&self, pool: &str) {
+        self.warm_hits.get_or_create(&pool_labels(pool)).inc();
     }
 
     /// Sets the SSH connection and channel gauges of `pool`.

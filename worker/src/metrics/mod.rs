@@ -155,6 +155,7 @@ impl MetricsSink for Metrics {
         match event {
             BackendEvent::SandboxStarted { took } => self.backends.sandbox_started(pool, took),
             BackendEvent::WarmPoolMissed => self.backends.warm_pool_missed(pool),
+            BackendEvent::WarmPoolHit => self.backends.warm_pool_hit(pool),
             BackendEvent::WarmPool { target, ready } => {
                 self.backends.warm_pool(pool, target, ready);
             }
