@@ -24,6 +24,7 @@ mod command;
 mod connect;
 mod demand;
 mod error;
+mod exec;
 mod job;
 mod labels;
 mod measure;
