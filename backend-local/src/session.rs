@@ -243,12 +243,8 @@ impl SandboxSession for LocalSession {
         let Some(held) = guard.as_ref() else {
             return Err(self.error(ErrorKind::NotFound, "the session is closed".to_string()));
         };
-        if namespace_of(self.init).ok().as_deref() != Some(self.namespace.as_str()) {
-            return Err(self.error(
-                ErrorKind::SandboxLost,
-                "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
-                    .to_string(),
-            ));
+        if !self.alive() {
+            return Err(self.lost());
         }
         if control.cancel.is_cancelled() {
             return Ok(Execution {
@@ -320,6 +316,10 @@ impl SandboxSession for LocalSession {
             note_escape(&job, &control);
         }
         let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
+        if !self.alive() {
+            // It died under the job (or before nsenter got in): nothing of the job counts.
+            return Err(self.lost());
+        }
         let oom_killed = cgroup.map_or(0, JobCgroup::oom_kills) > oom_before;
         let (exit_code, signal) = verdict::exit_of(reaped.status);
         let memory = Memory {
@@ -401,6 +401,23 @@ impl LocalSession {
             }
             tokio::time::sleep(KILL_POLL).await;
         }
+    }
+
+    /// Whether the sandbox's pid 1 still runs (and is still the sandbox's, not a reused pid).
+    /// A dying pid 1 keeps its pid namespace until reaped, but has lost its other namespaces
+    /// (what nsenter enters) already.
+    fn alive(&self) -> bool {
+        namespace_of(self.init).ok().as_deref() == Some(self.namespace.as_str())
+            && fs::read_link(format!("/proc/{}/ns/mnt", self.init)).is_ok()
+            && !is_zombie(self.init)
+    }
+
+    fn lost(&self) -> BackendError {
+        self.error(
+            ErrorKind::SandboxLost,
+            "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
+                .to_string(),
+        )
     }
 
     fn error(&self, kind: ErrorKind, message: String) -> BackendError {
