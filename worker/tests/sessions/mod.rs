@@ -132,8 +132,8 @@ impl Backend {
 
     /// A killed worker (`pid`) cannot remove its sandboxes; the next worker's sweep would.
     /// Removes them here so that the test leaves nothing behind, and checks that the sandbox
-    /// of `session` (in `workdir`) died with the worker.
-    pub async fn after_kill(self, pid: u32, session: &SessionOpened, workdir: &str) {
+    /// of each session it `held` (with its working directory) died with the worker.
+    pub async fn after_kill(self, pid: u32, held: &[(SessionOpened, String)]) {
         match self {
             Self::Docker => {
                 for id in dockerd::containers_with(None, &format!("openshell.pid={pid}")) {
@@ -143,12 +143,14 @@ impl Backend {
             Self::Local => {
                 // bubblewrap dies with its parent, and the sandbox with it; the directory stays.
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while !processes_in(workdir).is_empty() {
-                    assert!(Instant::now() < deadline, "the sandbox outlived its worker");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                for (session, workdir) in held {
+                    while !processes_in(workdir).is_empty() {
+                        assert!(Instant::now() < deadline, "a sandbox outlived its worker");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = std::fs::remove_dir_all(workdir);
+                    self.assert_gone(session, workdir).await;
                 }
-                let _ = std::fs::remove_dir_all(workdir);
-                self.assert_gone(session, workdir).await;
             }
         }
     }
@@ -366,7 +368,11 @@ pub async fn keeps_state_and_files_and_ends_without_a_trace(backend: Backend) {
     );
 
     // A killed worker: the next call gets session_lost at once, never a hang.
-    let theirs_workdir = workdir_of(&client, &theirs).await;
+    let mut held = vec![(theirs.clone(), workdir_of(&client, &theirs).await)];
+    for other in more {
+        let workdir = workdir_of(&client, &other).await;
+        held.push((other, workdir));
+    }
     let pid = worker.pid().expect("the worker runs");
     worker.kill().await;
     let started = Instant::now();
@@ -380,8 +386,7 @@ pub async fn keeps_state_and_files_and_ends_without_a_trace(backend: Backend) {
         "session_lost took {:?}",
         started.elapsed()
     );
-    drop(more);
-    backend.after_kill(pid, &theirs, &theirs_workdir).await;
+    backend.after_kill(pid, &held).await;
 }
 
 /// Idle expiry, a lost sandbox and shutdown destroy the sandbox (no container, no process,
