@@ -23,11 +23,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nix::libc;
 use nix::unistd::Pid;
-use openshell_protocol::{ErrorKind, Limits, Payload};
+use openshell_protocol::{EnforcementReport, ErrorKind, Limits, Payload};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
-use super::cgroup::{Controller, JobCgroup};
+use super::cgroup::{Controller, Hierarchies, JobCgroup};
 use super::child::{self, Process, Setup, Spawned};
 use super::sandbox::{NSENTER, Sandbox};
 use super::supervise::{self, Finished};
@@ -64,6 +64,9 @@ struct LocalSession {
     namespace: String,
     /// `None` once closed.
     held: Mutex<Option<Held>>,
+    /// The cgroups a job's report may name: not CPU accounting, since the session's cgroup
+    /// counts every job's CPU time, so a job's `cpu_time` is RLIMIT_CPU per process only.
+    reported: Hierarchies,
 }
 
 /// What a session owns until it closes.
@@ -171,6 +174,7 @@ impl SessionBackend for LocalBackend {
             "local session opened"
         );
         Ok(Box::new(LocalSession {
+            reported: self.cgroups.without(Controller::CpuAccounting),
             backend: self.clone(),
             sandbox,
             run_as,
@@ -250,7 +254,7 @@ impl SandboxSession for LocalSession {
             return Ok(Execution {
                 ending: Ending::Cancelled,
                 exit_code: None,
-                enforcement: self.backend.report(&job.limits),
+                enforcement: self.report(&job.limits),
                 ..Execution::exited(0)
             });
         }
@@ -347,7 +351,7 @@ impl SandboxSession for LocalSession {
             wall_time: reaped.exited_at.saturating_duration_since(started),
             cpu_time: Some(reaped.cpu_time),
             peak_memory_bytes: Some(reaped.peak_memory_bytes),
-            enforcement: self.backend.report(&job.limits),
+            enforcement: self.report(&job.limits),
             files,
         })
     }
@@ -417,6 +421,18 @@ impl LocalSession {
             ErrorKind::SandboxLost,
             "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
                 .to_string(),
+        )
+    }
+
+    /// The enforcement report of a job in the session.
+    fn report(&self, limits: &Limits) -> EnforcementReport {
+        verdict::report(
+            limits,
+            &verdict::Enforcer {
+                run_as: self.backend.identity(),
+                sandboxed: true,
+                cgroups: &self.reported,
+            },
         )
     }
 

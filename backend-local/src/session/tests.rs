@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use openshell_protocol::{ByteSize, DurationMs, Limits, Payload};
+use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{LocalBackend, LocalSettings};
@@ -120,6 +120,15 @@ async fn a_held_sandbox_keeps_state_and_ends_without_a_trace() {
     assert_eq!(out, "Seccomp:\t2\nrefused\n", "{err}");
     let (spun, _, _) = run(&*session, cell("while True: pass", 1)).await;
     assert_eq!(spun.ending, Ending::Timeout);
+    // The session's cgroup counts every job's CPU: a job's own is per process, and says so.
+    let mut limited = job(&["true"], &[], 20);
+    limited.limits.cpu_time = Some(DurationMs::secs(5));
+    let (limited, _, _) = run(&*session, limited).await;
+    let cpu = &limited.enforcement[&LimitName::CpuTime];
+    assert!(
+        cpu.mechanism.starts_with("setrlimit(RLIMIT_CPU)"),
+        "{cpu:?}"
+    );
     let (after, out, err) = run(
         &*session,
         cell(
