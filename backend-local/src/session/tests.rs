@@ -7,7 +7,8 @@ use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{LocalBackend, LocalSettings};
-use super::{Pid, kill_round, namespace_of};
+use super::Pid;
+use super::procs::{kill_round, namespace_of};
 use openshell_backend::session::kernel;
 use openshell_backend::{Backend, Ending, Execution, Job, JobControl, JobFile, OutputSink};
 use openshell_backend::{SandboxSession, SessionSpec};
