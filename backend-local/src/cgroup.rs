@@ -88,6 +88,13 @@ impl Hierarchies {
     /// No cgroups at all.
     pub const NONE: Self = Self(BTreeMap::new());
 
+    /// The same hierarchies without `controller` (what a session job's report may claim).
+    pub fn without(&self, controller: Controller) -> Self {
+        let mut rest = self.clone();
+        rest.0.remove(&controller);
+        rest
+    }
+
     /// Every controller in a hierarchy of `version` (for tests of what depends on them).
     #[cfg(test)]
     pub fn every_controller(version: u8) -> Self {

@@ -24,6 +24,9 @@
 //! and output and enforces the timeout, cancellation and output limit, `verdict` says how it
 //! ended and what was enforced, and `remove` deletes the directory without following links.
 //!
+//! Sessions (`session`, with the sandbox only) hold one such sandbox across jobs, each job
+//! entered into it (`sandbox::enter`).
+//!
 //! Without a memory cgroup, the memory limit is RLIMIT_DATA (private writable memory per process), which runtimes
 //! that reserve address space up front, like Node's V8, start under; RLIMIT_AS would not let
 //! them. A job whose allocations fail under it ends as `out_of_memory` by a heuristic (see

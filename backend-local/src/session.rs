@@ -16,18 +16,16 @@
 //! sandbox to hold, and the backend offers none.
 
 use std::fs;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::libc;
 use nix::unistd::Pid;
-use openshell_protocol::{ErrorKind, Limits, Payload};
+use openshell_protocol::{EnforcementReport, ErrorKind, Limits, Payload};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
-use super::cgroup::{Controller, JobCgroup};
+use self::procs::{child_of, is_zombie, kill_round, namespace_of};
+use super::cgroup::{Controller, Hierarchies, JobCgroup};
 use super::child::{self, Process, Setup, Spawned};
 use super::sandbox::{NSENTER, Sandbox};
 use super::supervise::{self, Finished};
@@ -64,6 +62,9 @@ struct LocalSession {
     namespace: String,
     /// `None` once closed.
     held: Mutex<Option<Held>>,
+    /// The cgroups a job's report may name: not CPU accounting, since the session's cgroup
+    /// counts every job's CPU time, so a job's `cpu_time` is RLIMIT_CPU per process only.
+    reported: Hierarchies,
 }
 
 /// What a session owns until it closes.
@@ -172,6 +173,7 @@ impl SessionBackend for LocalBackend {
             "local session opened"
         );
         Ok(Box::new(LocalSession {
+            reported: self.cgroups.without(Controller::CpuAccounting),
             backend: self.clone(),
             sandbox,
             run_as,
@@ -244,18 +246,14 @@ impl SandboxSession for LocalSession {
         let Some(held) = guard.as_ref() else {
             return Err(self.error(ErrorKind::NotFound, "the session is closed".to_string()));
         };
-        if namespace_of(self.init).ok().as_deref() != Some(self.namespace.as_str()) {
-            return Err(self.error(
-                ErrorKind::SandboxLost,
-                "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
-                    .to_string(),
-            ));
+        if !self.alive() {
+            return Err(self.lost());
         }
         if control.cancel.is_cancelled() {
             return Ok(Execution {
                 ending: Ending::Cancelled,
                 exit_code: None,
-                enforcement: self.backend.report(&job.limits),
+                enforcement: self.report(&job.limits),
                 ..Execution::exited(0)
             });
         }
@@ -321,6 +319,10 @@ impl SandboxSession for LocalSession {
             note_escape(&job, &control);
         }
         let reaped = reaped.map_err(|message| self.error(ErrorKind::Internal, message))?;
+        if !self.alive() {
+            // It died under the job (or before nsenter got in): nothing of the job counts.
+            return Err(self.lost());
+        }
         let oom_killed = cgroup.map_or(0, JobCgroup::oom_kills) > oom_before;
         let (exit_code, signal) = verdict::exit_of(reaped.status);
         let memory = Memory {
@@ -348,7 +350,7 @@ impl SandboxSession for LocalSession {
             wall_time: reaped.exited_at.saturating_duration_since(started),
             cpu_time: Some(reaped.cpu_time),
             peak_memory_bytes: Some(reaped.peak_memory_bytes),
-            enforcement: self.backend.report(&job.limits),
+            enforcement: self.report(&job.limits),
             files,
         })
     }
@@ -404,92 +406,40 @@ impl LocalSession {
         }
     }
 
+    /// Whether the sandbox's pid 1 still runs (and is still the sandbox's, not a reused pid).
+    /// A dying pid 1 keeps its pid namespace until reaped, but has lost its other namespaces
+    /// (what nsenter enters) already.
+    fn alive(&self) -> bool {
+        namespace_of(self.init).ok().as_deref() == Some(self.namespace.as_str())
+            && fs::read_link(format!("/proc/{}/ns/mnt", self.init)).is_ok()
+            && !is_zombie(self.init)
+    }
+
+    fn lost(&self) -> BackendError {
+        self.error(
+            ErrorKind::SandboxLost,
+            "the session's sandbox is gone (its pid 1 ended): the session is over; open a new one"
+                .to_string(),
+        )
+    }
+
+    /// The enforcement report of a job in the session.
+    fn report(&self, limits: &Limits) -> EnforcementReport {
+        verdict::report(
+            limits,
+            &verdict::Enforcer {
+                run_as: self.backend.identity(),
+                sandboxed: true,
+                cgroups: &self.reported,
+            },
+        )
+    }
+
     fn error(&self, kind: ErrorKind, message: String) -> BackendError {
         BackendError::new(kind, KIND, self.describe(), message)
     }
 }
 
-/// One pass over the host's processes: SIGKILLs each live one in `namespace` but `spared`, and
-/// says how many there were.
-fn kill_round(namespace: &str, spared: &[Pid]) -> usize {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return 1;
-    };
-    let mut found = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-            .map(Pid::from_raw)
-        else {
-            continue;
-        };
-        if spared.contains(&pid) || namespace_of(pid).ok().as_deref() != Some(namespace) {
-            continue;
-        }
-        // Through a pidfd, checked again once held: never a stranger that reused the pid.
-        let Ok(pidfd) = pidfd_open(pid) else {
-            continue;
-        };
-        if namespace_of(pid).ok().as_deref() != Some(namespace) || is_zombie(pid) {
-            continue;
-        }
-        found += 1;
-        pidfd_kill(&pidfd);
-    }
-    found
-}
-
-/// The pid namespace of `pid`, as `/proc/PID/ns/pid` reads.
-fn namespace_of(pid: Pid) -> io::Result<String> {
-    fs::read_link(format!("/proc/{pid}/ns/pid")).map(|link| link.display().to_string())
-}
-
-/// Whether `pid` is a zombie (its state, after the command in `/proc/PID/stat`, is `Z`).
-fn is_zombie(pid: Pid) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    })
-}
-
-/// The first child of `pid`, as `/proc/PID/task/PID/children` lists.
-fn child_of(pid: Pid) -> Option<Pid> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-        .map(Pid::from_raw)
-}
-
-#[allow(unsafe_code)]
-fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags, no pointers.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: the kernel just returned this new fd, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-#[allow(unsafe_code)]
-fn pidfd_kill(pidfd: &OwnedFd) {
-    // SAFETY: a live pidfd, a signal number, a null siginfo and no flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
-}
-
+mod procs;
 #[cfg(test)]
 mod tests;

@@ -157,3 +157,14 @@ echo "Scale-out (sleep 0.1 s jobs, 16 slots per worker, 10 s):"
 for n in 1 2 4; do
     echo "- $n worker(s): $(field "scale-$n" "'%.0f jobs/s' % openshell['throughput_per_sec']") ($(cmd "scale-$n"))"
 done
+
+# Sessions (issue 16): a call in a warm session against a fresh job on the same pool, call by
+# call; the README's session table.
+echo
+bench session-none-trivial SANDBOX_BACKEND=none -- --pool none --spawn-workers 1 --session --lang python --code 'print(1)' --total 60 --warmup 5
+bench session-none-imports SANDBOX_BACKEND=none -- --pool none --spawn-workers 1 --session --lang python \
+    --code 'import json, decimal, email.parser, http.client, asyncio; print(1)' --total 60 --warmup 5
+echo "Sessions (session ÷ fresh job, p50):"
+for name in session-none-trivial session-none-imports; do
+    echo "- $name: $(field "$name" "'session %.1f / %.1f ms, fresh %.1f / %.1f ms (p50 / p90), ratio %.2f' % (session_p50_ms, session_p90_ms, fresh_p50_ms, fresh_p90_ms, ratio_p50)") ($(cmd "$name"))"
+done

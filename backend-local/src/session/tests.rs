@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use openshell_protocol::{ByteSize, DurationMs, Limits, Payload};
+use openshell_protocol::{ByteSize, DurationMs, LimitName, Limits, Payload};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{LocalBackend, LocalSettings};
-use super::{Pid, kill_round, namespace_of};
+use super::Pid;
+use super::procs::{kill_round, namespace_of};
 use openshell_backend::session::kernel;
 use openshell_backend::{Backend, Ending, Execution, Job, JobControl, JobFile, OutputSink};
 use openshell_backend::{SandboxSession, SessionSpec};
@@ -121,6 +122,15 @@ async fn a_held_sandbox_keeps_state_and_ends_without_a_trace() {
     assert_eq!(out, "Seccomp:\t2\nrefused\n", "{err}");
     let (spun, _, _) = run(&*session, cell("while True: pass", 1)).await;
     assert_eq!(spun.ending, Ending::Timeout);
+    // The session's cgroup counts every job's CPU: a job's own is per process, and says so.
+    let mut limited = job(&["true"], &[], 20);
+    limited.limits.cpu_time = Some(DurationMs::secs(5));
+    let (limited, _, _) = run(&*session, limited).await;
+    let cpu = &limited.enforcement[&LimitName::CpuTime];
+    assert!(
+        cpu.mechanism.starts_with("setrlimit(RLIMIT_CPU)"),
+        "{cpu:?}"
+    );
     let (after, out, err) = run(
         &*session,
         cell(
@@ -147,4 +157,59 @@ async fn a_held_sandbox_keeps_state_and_ends_without_a_trace() {
 
 fn openshell_test_support_in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|value| value == "true")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sessions_of_one_user_cannot_see_each_other() {
+    let backend = LocalBackend::new(LocalSettings::default()).expect("local backend");
+    let Some(sessions) = backend.sessions() else {
+        assert!(
+            !openshell_test_support_in_ci(),
+            "sessions need bubblewrap in CI"
+        );
+        return;
+    };
+    let spec = |id: &str| SessionSpec {
+        id: id.to_string(),
+        tenant: id.to_string(),
+        limits: Limits::default(),
+    };
+    let first = sessions.open(spec("s-first")).await.expect("opens");
+    let second = sessions.open(spec("s-second")).await.expect("opens");
+    let (_, workdir, _) = run(
+        &*first,
+        job(
+            &["sh", "-c", "pwd; (sleep 300 &) ; echo secret > kept.txt"],
+            &[],
+            20,
+        ),
+    )
+    .await;
+    let workdir = workdir.trim();
+    // The second sees neither the first's directory nor its processes (its own pid 1, its
+    // keep-alive, and itself are all there is).
+    let (_, out, _) = run(
+        &*second,
+        job(
+            &[
+                "sh",
+                "-c",
+                &format!("cat {workdir}/kept.txt 2>&1 | head -c 0; test -e {workdir} && echo visible; ls /proc | grep -c '^[0-9]'"),
+            ],
+            &[],
+            20,
+        ),
+    )
+    .await;
+    let processes: u32 = out.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    assert!(
+        processes <= 5,
+        "the second session sees {processes} processes"
+    );
+    first.close().await.expect("closes");
+    second.close().await.expect("closes");
+    assert!(
+        !std::path::Path::new(workdir).exists(),
+        "{workdir} was removed"
+    );
 }
