@@ -112,8 +112,11 @@ impl client::Handler for Client {
         reply: ChannelOpenHandle,
         _: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply.accept().await;
-        self.routes.serve(channel, socket_path);
+        // Only a job's socket: dropping the reply refuses any other.
+        if let Some(local) = self.routes.local(socket_path) {
+            reply.accept().await;
+            Routes::serve(channel, local);
+        }
         Ok(())
     }
 }

@@ -51,20 +51,19 @@ impl Routes {
             .remove(remote);
     }
 
-    /// Connects a channel sshd opened for `remote` to its job's proxy, in a task of its own;
-    /// an unknown path, or a proxy that is gone, closes the channel.
-    pub fn serve(&self, channel: Channel<Msg>, remote: &str) {
-        let local = self
-            .0
+    /// The job's proxy socket on the worker for socket `remote` on the host, if it is a job's.
+    pub fn local(&self, remote: &str) -> Option<PathBuf> {
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(remote)
-            .cloned();
+            .cloned()
+    }
+
+    /// Connects a channel sshd opened for a job's socket to that job's proxy socket `local`,
+    /// in a task of its own; a proxy that is gone closes the channel.
+    pub fn serve(channel: Channel<Msg>, local: PathBuf) {
         tokio::spawn(async move {
-            let Some(local) = local else {
-                let _ = channel.close().await;
-                return;
-            };
             match tokio::net::UnixStream::connect(&local).await {
                 Ok(mut proxy) => {
                     let mut stream = channel.into_stream();
@@ -80,12 +79,14 @@ impl Routes {
 }
 
 /// A job's egress directory on its host and the forwarding of its socket; [`Remote::close`]
-/// removes both.
+/// removes both (and so does dropping it, in a task of its own, should the job's future be
+/// dropped).
 pub struct Remote {
     /// The number in the directory's name, passed to the helper as `egress=N`.
     pub number: u64,
     dir: String,
     connection: Arc<Connection>,
+    open: bool,
 }
 
 impl Remote {
@@ -119,6 +120,7 @@ impl Remote {
             number,
             dir: dir.clone(),
             connection: connection.clone(),
+            open: true,
         };
         let made = channel::run(&connection.handle, &command, COMMAND_LIMIT).await;
         match made {
@@ -156,19 +158,32 @@ impl Remote {
         format!("{}/{SOCKET}", self.dir)
     }
 
-    /// Stops the forwarding and removes the directory (best effort: a host that is gone
-    /// loses them with its /tmp).
-    pub async fn close(self) {
-        let socket = self.socket();
-        self.connection.routes.remove(&socket);
-        let _ = self
-            .connection
-            .handle
-            .cancel_streamlocal_forward(&socket)
-            .await;
-        let command = format!("rm -rf {}", quote(&self.dir));
-        if let Err(cause) = channel::run(&self.connection.handle, &command, COMMAND_LIMIT).await {
-            tracing::warn!(host = %self.connection.addr, dir = %self.dir, "removing a job's egress directory failed: {cause}");
+    /// Stops the forwarding and removes the directory.
+    pub async fn close(mut self) {
+        self.open = false;
+        remove(self.connection.clone(), self.dir.clone()).await;
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(remove(self.connection.clone(), self.dir.clone()));
+        }
+    }
+}
+
+/// Stops forwarding the socket in `dir` and removes `dir` (best effort: a host that is gone
+/// loses them with its /tmp).
+async fn remove(connection: Arc<Connection>, dir: String) {
+    let socket = format!("{dir}/{SOCKET}");
+    connection.routes.remove(&socket);
+    let _ = connection.handle.cancel_streamlocal_forward(&socket).await;
+    let command = format!("rm -rf {}", quote(&dir));
+    if let Err(cause) = channel::run(&connection.handle, &command, COMMAND_LIMIT).await {
+        tracing::warn!(host = %connection.addr, %dir, "removing a job's egress directory failed: {cause}");
     }
 }
