@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use russh::client::{self, Handle};
+use russh::Channel;
+use russh::client::{self, ChannelOpenHandle, Handle, Msg, Session};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Preferred, SshId};
 
+use super::egress::Routes;
 use super::error::SshError;
 use super::known_hosts::{self, HostId};
 use super::settings::SshSettings;
@@ -76,6 +78,7 @@ impl Target {
 pub struct Client {
     target: Target,
     refusal: Arc<Mutex<Option<SshError>>>,
+    routes: Routes,
 }
 
 impl client::Handler for Client {
@@ -101,6 +104,21 @@ impl client::Handler for Client {
             }
         }
     }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only a job's socket: dropping the reply refuses any other.
+        if let Some(local) = self.routes.local(socket_path) {
+            reply.accept().await;
+            Routes::serve(channel, local);
+        }
+        Ok(())
+    }
 }
 
 impl Client {
@@ -109,12 +127,14 @@ impl Client {
     }
 }
 
-/// Connects to and authenticates with `target` within its connect timeout.
-pub async fn connect(target: &Target) -> Result<SshHandle, SshError> {
+/// Connects to and authenticates with `target` within its connect timeout; egress sockets
+/// sshd forwards on the connection go where `routes` says.
+pub async fn connect(target: &Target, routes: Routes) -> Result<SshHandle, SshError> {
     let refusal = Arc::new(Mutex::new(None));
     let client = Client {
         target: target.clone(),
         refusal: refusal.clone(),
+        routes,
     };
     let attempt = async {
         let handle = client::connect(config(target), (target.host.as_str(), target.port), client)

@@ -14,10 +14,12 @@
 //! a cgroup per job where the host has the controllers, private tmpfs for its working
 //! directory, /tmp, /var/tmp and /dev/shm, and no user namespaces. When the job's own process
 //! ends, the namespace dies with everything in it; the helper reports that process's exit
-//! status or signal.
+//! status or signal. A job held to egress rules gets no network there but its egress socket,
+//! which `egress` has sshd forward back over the job's connection to the worker's proxy.
 
 pub mod channel;
 pub mod connect;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
@@ -203,8 +205,26 @@ impl SshBackend {
         let (index, lease) = self.hosts.lease().await?;
         self.report();
         let connection = lease.connection.clone();
-        let (upload, cgroups) =
-            plan::prepare(job, &self.settings, &connection.probe, self.cgroups())?;
+        let egress = match &job.egress {
+            Some(endpoint) => Some(egress::Remote::open(&connection, endpoint).await?),
+            None => None,
+        };
+        let number = egress.as_ref().map(|remote| remote.number);
+        let (upload, cgroups) = match plan::prepare(
+            job,
+            &self.settings,
+            &connection.probe,
+            self.cgroups(),
+            number,
+        ) {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                if let Some(remote) = egress {
+                    remote.close().await;
+                }
+                return Err(error.into());
+            }
+        };
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let finish = exec::run(
             &connection,
@@ -216,6 +236,9 @@ impl SshBackend {
             job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes),
         )
         .await;
+        if let Some(remote) = egress {
+            remote.close().await;
+        }
         drop(lease);
         self.report();
         let addr = connection.addr.clone();

@@ -7,7 +7,7 @@ use super::request::{self, BACKSTOP_GRACE_SECS, FilesSpec, Plan, SHM_MAX, Sandbo
 use super::settings::SshSettings;
 use super::upload::{self, Upload};
 use super::verdict::Cgroups;
-use openshell_backend::Job;
+use openshell_backend::{EgressEndpoint, Job};
 
 /// The upload for `job` on a host that `probe` describes, and the cgroups it gets there.
 ///
@@ -16,11 +16,15 @@ use openshell_backend::Job;
 /// since makes the helper refuse the job (fail closed) instead of running it with less than
 /// was promised. Otherwise memory, processes and CPU time fall back to rlimits, and `cpus`
 /// (which has none) is left unenforced, as admission allowed and the report says.
+///
+/// A job held to egress rules names its egress directory `egress` (see [`super::egress`])
+/// and runs under the forwarder.
 pub fn prepare(
     job: &Job,
     settings: &SshSettings,
     probe: &HostProbe,
     promised: Cgroups,
+    egress: Option<u64>,
 ) -> Result<(Upload, Cgroups), SshError> {
     upload::check_command(&job.argv, &job.env)?;
     let (files, contents) = upload::files(&job.files)?;
@@ -51,6 +55,7 @@ pub fn prepare(
         disk,
         shm: disk.min(SHM_MAX),
         network: job.network,
+        egress,
         backstop_ms: limits
             .timeout
             .map(|timeout| timeout.millis().div_ceil(1000) * 1000 + BACKSTOP_GRACE_SECS * 1000),
@@ -73,7 +78,10 @@ pub fn prepare(
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
-        argv: job.argv.clone(),
+        argv: match egress {
+            Some(_) => EgressEndpoint::wrap(&job.argv),
+            None => job.argv.clone(),
+        },
         files,
         rlimits: request::rlimits(limits, (cgroups.memory, cgroups.pids), |resource| {
             probe.hard.get(resource).copied()
@@ -126,7 +134,8 @@ mod tests {
             cgroups: Cgroups::ALL,
             ..HostProbe::default()
         };
-        let (upload, _) = prepare(&job(limits.clone()), &settings, &full, Cgroups::ALL).unwrap();
+        let (upload, _) =
+            prepare(&job(limits.clone()), &settings, &full, Cgroups::ALL, None).unwrap();
         assert_eq!(
             request_lines(&upload),
             "memory=67108864\nmillicpus=500\npids=10\ncpu_ms=2000\ndisk=268435456\nshm=67108864\n\
@@ -134,12 +143,13 @@ mod tests {
         );
         // Promised but gone from this host: still asked of the helper, which refuses.
         let bare = HostProbe::default();
-        let (upload, _) = prepare(&job(limits.clone()), &settings, &bare, Cgroups::ALL).unwrap();
+        let (upload, _) =
+            prepare(&job(limits.clone()), &settings, &bare, Cgroups::ALL, None).unwrap();
         assert!(request_lines(&upload).starts_with("memory=67108864\nmillicpus=500\n"));
         // Never promised: memory and processes fall back to rlimits, CPU time to RLIMIT_CPU,
         // and `cpus` stays unenforced (admission allowed it, the report says so).
         let (upload, cgroups) =
-            prepare(&job(limits), &settings, &bare, Cgroups::default()).unwrap();
+            prepare(&job(limits), &settings, &bare, Cgroups::default(), None).unwrap();
         assert_eq!(cgroups, Cgroups::default());
         assert_eq!(
             request_lines(&upload),

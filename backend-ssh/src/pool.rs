@@ -16,6 +16,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::connect::{self, SshHandle, Target};
+use super::egress::Routes;
 use super::error::SshError;
 use super::probe::{self, HostProbe};
 use super::settings::SSHD_MAX_SESSIONS;
@@ -38,6 +39,8 @@ pub struct Connection {
     pub probe: HostProbe,
     /// Room for short channels (kills) beside the jobs' channels, below MaxSessions.
     pub spare: Semaphore,
+    /// Where the egress sockets sshd forwards on this connection go.
+    pub routes: Routes,
     leases: AtomicUsize,
     broken: AtomicBool,
 }
@@ -139,7 +142,8 @@ impl LeaseManager {
     }
 
     async fn open(&self) -> Result<Arc<Connection>, SshError> {
-        let handle = connect::connect(&self.target).await?;
+        let routes = Routes::default();
+        let handle = connect::connect(&self.target, routes.clone()).await?;
         let addr = self.target.addr();
         let probe = probe::probe(&handle, &addr, &self.helper, self.require_cgroups).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +155,7 @@ impl LeaseManager {
             addr,
             probe,
             spare: Semaphore::new(SSHD_MAX_SESSIONS - self.channels),
+            routes,
             leases: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
         }))

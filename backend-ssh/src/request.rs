@@ -82,6 +82,9 @@ pub struct SandboxLimits {
     pub shm: u64,
     /// Share the host's network instead of a namespace with only loopback.
     pub network: bool,
+    /// The job's egress directory on the host (`/tmp/openshell-egress-N`), bound into its
+    /// sandbox, which then has no network but that directory's socket.
+    pub egress: Option<u64>,
     /// The helper kills the job this long after it starts, should the worker be gone.
     pub backstop_ms: Option<u64>,
     /// Files to return after the job, when the request named `outputs`.
@@ -171,6 +174,7 @@ pub fn headers(plan: &Plan) -> Vec<u8> {
         ("disk", Some(limits.disk)),
         ("shm", Some(limits.shm)),
         ("network", Some(u64::from(limits.network))),
+        ("egress", limits.egress),
         ("backstop_ms", limits.backstop_ms),
         (
             "files_token",

@@ -111,8 +111,11 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
             "read inside the job's sandbox by a process of the job's own uid after every other process of \
              the job was killed, and sent after its output; regular files only, symlinks never followed",
         ),
-        LimitName::Egress => Enforcement::not_enforced(
-            "the SSH backend cannot yet carry a job's egress proxy socket to the host's sandbox",
+        LimitName::Egress => Enforcement::enforced(
+            "the job's own network namespace with only a loopback interface (bubblewrap --unshare-net) on \
+             the host; the one way out is a Unix socket bound into the sandbox that sshd forwards over the \
+             job's SSH connection to the worker's egress proxy, which checks every connection's host and \
+             port, resolves names itself and refuses non-public addresses",
         ),
     }
 }
@@ -122,7 +125,7 @@ pub fn enforcement(limit: LimitName, cgroups: Cgroups) -> Enforcement {
 pub fn capabilities(cgroups: Cgroups) -> Capabilities {
     LimitName::ALL
         .into_iter()
-        .chain([LimitName::Network, LimitName::Files])
+        .chain([LimitName::Network, LimitName::Files, LimitName::Egress])
         .map(|limit| (limit, enforcement(limit, cgroups)))
         .filter(|(_, enforcement)| enforcement.status != EnforcementStatus::NotEnforced)
         .collect()
@@ -165,8 +168,8 @@ mod tests {
     fn cpus_needs_a_cgroup_and_network_is_always_cut() {
         let bare = capabilities(Cgroups::default());
         assert!(!bare.contains_key(&LimitName::Cpus));
-        // Every limit but cpus, plus network and files.
-        assert_eq!(bare.len(), LimitName::ALL.len() - 1 + 2);
+        // Every limit but cpus, plus network, files and egress.
+        assert_eq!(bare.len(), LimitName::ALL.len() - 1 + 3);
         assert_eq!(bare[&LimitName::Memory].status, EnforcementStatus::Partial);
         assert_eq!(bare[&LimitName::CpuTime].status, EnforcementStatus::Partial);
         assert_eq!(

@@ -167,9 +167,10 @@ SUDO
 
 install_key() {
     local keys=$KEYS_DIR/$user
-    say "authorizing the worker's key for $user in $keys (root-owned; restricted: no pty, no forwarding)"
+    say "authorizing the worker's key for $user in $keys (root-owned; restricted: no pty, no forwarding but egress sockets)"
     install -d -o root -g root -m 0755 "$KEYS_DIR"
-    printf 'restrict %s\n' "$(cat "$pubkey")" >"$keys.new"
+    # port-forwarding lets sshd's own settings decide: TCP off, Unix sockets the worker listens on.
+    printf 'restrict,port-forwarding %s\n' "$(cat "$pubkey")" >"$keys.new"
     chmod 0644 "$keys.new"
     mv -f "$keys.new" "$keys"
 }
@@ -206,7 +207,15 @@ Match User $user
     KbdInteractiveAuthentication no
     PermitTTY no
     PermitUserRC no
-    DisableForwarding yes
+    # No forwarding but the one egress socket per job that the worker asks sshd to listen on
+    # (in /tmp/openshell-egress-N, mode 0666 so the job's uid may connect): every connection
+    # to it comes back to the worker's egress proxy. OpenSSH refuses remote Unix-socket
+    # forwards when AllowTcpForwarding excludes remote ones; only the worker asks for any.
+    AllowTcpForwarding remote
+    AllowAgentForwarding no
+    X11Forwarding no
+    AllowStreamLocalForwarding remote
+    StreamLocalBindMask 0111
     PermitTunnel no
 SSHD
     grep -qE '^\s*Include\s+/etc/ssh/sshd_config.d/\*\.conf' /etc/ssh/sshd_config ||

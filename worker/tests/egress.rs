@@ -1,10 +1,10 @@
-//! Egress rules on real dockerd and in the `none` backend's bubblewrap sandbox: a job of a
-//! pool with `network = { allow = [...] }` reaches
+//! Egress rules on real dockerd, in the `none` backend's bubblewrap sandbox and on a real
+//! sshd's host sandbox: a job of a pool with `network = { allow = [...] }` reaches
 //! the allowed host and nothing else. Two HTTP servers on this host's loopback stand in for
 //! the outside world (the pool pins their names there with `network.resolve`); the NATS server
 //! and the worker's metrics port are forbidden targets. The sandbox has no network of its own:
 //! its only way out is the worker's egress proxy on a Unix socket. Needs nats-server, and
-//! dockerd with the sandbox image, or root with bubblewrap.
+//! dockerd with the sandbox image, or root with bubblewrap (and sshd for ssh).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use openshell_protocol::{
     NetworkAccess, Verdict,
 };
 use openshell_test_support::nats::NatsServer;
+use openshell_test_support::sshd::Sshd;
 use openshell_test_support::{Openshell, dockerd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -141,6 +142,39 @@ async fn local_jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once()
         "backend = \"none\"\n[pools.egress.local]\nsandbox = \"required\"\n",
     )
     .await;
+}
+
+/// The same on the `ssh` backend against a real sshd prepared by deploy/ssh-host/prepare.sh:
+/// the job's bubblewrap sandbox on the host has no network, and its egress socket comes back
+/// over the job's SSH connection to the worker's proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_jobs_reach_allowed_hosts_only_and_every_attempt_is_audited_once() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    let settings = sshd.settings();
+    let backend = format!(
+        "backend = \"ssh\"\n[pools.egress.ssh]\nhosts = [\"127.0.0.1:{}\"]\nuser = \"{}\"\n\
+         key_path = \"{}\"\nknown_hosts = \"{}\"\n",
+        sshd.port(),
+        settings.user,
+        sshd.client_key().display(),
+        sshd.known_hosts().display(),
+    );
+    let run = tokio::spawn(async move { jobs_reach_allowed_hosts_only(&backend).await }).await;
+    assert!(
+        run.is_ok(),
+        "the test failed (above); sshd said:\n{}",
+        sshd.log()
+    );
+    // Each job's egress directory on the host went with it.
+    let left: Vec<_> = std::fs::read_dir("/tmp")
+        .expect("read /tmp")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("openshell-egress-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}\n{}", sshd.log());
 }
 
 /// A pool `egress` on the backend `backend` (its TOML lines) allowing one of two servers.
