@@ -30,6 +30,7 @@ pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod request;
+mod session;
 pub mod settings;
 pub mod upload;
 pub mod verdict;
@@ -49,7 +50,7 @@ use self::pool::LeaseManager;
 use self::verdict::Cgroups;
 use openshell_backend::{
     Backend, BackendError, BackendEvent, BackendMetrics, Capabilities, Ending, Execution, Job,
-    JobControl, PoolContext, Stream,
+    JobControl, PoolContext, SessionBackend, Stream,
 };
 
 /// The backend's kind, as in `SANDBOX_BACKEND`.
@@ -243,7 +244,7 @@ impl SshBackend {
         self.report();
         let addr = connection.addr.clone();
         match finish {
-            Finish::Ran(ran) => Ok(Some(self.execution(job, control, ran, cgroups))),
+            Finish::Ran(ran) => Ok(Some(Self::execution(job, control, ran, cgroups))),
             Finish::NotStarted(cause) => {
                 tracing::warn!(job = %job.id, host = %addr, "job not started, retrying elsewhere: {cause}");
                 Ok(None)
@@ -302,7 +303,7 @@ impl SshBackend {
         });
     }
 
-    fn execution(&self, job: &Job, control: &JobControl, ran: Ran, cgroups: Cgroups) -> Execution {
+    fn execution(job: &Job, control: &JobControl, ran: Ran, cgroups: Cgroups) -> Execution {
         let Ran {
             ending,
             exit_code,
@@ -400,6 +401,10 @@ impl Backend for SshBackend {
         self.learn_cgroups().await;
         self.report();
         leased.map_err(BackendError::from)
+    }
+
+    fn sessions(&self) -> Option<&dyn SessionBackend> {
+        Some(self)
     }
 
     async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {

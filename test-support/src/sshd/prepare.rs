@@ -15,11 +15,19 @@ use super::{TEST_USER, keygen};
 /// The host set-up under test.
 const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/prepare.sh");
 /// The sandbox helper prepare.sh installs, and pid 1 of each sandbox.
-const HELPER_SOURCES: [&str; 2] = [
+const HELPER_SOURCES: [&str; 4] = [
     concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox"),
     concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/ssh-host/sandbox-init"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/ssh-host/sandbox-session"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/ssh-host/sandbox-init-session"
     ),
 ];
 /// The client key prepare.sh authorizes, and the stamps of its runs.

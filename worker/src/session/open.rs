@@ -82,7 +82,7 @@ impl Sessions {
             return Err(ErrorInfo::new(
                 ErrorKind::SessionsUnsupported,
                 format!(
-                    "pool `{pool}` (backend `{}`) does not hold sessions: use plain jobs, or a pool whose backend does (docker, or none with its bubblewrap sandbox)",
+                    "pool `{pool}` (backend `{}`) does not hold sessions: use plain jobs, or a pool whose backend does (docker, ssh, or none with its bubblewrap sandbox)",
                     backend.kind()
                 ),
             ));

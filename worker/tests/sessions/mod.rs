@@ -1,6 +1,6 @@
 //! The session scenarios every backend that holds sessions passes, through a real
-//! nats-server and `openshell worker`: `session_docker.rs` and `session_local.rs` run them on
-//! their backend. Include with `mod sessions;`.
+//! nats-server and `openshell worker`: `session_docker.rs`, `session_local.rs` and
+//! `session_ssh.rs` run them on their backend. Include with `mod sessions;`.
 
 // Each test binary uses some of these.
 #![allow(dead_code)]
@@ -13,6 +13,7 @@ use openshell_protocol::{
     Client, ClientError, DurationMs, ErrorKind, ExecRequest, Limits, Verdict,
 };
 use openshell_test_support::nats::NatsServer;
+use openshell_test_support::sshd::Sshd;
 use openshell_test_support::worker::WorkerProcess;
 use openshell_test_support::{Openshell, dockerd, in_ci};
 
@@ -27,7 +28,24 @@ pub enum Backend {
     /// `SANDBOX_BACKEND=none` with bubblewrap: a sandbox per session, found by its working
     /// directory (the processes in it, and bubblewrap's command line naming it).
     Local,
+    /// `SANDBOX_BACKEND=ssh` on a test sshd on this machine: a held sandbox per session on
+    /// the host, found by the session id that its helper's and bubblewrap's command lines and
+    /// its record under /run/openshell-sandbox/sessions name (with their descendants).
+    Ssh,
 }
+
+/// The sshd of the `Ssh` backend's worker, kept until [`stop_sshd`].
+static SSHD: std::sync::Mutex<Vec<Sshd>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops the sshd a `Ssh` worker was started with.
+pub fn stop_sshd() {
+    SSHD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+}
+
+/// Where the SSH host's sandbox helper records a held session.
+const SSH_SESSIONS: &str = "/run/openshell-sandbox/sessions";
 
 impl Backend {
     /// The pool the worker serves.
@@ -35,6 +53,7 @@ impl Backend {
         match self {
             Self::Docker => "docker",
             Self::Local => "none",
+            Self::Ssh => "ssh",
         }
     }
 
@@ -48,6 +67,17 @@ impl Backend {
                 assert!(
                     ready || !in_ci(),
                     "local sessions need a root worker with bubblewrap in CI"
+                );
+                ready
+            }
+            Self::Ssh => {
+                let ready = nix::unistd::Uid::effective().is_root()
+                    && ["/usr/sbin/sshd", "/usr/bin/bwrap", "/usr/bin/sudo"]
+                        .iter()
+                        .all(|tool| Path::new(tool).exists());
+                assert!(
+                    ready || !in_ci(),
+                    "ssh sessions need root, sshd, sudo and bubblewrap in CI"
                 );
                 ready
             }
@@ -71,6 +101,17 @@ impl Backend {
                 OPENSHELL.worker(&envs).await
             }
             Self::Local => OPENSHELL.local_worker(nats, &[("LOG_LEVEL", "info")]).await,
+            Self::Ssh => {
+                let sshd = Sshd::start().await.expect("sshd starts");
+                let ssh_env = sshd.worker_env();
+                let mut envs = vec![("NATS_URL", url.as_str()), ("LOG_LEVEL", "info")];
+                envs.extend(ssh_env.iter().map(|(name, value)| (*name, value.as_str())));
+                let worker = OPENSHELL.worker(&envs).await;
+                SSHD.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(sshd);
+                worker
+            }
         }
     }
 
@@ -88,6 +129,17 @@ impl Backend {
                     .collect();
                 if Path::new(workdir).exists() {
                     traces.push(format!("directory {workdir}"));
+                }
+                traces
+            }
+            Self::Ssh => {
+                let mut traces: Vec<String> = ssh_processes(&session.session)
+                    .into_iter()
+                    .map(|(pid, _)| format!("process {pid}"))
+                    .collect();
+                let record = Path::new(SSH_SESSIONS).join(&session.session);
+                if record.exists() {
+                    traces.push(format!("record {}", record.display()));
                 }
                 traces
             }
@@ -127,6 +179,17 @@ impl Backend {
                     );
                 }
             }
+            Self::Ssh => {
+                // bubblewrap: its pid 1 dies with it, and the namespace with that.
+                for (pid, program) in ssh_processes(&session.session) {
+                    if program.ends_with("bwrap") {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -152,8 +215,74 @@ impl Backend {
                     self.assert_gone(session, workdir).await;
                 }
             }
+            Self::Ssh => {
+                // Its connections dropped: each host helper sees its stdin end and releases.
+                for (session, workdir) in held {
+                    self.assert_gone(session, workdir).await;
+                }
+            }
         }
     }
+}
+
+/// Live processes naming session `id` as an argument (the host's `sudo sandbox hold ID`,
+/// the helper, bubblewrap), and their descendants (the sandbox's pid 1 and what runs in it),
+/// with their programs.
+fn ssh_processes(id: &str) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let zombie = fields.next() == Some("Z");
+        let parent = fields
+            .next()
+            .and_then(|ppid| ppid.parse::<i32>().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .map(str::to_string)
+            .collect();
+        let named = args.iter().any(|arg| arg == id);
+        if !zombie {
+            all.push((
+                pid,
+                parent,
+                named,
+                args.first().cloned().unwrap_or_default(),
+            ));
+        }
+    }
+    let mut found: Vec<i32> = all
+        .iter()
+        .filter(|(_, _, named, _)| *named)
+        .map(|(pid, ..)| *pid)
+        .collect();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, parent, ..) in &all {
+            if found.contains(parent) && !found.contains(pid) {
+                found.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    all.into_iter()
+        .filter(|(pid, ..)| found.contains(pid))
+        .map(|(pid, _, _, program)| (pid, program))
+        .collect()
 }
 
 /// Live processes working in `workdir`, or naming it on their command line (bubblewrap).
