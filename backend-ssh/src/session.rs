@@ -74,8 +74,13 @@ impl SessionBackend for SshBackend {
             outputs: None,
             egress: None,
         };
-        let (upload, cgroups) =
-            plan::prepare(&keeper, &self.settings, &connection.probe, self.cgroups())?;
+        let (upload, cgroups) = plan::prepare(
+            &keeper,
+            &self.settings,
+            &connection.probe,
+            self.cgroups(),
+            None,
+        )?;
         let command = session_command(&self.settings.helper, "hold", &spec.id);
         let mut channel = ExecChannel::start(&connection.handle, &command)
             .await
@@ -227,7 +232,7 @@ impl SandboxSession for SshSession {
         })?;
         let connection: Arc<Connection> = lease.connection.clone();
         let (mut upload, cgroups) =
-            plan::prepare(&job, &self.settings, &connection.probe, self.cgroups)?;
+            plan::prepare(&job, &self.settings, &connection.probe, self.cgroups, None)?;
         upload.command = session_command(&self.helper, "enter", &self.id);
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
         let finish = exec::run(
