@@ -174,7 +174,8 @@ install_key() {
     local keys=$KEYS_DIR/$user
     say "authorizing the worker's key for $user in $keys (root-owned; restricted: no pty, no forwarding but egress sockets)"
     install -d -o root -g root -m 0755 "$KEYS_DIR"
-    # port-forwarding lets sshd's own settings decide: TCP off, Unix sockets the worker listens on.
+    # port-forwarding lets sshd's own settings decide (the Match block below): no TCP listener
+    # (PermitListen none), only the Unix sockets the worker asks sshd to listen on.
     printf 'restrict,port-forwarding %s\n' "$(cat "$pubkey")" >"$keys.new"
     chmod 0644 "$keys.new"
     mv -f "$keys.new" "$keys"
@@ -215,8 +216,10 @@ Match User $user
     # No forwarding but the one egress socket per job that the worker asks sshd to listen on
     # (in /tmp/openshell-egress-N, mode 0666 so the job's uid may connect): every connection
     # to it comes back to the worker's egress proxy. OpenSSH refuses remote Unix-socket
-    # forwards when AllowTcpForwarding excludes remote ones; only the worker asks for any.
+    # forwards when AllowTcpForwarding excludes remote ones, so TCP remote forwards are
+    # allowed there and refused by PermitListen none (it governs TCP listeners only).
     AllowTcpForwarding remote
+    PermitListen none
     AllowAgentForwarding no
     X11Forwarding no
     AllowStreamLocalForwarding remote
