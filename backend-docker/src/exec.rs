@@ -18,6 +18,7 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::attach::{Stop, Supervised};
 use super::command::Command;
 use openshell_backend::output::Flow;
 use openshell_backend::{JobControl, OutputSink, Stream as OutputStream};
@@ -35,33 +36,6 @@ const FAST_POLL_MAX: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the program ended: only a background process that
 /// kept it open can still write, and it must not hold the job.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
-
-/// Why supervision stopped.
-#[derive(Debug)]
-pub(super) enum Stop {
-    /// The program ended, with this exit code (`None`: its container died under it).
-    Ended {
-        /// The exec's exit code.
-        exit_code: Option<i64>,
-    },
-    /// The wall timeout passed.
-    Timeout,
-    /// The job was cancelled.
-    Cancelled,
-    /// The output limit was reached.
-    OutputLimit,
-    /// The connection to the daemon broke mid-run.
-    Broken(ApiError),
-}
-
-/// How a supervised exec went.
-#[derive(Debug)]
-pub(super) struct Supervised {
-    /// Why it stopped.
-    pub stop: Stop,
-    /// From the exec's start to that moment.
-    pub wall_time: Duration,
-}
 
 /// Creates the exec of `command` in `container` as `user` in `workdir`.
 pub(super) async fn create(
@@ -141,10 +115,9 @@ pub(super) async fn supervise(
                 Ok(exit_code) => {
                     // A background process still holding the output gets the grace, then runs
                     // on in the session, unread (the README says so).
-                    if output_open {
-                        let _ = tokio::time::timeout(DRAIN_GRACE, &mut pump).await;
-                    }
-                    break Stop::Ended { exit_code };
+                    let escaped = output_open
+                        && tokio::time::timeout(DRAIN_GRACE, &mut pump).await.is_err();
+                    break Stop::Ended { exit_code, escaped };
                 }
                 Err(error) => break Stop::Broken(error),
             },

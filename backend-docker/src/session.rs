@@ -17,8 +17,9 @@ use futures::StreamExt;
 use openshell_protocol::ErrorKind;
 use tokio::sync::Mutex;
 
+use super::attach::Stop;
 use super::error::Failure;
-use super::exec::{self, Stop};
+use super::exec;
 use super::measure;
 use super::sandbox::{self, Factory, Sandbox, short};
 use super::spec::{Resources, Shape};
@@ -131,6 +132,16 @@ impl SandboxSession for DockerSession {
                         "lost the session's container while job `{}` ran ({}): the session is over",
                         job.id,
                         error::describe(&failure)
+                    ),
+                ));
+            }
+            Stop::Vanished => {
+                return Err(error::error(
+                    ErrorKind::SandboxLost,
+                    self.describe(),
+                    format!(
+                        "the session's container went away while job `{}` ran: the session is over",
+                        job.id
                     ),
                 ));
             }
