@@ -140,10 +140,7 @@ impl Client {
         tenant: &str,
         request: &ExecRequest,
     ) -> Result<ExecResult, ClientError> {
-        let wait = request
-            .limits
-            .timeout
-            .map_or(DEFAULT_WAIT, |timeout| timeout.as_duration() + REPLY_MARGIN);
+        let wait = reply_wait(request);
         self.exec_with_wait(pool, tenant, request, wait).await
     }
 
@@ -284,4 +281,12 @@ impl Client {
             message: error.to_string(),
         })
     }
+}
+
+/// How long to wait for the result of `request`: its wall timeout and a margin, or the default.
+pub(crate) fn reply_wait(request: &ExecRequest) -> Duration {
+    request
+        .limits
+        .timeout
+        .map_or(DEFAULT_WAIT, |timeout| timeout.as_duration() + REPLY_MARGIN)
 }

@@ -9,7 +9,7 @@ use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Client, ClientError, DEFAULT_WAIT, REPLY_MARGIN};
+use crate::client::{Client, ClientError, reply_wait};
 use crate::error::{ErrorInfo, ErrorKind};
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
@@ -58,10 +58,7 @@ impl Client {
         session: &str,
         request: &ExecRequest,
     ) -> Result<ExecResult, ClientError> {
-        let wait = request
-            .limits
-            .timeout
-            .map_or(DEFAULT_WAIT, |timeout| timeout.as_duration() + REPLY_MARGIN);
+        let wait = reply_wait(request);
         let payload = encode(request)?;
         let reply = self
             .session_request(subject, payload, wait, || lost(subject, session))
