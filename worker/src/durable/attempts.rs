@@ -26,6 +26,15 @@ pub struct Attempts {
     store: Store,
 }
 
+/// Attempts started at one key, as read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    /// Attempts started.
+    started: u32,
+    /// The revision to update (0: no entry yet).
+    revision: u64,
+}
+
 /// What [`Attempts::begin`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Begin {
@@ -57,15 +66,20 @@ impl Attempts {
         Ok(Self { store })
     }
 
-    /// Counts one more attempt at `key`, unless `max` were started already.
-    pub async fn begin(&self, key: &str, max: u32) -> Result<Begin, DurableError> {
-        for _ in 0..CAS_RETRIES {
-            let (started, revision) = self.read(key).await?;
-            if started >= max {
-                return Ok(Begin::Exhausted(started));
+    /// Counts one more attempt at `key`, unless `max` were started already. `read` is the
+    /// count as [`Attempts::read`] found it (read alongside the lease, to save a round trip);
+    /// it is read again only when another worker changed it in between.
+    pub async fn begin(&self, key: &str, max: u32, read: Count) -> Result<Begin, DurableError> {
+        let mut count = read;
+        for retry in 0..CAS_RETRIES {
+            if retry > 0 {
+                count = self.read(key).await?;
             }
-            if self.write(key, started + 1, revision).await? {
-                return Ok(Begin::Run(started + 1));
+            if count.started >= max {
+                return Ok(Begin::Exhausted(count.started));
+            }
+            if self.write(key, count.started + 1, count.revision).await? {
+                return Ok(Begin::Run(count.started + 1));
             }
         }
         Err(self.contended(key))
@@ -74,7 +88,7 @@ impl Attempts {
     /// Takes back the attempt counted by [`Attempts::begin`] for a job that did not start.
     pub async fn undo(&self, key: &str) -> Result<(), DurableError> {
         for _ in 0..CAS_RETRIES {
-            let (started, revision) = self.read(key).await?;
+            let Count { started, revision } = self.read(key).await?;
             if started == 0 || self.write(key, started - 1, revision).await? {
                 return Ok(());
             }
@@ -82,8 +96,8 @@ impl Attempts {
         Err(self.contended(key))
     }
 
-    /// Attempts started at `key` and the revision to update (0: no entry yet).
-    async fn read(&self, key: &str) -> Result<(u32, u64), DurableError> {
+    /// Attempts started at `key` so far.
+    pub async fn read(&self, key: &str) -> Result<Count, DurableError> {
         let entry = self
             .store
             .entry(key)
@@ -91,7 +105,7 @@ impl Attempts {
             .map_err(|e| self.failed(key, e))?;
         Ok(entry
             .filter(|entry| entry.operation == kv::Operation::Put)
-            .map_or((0, 0), |entry| {
+            .map_or(Count::default(), |entry| {
                 let started = std::str::from_utf8(&entry.value)
                     .ok()
                     .and_then(|text| text.parse().ok())
@@ -99,7 +113,10 @@ impl Attempts {
                         tracing::warn!(%key, "unreadable attempt count; counted from 0");
                         0
                     });
-                (started, entry.revision)
+                Count {
+                    started,
+                    revision: entry.revision,
+                }
             }))
     }
 

@@ -103,7 +103,11 @@ impl DurablePool {
         };
         let subject = self.subjects.result(&tenant, &id);
         let key = format!("{tenant}.{id}");
-        let lease = match self.leases.acquire(&key).await {
+        // Round trips go side by side where their order does not matter: the attempt count is
+        // read with the lease (it is written by compare-and-set, so an early read is safe), and
+        // counted while the stored result is looked up.
+        let (acquired, count) = tokio::join!(self.leases.acquire(&key), self.attempts.read(&key));
+        let lease = match acquired {
             Ok(Acquired::Held(lease)) => *lease,
             Ok(Acquired::Busy(holder)) => {
                 let delay = self.settings.ack_wait.as_duration() / 2;
@@ -115,32 +119,51 @@ impl DurablePool {
                 return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         };
+        let count = match count {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
+                lease.release().await;
+                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        };
         // Looked for under the lease, not before it: a run that held the lease stores its
         // result before it lets go, so a delivery that was waiting for the lease (a redelivery
         // while that run finished, as around a stream leader change) sees the result here
         // instead of running the job a second time.
-        match results::stored(&self.results, &subject).await {
-            Ok(Some(stored)) => {
-                lease.release().await;
-                return self
-                    .already_stored(&message, &tenant, &id, stored.as_ref())
-                    .await;
+        let (stored, begun) = tokio::join!(
+            results::stored(&self.results, &subject),
+            self.attempts.begin(&key, self.settings.max_deliver, count)
+        );
+        if !matches!(stored, Ok(None)) {
+            // Not run after all: the attempt counted alongside is taken back, so that
+            // resubmissions of a finished job do not use up `max_deliver`.
+            if matches!(begun, Ok(Begin::Run(_)))
+                && let Err(error) = self.attempts.undo(&key).await
+            {
+                tracing::warn!(%error, %id, "an attempt that did not run stays counted");
             }
-            Ok(None) => {}
-            Err(error) => {
-                lease.release().await;
-                tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
-                return ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
+            lease.release().await;
+            return match stored {
+                Ok(stored) => {
+                    self.already_stored(&message, &tenant, &id, stored.flatten().as_ref())
+                        .await
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %id, "cannot tell whether the job already ran; retried later");
+                    ack(&message, AckKind::Nak(Some(RETRY_DELAY))).await
+                }
+            };
         }
-        match self.attempts.begin(&key, self.settings.max_deliver).await {
+        match begun {
             Ok(Begin::Run(attempt)) => {
                 tracing::debug!(%id, %tenant, attempt, delivered, "running queued job");
             }
             Ok(Begin::Exhausted(started)) => {
                 let result = self.worker_lost(&message, &tenant, &id, started);
-                self.finish(&message, &subject, result, reply).await;
-                return lease.release().await;
+                return self
+                    .finish(&message, &subject, result, reply, Some(lease))
+                    .await;
             }
             Err(error) => {
                 tracing::warn!(%error, %id, "job not run now; offered again in {RETRY_DELAY:?}");
@@ -170,9 +193,8 @@ impl DurablePool {
             return ack(&message, AckKind::Nak(Some(delay))).await;
         }
         self.runtime.record_processed(&processed);
-        self.finish(&message, &subject, processed.result, reply)
+        self.finish(&message, &subject, processed.result, reply, Some(lease))
             .await;
-        lease.release().await;
     }
 
     /// True when the pool's backend fails its health check now.
@@ -205,8 +227,14 @@ impl DurablePool {
                 error,
             )
             .await;
-        self.finish(message, &self.subjects.result(tenant, id), result, reply)
-            .await;
+        self.finish(
+            message,
+            &self.subjects.result(tenant, id),
+            result,
+            reply,
+            None,
+        )
+        .await;
     }
 
     /// A delivery of a job whose result is stored already (a resubmission, or a job cancelled
@@ -284,15 +312,23 @@ impl DurablePool {
         }
     }
 
-    /// Stores `result` (retrying while NATS recovers), sends it to `reply` (checked by the
-    /// caller), then acks. Left unacked when it cannot be stored, so it is redelivered.
+    /// Stores `result` (retrying while NATS recovers), then sends it to `reply` (checked by the
+    /// caller), acks and releases the run's `lease`, all three at once: the stored result is
+    /// what makes a later delivery a duplicate, so nothing after it needs to wait for another.
+    /// Left unacked when it cannot be stored, so it is redelivered.
     async fn finish(
         &self,
         message: &Message,
         subject: &str,
         mut result: ExecResult,
         reply: Option<&str>,
+        lease: Option<Lease>,
     ) {
+        let release = async {
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+        };
         let max_payload = crate::reply::max_payload(&self.nats);
         // The run holds the job's lease (for `ack_wait`) until its result is stored: retrying
         // for half of that (a stream leader election takes seconds) beats leaving the job to
@@ -309,19 +345,21 @@ impl DurablePool {
                 }
                 Err(error) => {
                     tracing::error!(%error, id = %result.id, "result not stored; the job will be redelivered");
-                    return;
+                    return release.await;
                 }
             }
         };
-        if stored == Stored::AlreadyThere {
-            tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
-        } else if let Some(reply) = reply
-            && let Err(error) = self.runtime.replier().reply(reply, &mut result).await
-        {
-            let cause = &error.source;
-            tracing::warn!(%error, %cause, id = %result.id, "result stored but not sent to the reply subject");
-        }
-        ack(message, AckKind::Ack).await;
+        let send = async {
+            if stored == Stored::AlreadyThere {
+                tracing::info!(id = %result.id, status = %result.status, "the job already had a stored result; this one is dropped");
+            } else if let Some(reply) = reply
+                && let Err(error) = self.runtime.replier().reply(reply, &mut result).await
+            {
+                let cause = &error.source;
+                tracing::warn!(%error, %cause, id = %result.id, "result stored but not sent to the reply subject");
+            }
+        };
+        tokio::join!(send, ack(message, AckKind::Ack), release);
     }
 
     fn worker_lost(&self, job: &Message, tenant: &str, id: &str, started: u32) -> ExecResult {
