@@ -250,3 +250,61 @@ async fn openshell_doctor_checks_the_ssh_hosts_sandbox() {
         "{text}"
     );
 }
+
+/// The OpenSSH client logged in as the transport user with the worker's key, asking `forward`.
+fn ssh_forwarding(sshd: &Sshd, forward: &[&str]) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .args([
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .args(["-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10"])
+        .arg(format!(
+            "-oUserKnownHostsFile={}",
+            sshd.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(sshd.client_key())
+        .args(["-p", &sshd.port().to_string()])
+        .args(forward)
+        .arg(format!(
+            "{}@127.0.0.1",
+            openshell_test_support::sshd::TEST_USER
+        ))
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the OpenSSH client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_transport_key_opens_no_tcp_forward_either_way() {
+    let Some(sshd) = Sshd::start().await else {
+        return;
+    };
+    // A remote TCP listener on the host (what `AllowTcpForwarding remote` would allow without
+    // `PermitListen none`): refused, and nothing listens there afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote = format!("127.0.0.1:{port}:127.0.0.1:{}", sshd.port());
+    let out = ssh_forwarding(&sshd, &["-N", "-R", &remote]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "remote forward accepted: {stderr}");
+    assert!(stderr.contains("remote port forwarding failed"), "{stderr}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on the port the refused forward asked for"
+    );
+    // A connection from the host to anywhere (direct-tcpip, as `-L` and `-W` use): refused.
+    let target = format!("127.0.0.1:{}", sshd.port());
+    let out = ssh_forwarding(&sshd, &["-W", &target]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "direct-tcpip accepted: {stderr}");
+    assert!(stderr.contains("administratively prohibited"), "{stderr}");
+}
