@@ -24,8 +24,10 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
+use super::cgroup::JobCgroup;
 use super::launch::{self, LaunchError, Plan, Stage};
-use super::rlimits::Rlimit;
+use super::rlimits::{self, Rlimit};
+use openshell_protocol::Limits;
 
 /// PATH searched when the job's environment has none, as glibc's `execvp` does.
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
@@ -42,6 +44,18 @@ pub(super) struct Setup {
     pub rlimits: Vec<Rlimit>,
     /// `cgroup.procs` files of the job's cgroups, joined first.
     pub cgroups: Vec<RawFd>,
+}
+
+impl Setup {
+    /// For bubblewrap or nsenter: started as root with only RLIMIT_CORE, in the job's
+    /// `cgroup`; the sandbox's pid 1 sets the job's own limits after dropping to its user.
+    pub(super) fn sandbox(cgroup: Option<&JobCgroup>) -> Self {
+        Self {
+            switch_to: None,
+            rlimits: rlimits::plan(&Limits::default()),
+            cgroups: cgroup.map(JobCgroup::procs_fds).unwrap_or_default(),
+        }
+    }
 }
 
 /// Why a job's process did not start.

@@ -222,12 +222,7 @@ impl LocalBackend {
         let env = workdir.env(&self.settings.path, &job.env);
         let cgroup = self.job_cgroup(job)?;
         let covered = |controller| cgroup.as_ref().is_some_and(|cgroup| cgroup.has(controller));
-        // What the job's cgroup limits for all its processes needs no per-process rlimit.
-        let rlimits = rlimits::plan(&Limits {
-            memory: job.limits.memory.filter(|_| !covered(Controller::Memory)),
-            processes: job.limits.processes.filter(|_| !covered(Controller::Pids)),
-            ..job.limits.clone()
-        });
+        let rlimits = rlimits::beside(&job.limits, cgroup.as_ref());
         let (spawned, status) = match &self.sandbox {
             // Admission sends no such job (no egress capability without bubblewrap): never run
             // it on the host's network.
@@ -256,21 +251,11 @@ impl LocalBackend {
                             format!("preparing the job's sandbox failed: {failure}"),
                         )
                     })?;
-                // bubblewrap runs as root with only RLIMIT_CORE; pid 1 sets the job's own
-                // limits on the job's process, after dropping to its user.
-                let setup = Setup {
-                    switch_to: None,
-                    rlimits: rlimits::plan(&Limits::default()),
-                    cgroups: cgroup
-                        .as_ref()
-                        .map(JobCgroup::procs_fds)
-                        .unwrap_or_default(),
-                };
                 let spawned = child::spawn(
                     &launch.argv,
                     &launch.env,
                     workdir.path(),
-                    &setup,
+                    &Setup::sandbox(cgroup.as_ref()),
                     launch.passed,
                 );
                 (spawned, Some(launch.status))

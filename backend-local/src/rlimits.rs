@@ -9,6 +9,7 @@ use nix::libc;
 use nix::sys::resource::{Resource, getrlimit, rlim_t};
 use openshell_protocol::{DurationMs, Limits};
 
+use super::cgroup::{Controller, JobCgroup};
 use super::launch::RawRlimit;
 
 /// One limit to set in the child before exec.
@@ -42,6 +43,17 @@ impl Rlimit {
             },
         }
     }
+}
+
+/// The rlimits a job's own process needs for `limits` beside its cgroup: what the cgroup
+/// limits for all its processes (memory, processes) needs no per-process rlimit.
+pub(super) fn beside(limits: &Limits, cgroup: Option<&JobCgroup>) -> Vec<Rlimit> {
+    let covered = |controller| cgroup.is_some_and(|cgroup| cgroup.has(controller));
+    plan(&Limits {
+        memory: limits.memory.filter(|_| !covered(Controller::Memory)),
+        processes: limits.processes.filter(|_| !covered(Controller::Pids)),
+        ..limits.clone()
+    })
 }
 
 /// The rlimits for `limits`, clamped to the worker's own hard limits.

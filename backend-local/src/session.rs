@@ -137,19 +137,11 @@ impl SessionBackend for LocalBackend {
                     format!("preparing the session's sandbox failed: {failure}"),
                 )
             })?;
-        let setup = Setup {
-            switch_to: None,
-            rlimits: rlimits::plan(&Limits::default()),
-            cgroups: cgroup
-                .as_ref()
-                .map(JobCgroup::procs_fds)
-                .unwrap_or_default(),
-        };
         let spawned = child::spawn(
             &launch.argv,
             &launch.env,
             workdir.path(),
-            &setup,
+            &Setup::sandbox(cgroup.as_ref()),
             launch.passed,
         )
         .map_err(|failure| {
@@ -259,11 +251,7 @@ impl SandboxSession for LocalSession {
         }
         let cgroup = held.cgroup.as_ref();
         let covered = |controller| cgroup.is_some_and(|cgroup| cgroup.has(controller));
-        let rlimits = rlimits::plan(&Limits {
-            memory: job.limits.memory.filter(|_| !covered(Controller::Memory)),
-            processes: job.limits.processes.filter(|_| !covered(Controller::Pids)),
-            ..job.limits.clone()
-        });
+        let rlimits = rlimits::beside(&job.limits, cgroup);
         let env = held.workdir.env(&self.backend.settings.path, &job.env);
         let entry = self
             .sandbox
@@ -281,17 +269,12 @@ impl SandboxSession for LocalSession {
                     format!("the job cannot enter the session's sandbox: {failure}"),
                 )
             })?;
-        let setup = Setup {
-            switch_to: None,
-            rlimits: rlimits::plan(&Limits::default()),
-            cgroups: cgroup.map(JobCgroup::procs_fds).unwrap_or_default(),
-        };
         let oom_before = cgroup.map_or(0, JobCgroup::oom_kills);
         let spawned = child::spawn(
             &entry.argv,
             &entry.env,
             held.workdir.path(),
-            &setup,
+            &Setup::sandbox(cgroup),
             entry.passed,
         )
         .map_err(|failure| {
