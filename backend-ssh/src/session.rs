@@ -40,6 +40,15 @@ const HELD: &str = "@openshell-session ";
 /// What the helper says when the session's sandbox is not there any more.
 const GONE: &str = "session sandbox gone";
 
+/// What a session's jobs are held to: the sandbox's cgroups count every job's CPU time, so a
+/// job's own `cpu_time` is RLIMIT_CPU per process only (reported as partly enforced).
+fn per_process_cpu(cgroups: Cgroups) -> Cgroups {
+    Cgroups {
+        cpu_time: false,
+        ..cgroups
+    }
+}
+
 /// One session's sandbox on a host.
 struct SshSession {
     id: String,
@@ -116,7 +125,7 @@ impl SessionBackend for SshBackend {
             pool: self.hosts.hosts[index].pool.clone(),
             helper: self.settings.helper.clone(),
             settings: self.settings.clone(),
-            cgroups,
+            cgroups: per_process_cpu(cgroups),
             ended,
             release: Mutex::new(Some((release, holder))),
         }))
@@ -248,7 +257,8 @@ impl SandboxSession for SshSession {
         drop(lease);
         match finish {
             Finish::Ran(ran) => {
-                let execution = SshBackend::execution(&job, &control, ran, cgroups);
+                let execution =
+                    SshBackend::execution(&job, &control, ran, per_process_cpu(cgroups));
                 if execution.signal == Some(9) {
                     // The sandbox may have died under the job: its hold channel says so.
                     tokio::time::sleep(Duration::from_millis(100)).await;

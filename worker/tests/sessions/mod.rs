@@ -405,6 +405,19 @@ pub async fn keeps_state_and_files_and_ends_without_a_trace(backend: Backend) {
     .await;
     assert_eq!(read.stdout.to_text_lossy(), "kept\n", "{read:?}");
 
+    // A job in a session has no cgroup of its own: its CPU time limit holds per process, and
+    // its report does not claim more.
+    let mut bounded = python("bounded", "print(1)");
+    bounded.limits.cpu_time = Some(DurationMs::secs(5));
+    let bounded = run(&client, &session, &bounded).await;
+    assert_eq!(bounded.status, Verdict::Completed, "{bounded:?}");
+    let cpu = &bounded.enforcement[&openshell_protocol::LimitName::CpuTime];
+    assert_ne!(
+        cpu.status,
+        openshell_protocol::EnforcementStatus::Enforced,
+        "{cpu:?}"
+    );
+
     // The session's sandbox has no network: a job asking for some is refused, not run offline.
     let mut online = python("online", "print(1)");
     online.network = openshell_protocol::NetworkAccess::All(true);
