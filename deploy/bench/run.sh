@@ -164,7 +164,14 @@ echo
 bench session-none-trivial SANDBOX_BACKEND=none -- --pool none --spawn-workers 1 --session --lang python --code 'print(1)' --total 60 --warmup 5
 bench session-none-imports SANDBOX_BACKEND=none -- --pool none --spawn-workers 1 --session --lang python \
     --code 'import json, decimal, email.parser, http.client, asyncio; print(1)' --total 60 --warmup 5
+sessions=(session-none-trivial session-none-imports)
+if $docker_ok; then
+    bench session-docker-trivial SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --session --lang python --code 'print(1)' --total 60 --warmup 5
+    bench session-docker-imports SANDBOX_BACKEND=docker -- --pool docker --spawn-workers 1 --session --lang python \
+        --code 'import json, decimal, email.parser, http.client, asyncio; print(1)' --total 60 --warmup 5
+    sessions+=(session-docker-trivial session-docker-imports)
+fi
 echo "Sessions (session ÷ fresh job, p50):"
-for name in session-none-trivial session-none-imports; do
+for name in "${sessions[@]}"; do
     echo "- $name: $(field "$name" "'session %.1f / %.1f ms, fresh %.1f / %.1f ms (p50 / p90), ratio %.2f' % (session_p50_ms, session_p90_ms, fresh_p50_ms, fresh_p90_ms, ratio_p50)") ($(cmd "$name"))"
 done
