@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openshell_protocol::{ErrorKind, Payload};
+use openshell_protocol::{Enforcement, ErrorKind, LimitName, Payload};
 use russh::ChannelMsg;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -30,7 +30,8 @@ use super::verdict::Cgroups;
 use super::{KIND, SshBackend, plan, request, setup_error};
 use openshell_backend::session::RESET_WAIT;
 use openshell_backend::{
-    BackendError, Ending, Execution, Job, JobControl, SandboxSession, SessionBackend, SessionSpec,
+    BackendError, Capabilities, Ending, Execution, Job, JobControl, SandboxSession, SessionBackend,
+    SessionSpec,
 };
 
 /// How long the host may take to bring a session's sandbox up.
@@ -216,6 +217,15 @@ fn error_at(addr: &str, kind: ErrorKind, message: String) -> BackendError {
 impl SandboxSession for SshSession {
     fn describe(&self) -> String {
         format!("ssh sandbox of session {} on {}", self.id, self.addr)
+    }
+
+    fn capabilities(&self, mut capabilities: Capabilities) -> Capabilities {
+        // The host's helper refuses them too (`sandbox enter`); admission says so first.
+        capabilities.insert(
+            LimitName::Files,
+            Enforcement::not_enforced("a job in a session on an SSH host cannot return files yet"),
+        );
+        capabilities
     }
 
     async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openshell_protocol::Limits;
 
+use crate::Capabilities;
 use crate::error::BackendError;
 use crate::execution::Execution;
 use crate::job::{Job, JobControl};
@@ -43,6 +44,12 @@ pub trait SessionBackend: Send + Sync {
 pub trait SandboxSession: Send + Sync {
     /// Where it is, for messages and logs (a container id, a host and directory).
     fn describe(&self) -> String;
+
+    /// What jobs in this sandbox can be held to, given its pool backend's `capabilities`;
+    /// admission refuses what is missing. The same unless a backend says otherwise.
+    fn capabilities(&self, capabilities: Capabilities) -> Capabilities {
+        capabilities
+    }
 
     /// Runs `job` inside the sandbox to its end under its own limits (its `timeout` and
     /// `output`); its files are written into the kept working directory first.

@@ -174,7 +174,14 @@ fn plan_files(
 ) -> Result<Enforcement, Rejection> {
     match capabilities.get(&LimitName::Files) {
         Some(plan) if plan.status != EnforcementStatus::NotEnforced => Ok(plan.clone()),
-        _ => Err(Rejection::new(
+        Some(refused) => Err(Rejection::new(
+            ErrorKind::LimitNotEnforceable,
+            format!(
+                "the {} backend of pool `{}` cannot return files here ({}): drop `outputs`",
+                policy.backend, policy.pool, refused.mechanism
+            ),
+        )),
+        None => Err(Rejection::new(
             ErrorKind::LimitNotEnforceable,
             format!(
                 "the {} backend of pool `{}` cannot return files: drop `outputs`, or use a pool whose \

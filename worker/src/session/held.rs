@@ -52,7 +52,9 @@ impl Backend for SessionRunner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.pool_backend.capabilities()
+        self.held
+            .sandbox
+            .capabilities(self.pool_backend.capabilities())
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -418,6 +418,26 @@ pub async fn keeps_state_and_files_and_ends_without_a_trace(backend: Backend) {
         "{cpu:?}"
     );
 
+    // Files come back from a session's job on Docker and `none`; SSH hosts cannot return them
+    // from a session yet, and admission says so before anything runs.
+    let mut collect = ExecRequest::command(
+        "collect",
+        vec!["sh".into(), "-c".into(), "echo out > result.txt".into()],
+    );
+    collect.outputs =
+        vec![openshell_protocol::OutputPattern::parse("result.txt").expect("pattern")];
+    let collected = run(&client, &session, &collect).await;
+    if backend == Backend::Ssh {
+        let error = collected.error.as_ref().expect("outputs refused");
+        assert_eq!(error.kind, ErrorKind::LimitNotEnforceable, "{collected:?}");
+        assert!(error.message.contains("session"), "{error:?}");
+        assert_eq!(collected.exit_code, None, "{collected:?}");
+    } else {
+        assert_eq!(collected.status, Verdict::Completed, "{collected:?}");
+        let files = collected.outputs.as_ref().expect("files returned");
+        assert_eq!(files.files.len(), 1, "{files:?}");
+    }
+
     // The session's sandbox has no network: a job asking for some is refused, not run offline.
     let mut online = python("online", "print(1)");
     online.network = openshell_protocol::NetworkAccess::All(true);
