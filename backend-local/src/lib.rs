@@ -46,6 +46,7 @@ mod remove;
 mod rlimits;
 mod sandbox;
 mod session;
+mod stale;
 mod supervise;
 #[cfg(test)]
 mod tests;
@@ -196,6 +197,8 @@ impl LocalBackend {
                 ));
             }
         };
+        let root = work_root.clone();
+        std::thread::spawn(move || stale::sweep(&root));
         Ok(Self {
             settings,
             run_as,

@@ -19,6 +19,7 @@ use openshell_protocol::ErrorKind;
 
 use super::KIND;
 use super::remove::remove_tree;
+use super::stale;
 use openshell_backend::{BackendError, JobFile};
 
 /// Requests with at most this many files, of at most [`INLINE_BYTES`] together, are written
@@ -33,6 +34,8 @@ pub(super) const INLINE_BYTES: usize = 256 * 1024;
 pub(super) struct Workdir {
     path: PathBuf,
     owner: Option<(Uid, Gid)>,
+    /// Its lock, telling sweepers it is alive (see [`stale`]); released after removal.
+    _held: Option<stale::Held>,
 }
 
 impl Workdir {
@@ -53,7 +56,7 @@ impl Workdir {
     ) -> Result<Self, BackendError> {
         let relative = check_files(files)?;
         let dir = tempfile::Builder::new()
-            .prefix("openshell-job-")
+            .prefix(stale::PREFIX)
             .permissions(Permissions::from_mode(0o700))
             .tempdir_in(root)
             .map_err(|error| {
@@ -65,9 +68,16 @@ impl Workdir {
                 )
             })?;
         // From here on, dropping `workdir` (on an error below, too) removes the directory.
+        let path = dir.keep();
+        let held = stale::hold(&path)
+            .inspect_err(|error| {
+                tracing::debug!(%error, path = %path.display(), "working directory not locked; a sweeper after a crash may leave it");
+            })
+            .ok();
         let workdir = Self {
-            path: dir.keep(),
+            path,
             owner,
+            _held: held,
         };
         for (file, relative) in files.iter().zip(&relative) {
             workdir.write((file, relative))?;
