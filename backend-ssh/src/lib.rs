@@ -30,6 +30,7 @@ pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod request;
+pub mod runner;
 mod session;
 pub mod settings;
 pub mod upload;
@@ -227,16 +228,40 @@ impl SshBackend {
             }
         };
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
-        let finish = exec::run(
-            &connection,
-            upload,
-            job.stdin.as_bytes().to_vec(),
-            timeout,
-            control,
-            &self.settings.helper,
-            job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes),
-        )
-        .await;
+        let files_max_bytes = job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes);
+        let stdin = job.stdin.as_bytes().to_vec();
+        let helper = &self.settings.helper;
+        // Network and egress are decided when bubblewrap starts: such jobs get `sandbox run`.
+        let served = if upload.needs_run || !connection.probe.serve || !connection.runners.usable()
+        {
+            Err((upload, stdin))
+        } else {
+            exec::run_served(
+                &connection,
+                upload,
+                stdin,
+                timeout,
+                control,
+                helper,
+                files_max_bytes,
+            )
+            .await
+        };
+        let finish = match served {
+            Ok(finish) => finish,
+            Err((upload, stdin)) => {
+                exec::run(
+                    &connection,
+                    upload,
+                    stdin,
+                    timeout,
+                    control,
+                    helper,
+                    files_max_bytes,
+                )
+                .await
+            }
+        };
         if let Some(remote) = egress {
             remote.close().await;
         }
