@@ -3,10 +3,12 @@
 //! Per job: `hosts` picks a host and leases a channel on one of its pooled connections
 //! (`pool`, opened by `connect` with the host key checked by `known_hosts` and the client key
 //! from `key`, probed once by `probe`); `plan` turns the job into a request for the host's
-//! sandbox helper (`request`) and the channel's stdin (`upload`); `exec` runs it on the
-//! channel, moving output into the sink and killing the job through the helper from a second
-//! channel on timeout, cancel or output limit; `verdict` says how it ended and how each limit
-//! was enforced.
+//! sandbox helper (`request`) and the channel's stdin (`upload`); `exec` runs it, on one of the
+//! connection's resident runners (`runner`: `sandbox serve`, which has the job's sandbox made
+//! before the job arrives) or, for jobs with network or egress, on a channel of its own
+//! (`sandbox run`), moving output into the sink and killing the job through the helper from a
+//! second channel on timeout, cancel or output limit; `verdict` says how it ended and how each
+//! limit was enforced.
 //!
 //! The worker logs in as a transport user that never runs jobs itself: each job goes through
 //! `sudo` to the host's sandbox helper (`deploy/ssh-host/sandbox`), which runs it under a uid
