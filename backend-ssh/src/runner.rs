@@ -327,11 +327,14 @@ impl Runners {
         self.idle().push_back(serve);
     }
 
-    /// Drops an idle runner when a `sandbox run` channel needs its place under
-    /// `channels_per_connection`.
+    /// Drops an idle runner when a channel of its own (`sandbox run`, a session's) needs its
+    /// place under `channels_per_connection`; one more is left free for an egress job's
+    /// set-up command.
     pub fn make_room(&self, leases: usize, channels: usize) {
         let mut idle = self.idle();
-        if idle.len() + self.opening.load(Ordering::Relaxed) + leases > channels {
+        while !idle.is_empty()
+            && idle.len() + self.opening.load(Ordering::Relaxed) + leases >= channels
+        {
             idle.pop_front();
         }
     }
