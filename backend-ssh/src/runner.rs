@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rand_core::{OsRng, RngCore};
 use russh::ChannelMsg;
 use tokio::io::AsyncWriteExt;
@@ -70,6 +71,13 @@ impl ServeChannel {
             .await
             .map_err(|error| format!("writing to the runner failed: {error}"))?;
         Ok(serve)
+    }
+
+    /// False when the channel already said something while idle: the runner ended (its
+    /// sandbox died with it, sshd restarted) or wrote out of turn. Such a runner is dropped
+    /// before a job is sent to it.
+    fn still_idle(&mut self) -> bool {
+        self.channel.read.wait().now_or_never().is_none()
     }
 
     async fn greeting(&mut self) -> Result<(), String> {
@@ -307,7 +315,18 @@ impl Runners {
         helper: &str,
         shape: (u64, u64),
     ) -> Result<ServeChannel, String> {
-        let idle = connection.runners.idle().pop_front();
+        let idle = loop {
+            let next = connection.runners.idle().pop_front();
+            match next {
+                Some(mut serve) => {
+                    if serve.still_idle() {
+                        break Some(serve);
+                    }
+                    tracing::debug!(host = %connection.addr, "an idle runner ended: dropping it");
+                }
+                None => break None,
+            }
+        };
         let serve = match idle {
             Some(serve) => serve,
             None => ServeChannel::open(connection, helper, shape)

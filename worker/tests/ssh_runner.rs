@@ -1,5 +1,5 @@
 //! The host's resident runner (`sandbox serve`): jobs go to it, a runner killed mid-job fails
-//! that job with a typed error and the next job is served, and nothing a job prints can end
+//! that job with a typed error and the next job is served (as after runners killed idle), and nothing a job prints can end
 //! it (the end line carries a nonce the job never sees, and the job's bytes travel in frames).
 
 use std::time::{Duration, Instant};
@@ -80,6 +80,12 @@ async fn a_runner_killed_mid_job_fails_that_job_and_the_next_is_served() {
         || processes_with(&marker).is_empty(),
     )
     .await;
+    assert_runs(&ssh).await;
+    // Runners killed while idle are dropped before a job is sent to them.
+    for pid in runners(&ssh) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_runs(&ssh).await;
     assert_runs(&ssh).await;
 }
