@@ -9,8 +9,8 @@
 //! channel whose runner misbehaves (a bad frame, another nonce, an early close) is dropped,
 //! never reused.
 //!
-//! Each idle runner holds a made sandbox (a uid of the host's pool). The pool keeps one idle
-//! runner ahead of the jobs, so a runner that just finished a job has time to make its next
+//! Each idle runner holds a made sandbox (a uid of the host's pool). The pool keeps `AHEAD`
+//! idle runners ahead of the jobs, so a runner that just finished a job has time to make its next
 //! sandbox while another serves, and never holds more channels than the connection's
 //! `channels_per_connection` with the channels of `sandbox run` jobs.
 
@@ -36,6 +36,9 @@ const GREETING: &[u8] = b"openshell-serve 1\n";
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest frame header line.
 const HEADER_MAX: usize = 160;
+/// Idle runners kept ahead of the jobs on a connection: a runner that just finished makes its
+/// next sandbox while these serve.
+const AHEAD: usize = 2;
 /// Largest output frame (the runner sends at most 64 KiB at a time).
 const FRAME_MAX: usize = 1 << 20;
 
@@ -337,7 +340,7 @@ impl Runners {
                     }
                 })?,
         };
-        Self::keep_one_ahead(connection, helper, shape);
+        Self::keep_ahead(connection, helper, shape);
         Ok(serve)
     }
 
@@ -358,12 +361,13 @@ impl Runners {
         }
     }
 
-    /// Opens another runner in the background when none is idle and the connection has
-    /// room, so the next job finds a sandbox made.
-    fn keep_one_ahead(connection: &Arc<Connection>, helper: &str, shape: (u64, u64)) {
+    /// Opens another runner in the background when fewer than `AHEAD` are idle and the
+    /// connection has room, so the next job finds a sandbox made.
+    fn keep_ahead(connection: &Arc<Connection>, helper: &str, shape: (u64, u64)) {
         let runners = &connection.runners;
         let used = runners.idle().len() + runners.opening.load(Ordering::Relaxed);
-        if used > 0 || used + connection.leases() >= connection.channels || !connection.alive() {
+        if used >= AHEAD || used + connection.leases() >= connection.channels || !connection.alive()
+        {
             return;
         }
         runners.opening.fetch_add(1, Ordering::Relaxed);
