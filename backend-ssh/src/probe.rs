@@ -167,6 +167,9 @@ mod tests {
         assert!(!probe.hard.contains_key("AS"));
         let swapping = HostProbe::parse(&READY.replace("swap=none", "swap=unlimited"));
         assert!(!swapping.cgroups.swap_bounded);
+        // A helper without the resident runner still runs every job with `sandbox run`.
+        assert!(!probe.serve);
+        assert!(HostProbe::parse(&format!("{READY}serve=1\n")).serve);
     }
 
     #[test]
