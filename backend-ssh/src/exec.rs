@@ -1,5 +1,7 @@
 //! Running one job on a channel: upload, header, output into the sink, and a kill through the
-//! host's sandbox helper from a second channel on timeout, cancellation or output limit.
+//! host's sandbox helper from a second channel on timeout, cancellation or output limit. A job
+//! goes either to a resident runner on a serve channel ([`run_served`], see `runner.rs`) or to
+//! `sandbox run` on a channel of its own ([`run`]); both end up as the same [`Event`]s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use super::channel::{self, ExecChannel};
 use super::files::Trailer;
 use super::pool::Connection;
 use super::request;
+use super::runner::{self, Runners, ServeChannel};
 use super::upload::Upload;
 use openshell_backend::output::Flow;
 use openshell_backend::{Ending, JobControl, Stream};
@@ -66,6 +69,101 @@ pub struct Ran {
     pub files_part: Option<Vec<u8>>,
 }
 
+/// What a job's channel or runner reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Bytes of the helper's stdout (its header lines, then the program's).
+    Stdout(Vec<u8>),
+    /// Bytes of stderr.
+    Stderr(Vec<u8>),
+    /// The exit code.
+    Exit(i32),
+    /// The killing signal; `unnamed` when sshd could not name it (ask the helper).
+    Signal {
+        /// Its number (0 when unknown).
+        number: i32,
+        /// sshd sent `SIG@openssh.com`.
+        unnamed: bool,
+    },
+    /// The job's channel closed, or its runner ended it: nothing more comes.
+    Closed,
+}
+
+/// Where a job's events come from.
+trait Events {
+    /// The next event; `None` when the stream broke off.
+    async fn next(&mut self) -> Option<Event>;
+}
+
+impl Events for ExecChannel {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            let event = match self.read.wait().await? {
+                ChannelMsg::Data { data } => Event::Stdout(data.to_vec()),
+                ChannelMsg::ExtendedData { data, .. } => Event::Stderr(data.to_vec()),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    Event::Exit(i32::try_from(exit_status).unwrap_or(i32::MAX))
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => Event::Signal {
+                    unnamed: matches!(&signal_name, Sig::Custom(name) if name == UNNAMED_SIGNAL),
+                    number: channel::signal_number(&signal_name),
+                },
+                ChannelMsg::Close => Event::Closed,
+                _ => continue,
+            };
+            return Some(event);
+        }
+    }
+}
+
+impl Events for runner::JobEvents<'_> {
+    async fn next(&mut self) -> Option<Event> {
+        runner::JobEvents::next(self).await
+    }
+}
+
+/// How long a runner may take to read the rest of a job's stdin after its end line before
+/// its channel is given up.
+const FEED_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the job described by `upload` on one of `connection`'s resident runners, which keep
+/// the job's sandbox made ahead of it. `None` when this connection has no runner to give (the
+/// host refused one): run the job with [`run`] instead, with the upload and stdin given back.
+pub async fn run_served(
+    connection: &Arc<Connection>,
+    upload: Upload,
+    stdin: Vec<u8>,
+    timeout: Option<Duration>,
+    control: &JobControl,
+    helper: &str,
+    files_max_bytes: u64,
+) -> Result<Finish, (Upload, Vec<u8>)> {
+    let mut serve = match Runners::take(connection, helper, upload.shape).await {
+        Ok(serve) => serve,
+        Err(_) if !connection.runners.usable() => return Err((upload, stdin)),
+        Err(cause) => return Ok(Finish::NotStarted(cause)),
+    };
+    let nonce = runner::nonce();
+    let mut feed = serve.feed(ServeChannel::job_frame(&nonce, &upload, &stdin));
+    let mut job = Job::new(connection.clone(), timeout, control, helper);
+    job.trailer = Trailer::new(upload.files_marker, files_max_bytes);
+    job.served = true;
+    let mut events = serve.events(&nonce);
+    let finish = job.follow(&mut events).await;
+    let in_step = events.ended;
+    // The runner reads the whole frame, whatever the job read of it: once it has, the
+    // channel is in step for the next job.
+    let fed = matches!(
+        tokio::time::timeout(FEED_GRACE, &mut feed).await,
+        Ok(Ok(true))
+    );
+    feed.abort();
+    if in_step && fed && connection.alive() {
+        connection.runners.give_back(serve);
+    }
+    Ok(finish)
+}
+
 /// Runs the job described by `upload` on `connection`, feeding `stdin` after the upload;
 /// kills go through the sandbox helper at `helper`. Files sent after the job's output are
 /// kept up to `files_max_bytes` (plus their entry lines).
@@ -78,6 +176,9 @@ pub async fn run(
     helper: &str,
     files_max_bytes: u64,
 ) -> Finish {
+    connection
+        .runners
+        .make_room(connection.leases(), connection.channels);
     let mut channel = match ExecChannel::start(&connection.handle, &upload.command).await {
         Ok(channel) => channel,
         Err(error) => {
@@ -139,6 +240,8 @@ struct Job<'a> {
     closed: bool,
     /// sshd reported a signal it could not name.
     unnamed_signal: bool,
+    /// On a resident runner: only its end line counts as the end (`closed`).
+    served: bool,
 }
 
 impl<'a> Job<'a> {
@@ -165,11 +268,12 @@ impl<'a> Job<'a> {
             killed: false,
             closed: false,
             unnamed_signal: false,
+            served: false,
         }
     }
 
     /// Reads the channel to its close, stopping the job when a limit or cancel says so.
-    async fn follow(&mut self, channel: &mut ExecChannel) -> Finish {
+    async fn follow(&mut self, channel: &mut impl Events) -> Finish {
         let begun = Instant::now();
         let mut drain_until: Option<Instant> = None;
         let (cancel, output) = (&self.control.cancel, &self.control.output);
@@ -183,13 +287,13 @@ impl<'a> Job<'a> {
             };
             let wants_stop = self.stop.is_none();
             tokio::select! {
-                message = channel.read.wait() => match message {
-                    Some(ChannelMsg::Close) => {
+                event = channel.next() => match event {
+                    Some(Event::Closed) => {
                         self.closed = true;
                         break;
                     }
                     None => break,
-                    Some(message) => self.handle(message),
+                    Some(event) => self.handle(event),
                 },
                 () = sleep => {
                     if drain_until.is_some() {
@@ -251,9 +355,9 @@ impl<'a> Job<'a> {
         self.timeout.map(|timeout| since + timeout)
     }
 
-    fn handle(&mut self, message: ChannelMsg) {
-        match message {
-            ChannelMsg::Data { data } => {
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Stdout(data) => {
                 let body = self.header.feed(&data);
                 if self.started.is_none() && self.header.running {
                     self.started = Some(Instant::now());
@@ -266,24 +370,23 @@ impl<'a> Job<'a> {
                 }
                 self.write(Stream::Stdout, &output);
             }
-            ChannelMsg::ExtendedData { data, .. } => {
+            Event::Stderr(data) => {
                 if self.started.is_some() {
                     self.write(Stream::Stderr, &data);
                 } else {
                     self.early_stderr.extend_from_slice(&data);
                 }
             }
-            ChannelMsg::ExitStatus { exit_status } => {
+            Event::Exit(code) => {
                 self.exited = Some(Instant::now());
-                self.exit_code = i32::try_from(exit_status).ok();
+                self.exit_code = Some(code);
             }
-            ChannelMsg::ExitSignal { signal_name, .. } => {
+            Event::Signal { number, unnamed } => {
                 self.exited = Some(Instant::now());
-                self.unnamed_signal =
-                    matches!(&signal_name, Sig::Custom(name) if name == UNNAMED_SIGNAL);
-                self.signal = Some(channel::signal_number(&signal_name));
+                self.unnamed_signal = unnamed;
+                self.signal = Some(number);
             }
-            _ => {}
+            Event::Closed => {}
         }
     }
 
@@ -339,7 +442,10 @@ impl<'a> Job<'a> {
         };
         let reported = self.exit_code.is_some() || self.signal.is_some();
         if !reported && self.stop.is_none() {
-            self.connection.mark_broken();
+            // A runner that died is its channel's loss, not the connection's.
+            if !self.served || !self.connection.alive() {
+                self.connection.mark_broken();
+            }
             return Finish::Lost {
                 token: self.header.token.clone(),
                 cause: "the connection dropped while the job ran".into(),

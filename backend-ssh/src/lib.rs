@@ -3,10 +3,12 @@
 //! Per job: `hosts` picks a host and leases a channel on one of its pooled connections
 //! (`pool`, opened by `connect` with the host key checked by `known_hosts` and the client key
 //! from `key`, probed once by `probe`); `plan` turns the job into a request for the host's
-//! sandbox helper (`request`) and the channel's stdin (`upload`); `exec` runs it on the
-//! channel, moving output into the sink and killing the job through the helper from a second
-//! channel on timeout, cancel or output limit; `verdict` says how it ended and how each limit
-//! was enforced.
+//! sandbox helper (`request`) and the channel's stdin (`upload`); `exec` runs it, on one of the
+//! connection's resident runners (`runner`: `sandbox serve`, which has the job's sandbox made
+//! before the job arrives) or, for jobs with network or egress, on a channel of its own
+//! (`sandbox run`), moving output into the sink and killing the job through the helper from a
+//! second channel on timeout, cancel or output limit; `verdict` says how it ended and how each
+//! limit was enforced.
 //!
 //! The worker logs in as a transport user that never runs jobs itself: each job goes through
 //! `sudo` to the host's sandbox helper (`deploy/ssh-host/sandbox`), which runs it under a uid
@@ -30,6 +32,7 @@ pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod request;
+pub mod runner;
 mod session;
 pub mod settings;
 pub mod upload;
@@ -227,16 +230,40 @@ impl SshBackend {
             }
         };
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
-        let finish = exec::run(
-            &connection,
-            upload,
-            job.stdin.as_bytes().to_vec(),
-            timeout,
-            control,
-            &self.settings.helper,
-            job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes),
-        )
-        .await;
+        let files_max_bytes = job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes);
+        let stdin = job.stdin.as_bytes().to_vec();
+        let helper = &self.settings.helper;
+        // Network and egress are decided when bubblewrap starts: such jobs get `sandbox run`.
+        let served = if upload.needs_run || !connection.probe.serve || !connection.runners.usable()
+        {
+            Err((upload, stdin))
+        } else {
+            exec::run_served(
+                &connection,
+                upload,
+                stdin,
+                timeout,
+                control,
+                helper,
+                files_max_bytes,
+            )
+            .await
+        };
+        let finish = match served {
+            Ok(finish) => finish,
+            Err((upload, stdin)) => {
+                exec::run(
+                    &connection,
+                    upload,
+                    stdin,
+                    timeout,
+                    control,
+                    helper,
+                    files_max_bytes,
+                )
+                .await
+            }
+        };
         if let Some(remote) = egress {
             remote.close().await;
         }

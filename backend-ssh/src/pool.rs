@@ -19,6 +19,7 @@ use super::connect::{self, SshHandle, Target};
 use super::egress::Routes;
 use super::error::SshError;
 use super::probe::{self, HostProbe};
+use super::runner::Runners;
 use super::settings::SSHD_MAX_SESSIONS;
 use openshell_backend::{BackendEvent, BackendMetrics};
 
@@ -41,6 +42,10 @@ pub struct Connection {
     pub spare: Semaphore,
     /// Where the egress sockets sshd forwards on this connection go.
     pub routes: Routes,
+    /// Idle resident runners (`sandbox serve`) on this connection.
+    pub runners: Runners,
+    /// Channels jobs may hold at once (`channels_per_connection`).
+    pub channels: usize,
     leases: AtomicUsize,
     broken: AtomicBool,
 }
@@ -49,6 +54,11 @@ impl Connection {
     /// Usable for new channels.
     pub fn alive(&self) -> bool {
         !self.broken.load(Ordering::Relaxed) && !self.handle.is_closed()
+    }
+
+    /// Leases out on this connection now.
+    pub fn leases(&self) -> usize {
+        self.leases.load(Ordering::Relaxed)
     }
 
     /// Marks the connection unusable; it is replaced once its leases are returned.
@@ -156,6 +166,8 @@ impl LeaseManager {
             probe,
             spare: Semaphore::new(SSHD_MAX_SESSIONS - self.channels),
             routes,
+            runners: Runners::default(),
+            channels: self.channels,
             leases: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
         }))

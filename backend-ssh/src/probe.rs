@@ -31,6 +31,8 @@ pub struct HostProbe {
     pub hard: BTreeMap<String, u64>,
     /// The helper started a trial sandbox.
     pub sandbox_ok: bool,
+    /// The helper has the resident runner (`sandbox serve`).
+    pub serve: bool,
     /// What the helper says keeps jobs off this host.
     pub problems: Vec<String>,
 }
@@ -48,6 +50,7 @@ impl HostProbe {
                 "version" => probe.version = value.parse().ok(),
                 "sudo_uid" => probe.transport_uid = value.parse().ok(),
                 "uids" => probe.uids = Some(value.to_string()),
+                "serve" => probe.serve = value == "1",
                 "cgroup_memory" => probe.cgroups.memory = value != "none",
                 "cgroup_pids" => probe.cgroups.pids = value != "none",
                 "cgroup_cpu" => probe.cgroups.cpu = value != "none",
@@ -164,6 +167,9 @@ mod tests {
         assert!(!probe.hard.contains_key("AS"));
         let swapping = HostProbe::parse(&READY.replace("swap=none", "swap=unlimited"));
         assert!(!swapping.cgroups.swap_bounded);
+        // A helper without the resident runner still runs every job with `sandbox run`.
+        assert!(!probe.serve);
+        assert!(HostProbe::parse(&format!("{READY}serve=1\n")).serve);
     }
 
     #[test]

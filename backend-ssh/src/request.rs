@@ -134,6 +134,12 @@ pub fn run_command(helper: &str) -> String {
     format!("exec sudo -n {} run", quote(helper))
 }
 
+/// The exec command of a serve channel: the host's resident runner (`sandbox serve`), which
+/// takes jobs as frames (see `runner.rs`).
+pub fn serve_command(helper: &str) -> String {
+    format!("exec sudo -n {} serve", quote(helper))
+}
+
 /// The command a second channel runs to kill the job that printed `token`.
 pub fn kill_command(helper: &str, token: &str) -> String {
     format!("exec sudo -n {} kill {}", quote(helper), quote(token))
@@ -164,6 +170,14 @@ pub fn is_token(token: &str) -> bool {
 
 /// The bytes ahead of the files' contents: the helper's request and the job header.
 pub fn headers(plan: &Plan) -> Vec<u8> {
+    let mut bytes = sandbox_request(plan);
+    bytes.extend_from_slice(&job_header(plan));
+    bytes
+}
+
+/// The helper's request: `openshell-sandbox <PROTOCOL> <n>` and `n` bytes of `key=number`
+/// lines, read by the helper (or the resident runner) as root.
+pub fn sandbox_request(plan: &Plan) -> Vec<u8> {
     let limits = &plan.sandbox;
     let mut request = String::new();
     let numbers = [
@@ -198,6 +212,13 @@ pub fn headers(plan: &Plan) -> Vec<u8> {
         let hex: String = pattern.bytes().map(|byte| format!("{byte:02x}")).collect();
         let _ = writeln!(request, "output={hex}");
     }
+    let mut bytes = format!("openshell-sandbox {PROTOCOL} {}\n", request.len()).into_bytes();
+    bytes.extend_from_slice(request.as_bytes());
+    bytes
+}
+
+/// The job header: `<m>` and `m` bytes of NUL-separated records, read inside the sandbox.
+pub fn job_header(plan: &Plan) -> Vec<u8> {
     let mut records: Vec<String> = plan.argv.iter().map(|arg| format!("arg={arg}")).collect();
     records.extend(
         plan.env
@@ -216,9 +237,7 @@ pub fn headers(plan: &Plan) -> Vec<u8> {
             .map(|file| format!("file={:o}:{}:{}", file.mode & 0o777, file.len, file.path)),
     );
     let job = records.join("\0");
-    let mut bytes = format!("openshell-sandbox {PROTOCOL} {}\n", request.len()).into_bytes();
-    bytes.extend_from_slice(request.as_bytes());
-    bytes.extend_from_slice(format!("{}\n", job.len()).as_bytes());
+    let mut bytes = format!("{}\n", job.len()).into_bytes();
     bytes.extend_from_slice(job.as_bytes());
     bytes
 }

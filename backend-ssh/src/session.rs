@@ -92,6 +92,9 @@ impl SessionBackend for SshBackend {
             None,
         )?;
         let command = session_command(&self.settings.helper, "hold", &spec.id);
+        connection
+            .runners
+            .make_room(connection.leases(), connection.channels);
         let mut channel = ExecChannel::start(&connection.handle, &command)
             .await
             .map_err(|error| {

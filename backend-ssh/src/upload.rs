@@ -15,6 +15,13 @@ pub struct Upload {
     pub command: String,
     /// Headers, file contents and sentinel.
     pub prefix: Vec<u8>,
+    /// How many bytes at the start of `prefix` are the helper's request (the rest is the
+    /// sandbox's stdin).
+    pub request_len: usize,
+    /// The sandbox's tmpfs sizes (disk, shm): the shape of a runner's waiting sandbox.
+    pub shape: (u64, u64),
+    /// The job needs network or egress, which only `sandbox run` gives.
+    pub needs_run: bool,
     /// The line after which the sandbox sends the job's files, when it was asked for them.
     pub files_marker: Option<Vec<u8>>,
 }
@@ -22,7 +29,9 @@ pub struct Upload {
 /// Builds the upload for `plan`, whose `files` describe `contents` in the same order, for the
 /// sandbox helper at `helper`.
 pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
-    let mut prefix = request::headers(plan);
+    let mut prefix = request::sandbox_request(plan);
+    let request_len = prefix.len();
+    prefix.extend_from_slice(&request::job_header(plan));
     prefix.reserve(contents.iter().map(|c| c.len()).sum::<usize>() + 32);
     for content in contents {
         prefix.extend_from_slice(content);
@@ -32,6 +41,9 @@ pub fn build(plan: &Plan, contents: &[&[u8]], helper: &str) -> Upload {
     Upload {
         command: request::run_command(helper),
         prefix,
+        request_len,
+        shape: (plan.sandbox.disk, plan.sandbox.shm),
+        needs_run: plan.sandbox.network || plan.sandbox.egress.is_some(),
         files_marker: plan.sandbox.files.as_ref().map(|files| files.marker()),
     }
 }

@@ -62,7 +62,7 @@ uid_count=${BASH_REMATCH[2]}
 ((uid_first >= 1000 && uid_count >= 1 && uid_count <= 65536)) ||
     die "--uids: FIRST must be at least 1000 and COUNT 1 to 65536"
 [[ $nproc =~ ^[0-9]+$ && $nofile =~ ^[0-9]+$ ]] || die "--nproc and --nofile take numbers"
-[[ -f $here/sandbox && -f $here/sandbox-init && -f $here/sandbox-session && -f $here/sandbox-init-session ]] ||
+[[ -f $here/sandbox && -f $here/sandbox-init && -f $here/sandbox-session && -f $here/sandbox-init-session && -f $here/sandbox-serve ]] ||
     die "$here/sandbox or sandbox-init is missing: copy deploy/ssh-host/ whole to the host"
 
 install_packages() {
@@ -135,8 +135,8 @@ install_helper() {
         install -o root -g root -m 0755 "$here/$file" "$HELPER_DIR/$file.new"
         mv -f "$HELPER_DIR/$file.new" "$HELPER_DIR/$file"
     done
-    # Sessions: loaded by sandbox and sandbox-init, not run on their own.
-    for file in sandbox-session sandbox-init-session; do
+    # Sessions and the resident runner: loaded by sandbox and sandbox-init, not run on their own.
+    for file in sandbox-session sandbox-init-session sandbox-serve; do
         install -o root -g root -m 0644 "$here/$file" "$HELPER_DIR/$file.new"
         mv -f "$HELPER_DIR/$file.new" "$HELPER_DIR/$file"
     done
@@ -157,13 +157,13 @@ CONF
 
 allow_sudo() {
     local rule=/etc/sudoers.d/openshell-$user
-    say "sudo: $user may run '$HELPER run|kill TOKEN|status TOKEN|check|hold ID|enter ID|reset ID' as root, nothing else"
+    say "sudo: $user may run '$HELPER run|serve|kill TOKEN|status TOKEN|check|hold ID|enter ID|reset ID' as root, nothing else"
     install -d -m 0750 /etc/sudoers.d
     cat >"$rule.new" <<SUDO
 # OpenShell (deploy/ssh-host/prepare.sh): the SSH transport user starts, stops and checks
 # sandboxed jobs. No pty (stdin carries binary data), no PAM session and no log line per job.
 Defaults!$HELPER !use_pty, !pam_session, !pam_setcred, !log_allowed, !lecture, !fqdn, env_reset
-$user ALL=(root) NOPASSWD: $HELPER run, $HELPER kill *, $HELPER status *, $HELPER check, $HELPER hold *, $HELPER enter *, $HELPER reset *
+$user ALL=(root) NOPASSWD: $HELPER run, $HELPER serve, $HELPER kill *, $HELPER status *, $HELPER check, $HELPER hold *, $HELPER enter *, $HELPER reset *
 SUDO
     chmod 0440 "$rule.new"
     visudo -cq -f "$rule.new" || die "visudo rejects $rule.new"

@@ -165,7 +165,9 @@ async fn a_job_cannot_kill_the_transport_its_keeper_or_a_neighbour() {
     let attack = async {
         let neighbour_pids = running(&neighbour_marker).await;
         let transport = ssh.sshd.serving(&format!("sshd: {TEST_USER}"));
-        let keepers = ssh.sshd.serving("openshell/sandbox run");
+        // The job's keeper: its resident runner (`sandbox serve`), or `sandbox run`.
+        let mut keepers = ssh.sshd.serving("openshell/sandbox serve");
+        keepers.extend(ssh.sshd.serving("openshell/sandbox run"));
         let inits = ssh.sshd.serving("openshell/sandbox-init");
         assert!(!transport.is_empty() && !keepers.is_empty() && !inits.is_empty());
         let targets: Vec<String> = [&neighbour_pids, &transport, &keepers, &inits]

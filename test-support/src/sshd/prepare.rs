@@ -15,7 +15,7 @@ use super::{TEST_USER, keygen};
 /// The host set-up under test.
 const PREPARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/prepare.sh");
 /// The sandbox helper prepare.sh installs, and pid 1 of each sandbox.
-const HELPER_SOURCES: [&str; 4] = [
+const HELPER_SOURCES: [&str; 5] = [
     concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ssh-host/sandbox"),
     concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -28,6 +28,10 @@ const HELPER_SOURCES: [&str; 4] = [
     concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/ssh-host/sandbox-init-session"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/ssh-host/sandbox-serve"
     ),
 ];
 /// The client key prepare.sh authorizes, and the stamps of its runs.
