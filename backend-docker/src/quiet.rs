@@ -131,3 +131,30 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn quiet_waits_for_the_last_job_and_a_settled_moment() {
+        let busy = Busy::default();
+        let first = busy.enter();
+        let second = busy.enter();
+        assert!(busy.is_busy());
+        let started = tokio::time::Instant::now();
+        let quiet = busy.quiet();
+        tokio::pin!(quiet);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut quiet)
+                .await
+                .is_err(),
+            "quiet while two jobs run"
+        );
+        drop(first);
+        drop(second);
+        quiet.await;
+        assert!(!busy.is_busy());
+        assert!(started.elapsed() >= Duration::from_millis(50) + SETTLE);
+    }
+}
