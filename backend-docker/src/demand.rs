@@ -2,18 +2,20 @@
 //! keep up are the arrival rate times the time one takes to make, so the target is
 //! `ceil(refill time / time between arrivals) + 1` (one ready for the next job), between the
 //! configured floor (`warm_pool`) and the pool's slots (more could never be in use at once).
-//! Both times are moving averages. Jobs come in bursts: a pause (a gap longer than
-//! [`PAUSE`] or four refills) is not averaged in, so the pool is ready for the next burst;
-//! instead the time since the last arrival halves the rate every [`HALF_LIFE`], so a pool
-//! left idle shrinks back to its floor within minutes.
+//! Both times are moving averages. Jobs come in bursts: a pause (a gap longer than one refill,
+//! in which the pool has time to refill anyway) is not averaged in, so the pool is ready for
+//! the whole of the next burst; instead the time since the last arrival within a burst halves
+//! the rate every [`HALF_LIFE`], so a pool no longer seeing bursts shrinks back to its floor
+//! within minutes.
+//!
+//! While jobs run the pool refills only once it runs low (see [`super::pool`]), so it also
+//! holds a whole burst: the target is at least the average number of jobs in the bursts that
+//! ended, plus one.
 
 use std::time::{Duration, Instant};
 
 /// Weight of the newest sample in the moving averages.
 const ALPHA: f64 = 0.25;
-
-/// A gap between two arrivals at least this long (or four refills) is a pause, not the rate.
-const PAUSE: Duration = Duration::from_secs(2);
 
 /// While no job arrives, the rate the target assumes halves this often.
 const HALF_LIFE: Duration = Duration::from_secs(30);
@@ -27,6 +29,12 @@ pub(super) struct Demand {
     floor: usize,
     ceiling: usize,
     last_arrival: Option<Instant>,
+    /// The last arrival that was not after a pause.
+    last_burst: Option<Instant>,
+    /// Jobs in the burst going on (since the last pause).
+    in_burst: usize,
+    /// Average jobs per burst, once one ended.
+    burst: Option<f64>,
     /// Average seconds between two jobs asking for a sandbox.
     interval: Option<f64>,
     /// Average seconds to create and start one, once one was made.
@@ -40,6 +48,9 @@ impl Demand {
             floor,
             ceiling: ceiling.max(floor),
             last_arrival: None,
+            last_burst: None,
+            in_burst: 0,
+            burst: None,
             interval: None,
             refill: None,
         }
@@ -54,15 +65,26 @@ impl Demand {
     pub fn arrived(&mut self, now: Instant) {
         if let Some(last) = self.last_arrival {
             let gap = now.saturating_duration_since(last).as_secs_f64();
-            if gap < PAUSE.as_secs_f64().max(4.0 * self.refill()) {
+            if gap < self.refill() {
                 self.interval = Some(average(self.interval, gap));
+                self.last_burst = Some(now);
+                self.in_burst += 1;
+                self.last_arrival = Some(now);
+                return;
             }
+            self.burst = Some(average(self.burst, self.in_burst as f64));
         }
+        self.in_burst = 1;
         self.last_arrival = Some(now);
     }
 
     fn refill(&self) -> f64 {
         self.refill.unwrap_or(FIRST_REFILL.as_secs_f64())
+    }
+
+    /// How long making one sandbox takes, on average (a guess before the first).
+    pub fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64(self.refill())
     }
 
     /// A sandbox took `took` to make.
@@ -72,13 +94,16 @@ impl Demand {
 
     /// The sandboxes to keep ready or in the making at `now`.
     pub fn target(&self, now: Instant) -> usize {
-        let (Some(interval), Some(last)) = (self.interval, self.last_arrival) else {
+        let (Some(interval), Some(last)) = (self.interval, self.last_burst) else {
             return self.floor;
         };
         let idle = now.saturating_duration_since(last).as_secs_f64();
-        let interval = (interval * (idle / HALF_LIFE.as_secs_f64()).exp2()).max(f64::EPSILON);
+        let decay = (idle / HALF_LIFE.as_secs_f64()).exp2();
+        let interval = (interval * decay).max(f64::EPSILON);
         // Less a hair, so that a ratio of exactly 4 that floating point makes 4.000...1 is 4.
         let needed = (self.refill() / interval - 1e-9).ceil() + 1.0;
+        let burst = self.burst.unwrap_or(0.0) / decay;
+        let needed = needed.max((burst - 1e-9).ceil() + 1.0);
         // Saturating float-to-int cast: an absurd ratio is simply the ceiling.
         (needed as usize).clamp(self.floor, self.ceiling)
     }
@@ -128,5 +153,19 @@ mod tests {
             "an idle pool decays to its floor"
         );
         assert_eq!(Demand::new(3, 1).ceiling(), 3, "the floor wins over slots");
+    }
+
+    #[test]
+    fn gaps_between_bursts_do_not_shrink_the_pool_the_bursts_need() {
+        let start = Instant::now();
+        let mut demand = Demand::new(2, 8);
+        demand.refilled(Duration::from_secs(1));
+        // Bursts of eight jobs 60 ms apart, three seconds apart: the pool refills in between.
+        for burst in 0..5u64 {
+            for job in 0..8u64 {
+                demand.arrived(start + Duration::from_millis(3_000 * burst + 60 * job));
+            }
+        }
+        assert_eq!(demand.target(start + Duration::from_secs(15)), 8);
     }
 }

@@ -13,7 +13,7 @@ use super::collect;
 use super::connect::Engine;
 use super::error;
 use super::measure::{self, Usage};
-use super::pool::WarmPools;
+use super::pool::{Taken, WarmPools};
 use super::sandbox::{Factory, Sandbox, short};
 use super::spec::{self, Fit, Resources, Shape};
 use super::verdict;
@@ -30,11 +30,15 @@ pub(super) async fn prepare(
     job: &Job,
     (shape, resources): (&Shape, &Resources),
 ) -> Result<(Sandbox, AttachContainerResults), BackendError> {
-    if let Some(mut sandbox) = warm(factory, pools, shape, resources).await {
+    if let Some((mut sandbox, waited)) = warm(factory, pools, shape, resources).await {
         if let Some(mut attached) = sandbox.take_attached()
             && attach::is_waiting(&mut attached)
         {
-            pools.hit();
+            if waited {
+                pools.missed();
+            } else {
+                pools.hit();
+            }
             factory.name_after(&sandbox, &job.id);
             return Ok((sandbox, attached));
         }
@@ -55,16 +59,20 @@ pub(super) async fn prepare(
     Ok((sandbox, attached))
 }
 
-/// A warm sandbox of `shape` set to `resources`, if one is ready and can be.
+/// A warm sandbox of `shape` set to `resources`, if one is (or soon will be) ready and can be;
+/// with whether the job waited for it.
 async fn warm(
     factory: &Factory,
     pools: &WarmPools,
     shape: &Shape,
     resources: &Resources,
-) -> Option<Sandbox> {
-    let mut sandbox = pools.take(shape)?;
+) -> Option<(Sandbox, bool)> {
+    let (mut sandbox, waited) = match pools.take(shape).await? {
+        Taken::Ready(sandbox) => (sandbox, false),
+        Taken::Waited(sandbox) => (sandbox, true),
+    };
     match spec::fit(&sandbox.resources, resources) {
-        Fit::Same => Some(sandbox),
+        Fit::Same => Some((sandbox, waited)),
         Fit::Mismatch => {
             // Unused: back to the pool, or (pool full) dropped, which removes it.
             let _ = pools.put_back(sandbox);
@@ -78,7 +86,7 @@ async fn warm(
         {
             Ok(()) => {
                 sandbox.resources = *resources;
-                Some(sandbox)
+                Some((sandbox, waited))
             }
             Err(failure) => {
                 tracing::debug!(container = %sandbox.id, "cannot update a warm sandbox's limits ({failure}); starting a fresh one");

@@ -14,7 +14,9 @@
 //! container; `verdict` says how the job ended and how each limit was enforced; `cleanup`
 //! removes orphaned containers at start-up and periodically.
 //!
-//! Per job: `job::prepare` → `attach::supervise` → `job::conclude` → removal in the background.
+//! Per job: `job::prepare` → `attach::supervise` → `job::conclude` → removal in the background,
+//! after a clean end at a moment no job runs (`quiet`), so the daemon's work keeps out of the
+//! jobs' way.
 
 mod attach;
 mod cgroup;
@@ -29,6 +31,7 @@ mod job;
 mod labels;
 mod measure;
 mod pool;
+mod quiet;
 mod runner;
 mod sandbox;
 mod session;
@@ -114,6 +117,13 @@ impl DockerBackend {
             stop: CancellationToken::new(),
         };
         backend.pools.spawn_refills(&backend.factory, &backend.stop);
+        let factory = &backend.factory;
+        tokio::spawn(Arc::clone(&factory.reaper).run(
+            Arc::clone(&factory.conn),
+            factory.live.clone(),
+            Arc::clone(&factory.busy),
+            backend.stop.clone(),
+        ));
         tokio::spawn(maintain(
             Arc::clone(&backend.factory),
             Arc::clone(&backend.pools),
@@ -226,6 +236,7 @@ impl Backend for DockerBackend {
 
     async fn execute(&self, job: Job, control: JobControl) -> Result<Execution, BackendError> {
         let factory = &self.factory;
+        let _running = factory.busy.enter();
         let settings = &factory.settings;
         let engine = factory.conn.engine().await?;
         if control.cancel.is_cancelled() {
@@ -248,7 +259,7 @@ impl Backend for DockerBackend {
         let prepare = job::prepare(factory, &self.pools, &job, (&shape, &resources));
         let asked = Instant::now();
         // Starting a cold container takes a while: a cancellation must not wait for it.
-        let (sandbox, attached) = tokio::select! {
+        let (mut sandbox, attached) = tokio::select! {
             prepared = prepare => prepared?,
             () = control.cancel.cancelled() => return Ok(cancelled(&job, &engine)),
         };
@@ -262,8 +273,13 @@ impl Backend for DockerBackend {
         let input = (command.prologue_input.as_slice(), job.stdin.as_bytes());
         let supervised =
             attach::supervise(attached, (&frame, input), &nonce, timeout, &control).await;
+        let clean = matches!(supervised.stop, attach::Stop::Ended { escaped: false, .. });
         let execution = job::conclude(factory, &job, &sandbox, supervised, &engine, &control).await;
         log_outcome(&job, &sandbox.id, &execution, &control);
+        if clean && execution.is_ok() {
+            // Its runner killed what the job left: the removal can wait until no job runs.
+            sandbox.remove_when_quiet();
+        }
         execution
     }
 

@@ -7,11 +7,21 @@
 //! (image, tmpfs size, network) is the pool's key; memory, CPU and pids limits are changed
 //! per job with the container update API when a job's differ (see [`super::spec::fit`]).
 //!
+//! While jobs run and more than [`LOW_WATER`] sandboxes are ready, refilling waits for a quiet
+//! moment (no job running, see [`super::quiet`]): the daemon's container starts then do not
+//! compete with the jobs for the CPU.
+//!
+//! A job that finds its pool empty while replacements are being made waits for the next one
+//! (one waiter per sandbox in the making, at most twice the average refill time) rather than
+//! starting a cold container of its own: that one is further along, and another creation would
+//! only slow the daemon's others down. It counts as a miss: it did not find one ready.
+//!
 //! Every change is reported on the pool's `openshell_warm_pool_*` series: the target size, the
 //! sandboxes ready now (summed over shapes), and each job that took a warm one or had to start
 //! a cold one (the hit rate).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,6 +41,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Most sandboxes of one shape made at once: more only queue up in the daemon.
 const MAX_PARALLEL: usize = 4;
+/// Sandboxes ready at or below which refilling goes on while jobs run; above it, it waits for a
+/// moment no job runs, so that creating containers does not slow the jobs down.
+const LOW_WATER: usize = 1;
+/// Bounds of a job's wait for a sandbox in the making (twice the average refill time).
+const WAIT_BOUNDS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
 
 /// Warm sandboxes of one shape.
 #[derive(Debug)]
@@ -40,6 +55,10 @@ struct Warm {
     demand: Mutex<Demand>,
     idle: Pool<Sandbox>,
     wake: Notify,
+    /// Sandboxes being made now.
+    making: AtomicUsize,
+    /// Jobs waiting for one of them.
+    waiting: AtomicUsize,
 }
 
 impl Warm {
@@ -50,6 +69,15 @@ impl Warm {
     fn target(&self) -> usize {
         self.demand().target(Instant::now())
     }
+}
+
+/// A warm sandbox a job took.
+#[derive(Debug)]
+pub(super) enum Taken {
+    /// It was ready.
+    Ready(Sandbox),
+    /// The job waited for it to be made.
+    Waited(Sandbox),
 }
 
 /// Every warm pool of one backend instance.
@@ -85,6 +113,8 @@ impl WarmPools {
                     idle: Pool::new(demand.ceiling()),
                     demand: Mutex::new(demand),
                     wake: Notify::new(),
+                    making: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
                 };
                 (shape, Arc::new(warm))
             })
@@ -92,14 +122,32 @@ impl WarmPools {
         Self { metrics, pools }
     }
 
-    /// A warm sandbox of `shape`, if one is ready; its replacement is started in the background.
-    pub fn take(&self, shape: &Shape) -> Option<Sandbox> {
+    /// A warm sandbox of `shape`: one ready, or else one in the making that no other job
+    /// waits for (bounded wait); its replacement is started in the background.
+    pub async fn take(&self, shape: &Shape) -> Option<Taken> {
         let warm = self.pools.get(shape)?;
-        warm.demand().arrived(Instant::now());
-        let sandbox = warm.idle.try_remove().ok();
+        let wait = {
+            let mut demand = warm.demand();
+            demand.arrived(Instant::now());
+            (demand.refill_time() * 2).clamp(WAIT_BOUNDS.0, WAIT_BOUNDS.1)
+        };
+        let taken = match warm.idle.try_remove() {
+            Ok(sandbox) => Some(Taken::Ready(sandbox)),
+            Err(_) => {
+                warm.wake.notify_one();
+                let waiting = warm.waiting.fetch_add(1, Ordering::AcqRel);
+                let made = if waiting < warm.making.load(Ordering::Acquire) {
+                    tokio::time::timeout(wait, warm.idle.remove()).await.ok()
+                } else {
+                    None
+                };
+                warm.waiting.fetch_sub(1, Ordering::AcqRel);
+                made.and_then(Result::ok).map(Taken::Waited)
+            }
+        };
         warm.wake.notify_one();
         self.report();
-        sandbox
+        taken
     }
 
     /// Puts back a sandbox no job has used; gives it back when the pool is full or closed.
@@ -174,10 +222,18 @@ async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, p
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
+        let mut postponed = false;
         while making.len() < MAX_PARALLEL
             && warm.idle.status().size + making.len() < warm.target()
             && !stop.is_cancelled()
         {
+            if factory.busy.is_busy()
+                && warm.idle.status().available > LOW_WATER
+                && warm.waiting.load(Ordering::Acquire) == 0
+            {
+                postponed = true;
+                break;
+            }
             let (factory, shape, resources) =
                 (Arc::clone(factory), warm.shape.clone(), warm.resources);
             making.spawn(async move {
@@ -186,35 +242,42 @@ async fn refill(warm: &Warm, factory: &Arc<Factory>, stop: &CancellationToken, p
                 (made, started.elapsed())
             });
         }
+        warm.making.store(making.len(), Ordering::Release);
         tokio::select! {
-            Some(done) = making.join_next(), if !making.is_empty() => match done {
-                Ok((Ok(sandbox), _)) if stop.is_cancelled() => drop(sandbox),
-                Ok((Ok(sandbox), took)) => {
-                    if failing {
-                        tracing::info!(image = %warm.shape.image, "warm pool refilling again");
+            Some(done) = making.join_next(), if !making.is_empty() => {
+                // Counted down before the sandbox is added, so a job that then finds the pool
+                // empty does not wait for a sandbox no longer in the making.
+                warm.making.store(making.len(), Ordering::Release);
+                match done {
+                    Ok((Ok(sandbox), _)) if stop.is_cancelled() => drop(sandbox),
+                    Ok((Ok(sandbox), took)) => {
+                        if failing {
+                            tracing::info!(image = %warm.shape.image, "warm pool refilling again");
+                        }
+                        (backoff, failing) = (MIN_BACKOFF, false);
+                        warm.demand().refilled(took);
+                        // A full or closed pool gives it back, and dropping it removes it.
+                        let _ = warm.idle.try_add(sandbox);
+                        pools.report();
                     }
-                    (backoff, failing) = (MIN_BACKOFF, false);
-                    warm.demand().refilled(took);
-                    // A full or closed pool gives it back, and dropping it removes it.
-                    let _ = warm.idle.try_add(sandbox);
-                    pools.report();
+                    Ok((Err(error), _)) => {
+                        if !failing {
+                            tracing::warn!(image = %warm.shape.image, "warm pool cannot start sandboxes: {error}; retrying");
+                        }
+                        failing = true;
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = stop.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    // A creation task that panicked or was aborted: its sandbox (if any) was
+                    // dropped, which removes it; the loop makes another.
+                    Err(error) => tracing::warn!(image = %warm.shape.image, "a warm sandbox's creation failed: {error}"),
                 }
-                Ok((Err(error), _)) => {
-                    if !failing {
-                        tracing::warn!(image = %warm.shape.image, "warm pool cannot start sandboxes: {error}; retrying");
-                    }
-                    failing = true;
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                // A creation task that panicked or was aborted: its sandbox (if any) was
-                // dropped, which removes it; the loop makes another.
-                Err(error) => tracing::warn!(image = %warm.shape.image, "a warm sandbox's creation failed: {error}"),
-            },
+            }
             () = warm.wake.notified() => {}
+            () = factory.busy.quiet(), if postponed => {}
             () = stop.cancelled() => return,
         }
     }

@@ -16,7 +16,7 @@
 //! nothing is cut. The nonce is random per job, so no output matches it by chance; a job that
 //! forges the marker (reading the nonce from the runner's memory) can only misreport its own
 //! exit code and cut its own output, which it could do by exiting. The script needs only a
-//! POSIX `sh`, `head`, `env` and `sleep`, as the exec it replaces did: images users bring
+//! POSIX `sh` (with `kill`), `head`, `env` and `sleep`, as the exec it replaces did: images users bring
 //! keep working, and one without a shell fails to start with the engine's message.
 
 use std::fmt::Write as _;
@@ -30,7 +30,10 @@ use super::command::{Command, quote};
 /// `held` lists the processes other than init and the runner whose descriptors still point at
 /// the runner's stdout or stderr: output still open. They get about a second (100 rounds of
 /// `sleep 0.01`, ended early if `sleep` cannot fork at the pids limit) before the marker says
-/// they held it. A frame that is not a length line ends the runner (and the container).
+/// they held it. Then the runner kills every process the job left (`kill -9 -1`: all of the
+/// job's user's processes but the runner and the init), so a used container idles with nothing
+/// of the job running until its removal, which can then wait for a quiet moment. A frame that
+/// is not a length line ends the runner (and the container).
 const SCRIPT: &str = r#"IFS= read -r n || exit 0
 case $n in ''|*[!0-9]*) echo 'openshell: the job frame has no length' >&2; exit 125;; esac
 eval "$(head -c "$n")"
@@ -51,6 +54,7 @@ if held; then
   while [ $i -lt 100 ] && held; do sleep 0.01 2>/dev/null || break; i=$((i + 1)); done
   held && open=1
 fi
+kill -9 -1 2>/dev/null
 printf 'openshell-end:%s:%s:%s\n' "$nonce" "$code" "$open"
 printf 'openshell-end:%s:%s:%s\n' "$nonce" "$code" "$open" >&2
 exec sleep infinity

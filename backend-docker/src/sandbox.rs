@@ -20,6 +20,7 @@ use super::connect::Connection;
 use super::error::{self, Failure};
 use super::labels::Identity;
 use super::measure::{self, Meter, Usage};
+use super::quiet::{Busy, Reaper};
 use super::settings::DockerSettings;
 use super::spec::{self, Resources, Shape};
 use openshell_backend::BackendError;
@@ -27,16 +28,22 @@ use openshell_backend::BackendError;
 /// How long a stopped container may take to report that it stopped.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
-/// Removes a container (by id, or by name while its creation is in flight) when dropped.
+/// Removes a container (by id, or by name while its creation is in flight) when dropped: at
+/// once, or at the next quiet moment once it is `deferred`.
 #[derive(Debug)]
 struct Claim {
     factory: Arc<Factory>,
     target: String,
+    deferred: bool,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.factory.destroy_later(&self.target);
+        if self.deferred {
+            self.factory.reaper.push(&self.target);
+        } else {
+            self.factory.destroy_later(&self.target);
+        }
     }
 }
 
@@ -63,6 +70,12 @@ pub(super) struct Sandbox {
 }
 
 impl Sandbox {
+    /// Lets its removal wait for a quiet moment (see [`super::quiet`]): only for a sandbox
+    /// whose job ended cleanly, so that nothing of the job runs in it any more.
+    pub fn remove_when_quiet(&mut self) {
+        self._claim.deferred = true;
+    }
+
     /// Takes the connection to its runner; `None` once taken.
     pub fn take_attached(&mut self) -> Option<AttachContainerResults> {
         self.attached
@@ -109,6 +122,10 @@ pub(super) struct Factory {
     pub removals: TaskTracker,
     /// The pool's metrics.
     pub metrics: BackendMetrics,
+    /// The jobs running now.
+    pub busy: Arc<Busy>,
+    /// Used sandboxes whose removal waits for a quiet moment.
+    pub reaper: Arc<Reaper>,
     serial: AtomicU64,
 }
 
@@ -129,6 +146,8 @@ impl Factory {
             live: Live::default(),
             removals: TaskTracker::new(),
             metrics,
+            busy: Arc::default(),
+            reaper: Arc::default(),
             serial: AtomicU64::new(0),
         }
     }
@@ -156,6 +175,7 @@ impl Factory {
         let mut claim = Claim {
             factory: Arc::clone(self),
             target: name.clone(),
+            deferred: false,
         };
         let created = docker
             .create_container(Some(options), body)
