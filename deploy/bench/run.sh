@@ -85,6 +85,13 @@ bench durable-core SANDBOX_BACKEND=none -- --pool none --spawn-workers 1 --comma
 for n in 1 2 4; do
     bench "scale-$n" SANDBOX_BACKEND=none -- --pool none --spawn-workers "$n" --slots 16 --command 'sleep 0.1' --duration 10s --concurrency 128
 done
+# The same without the bubblewrap sandbox (`sandbox = "off"`, development only): what the
+# worker itself costs over fork/exec, and how workers scale when the jobs do not use the cores.
+printf '[pools.none]\nbackend = "none"\n[pools.none.local]\nsandbox = "off"\n' >"$OUT/unsandboxed.toml"
+bench local-true-bare OPENSHELL_CONFIG="$OUT/unsandboxed.toml" -- --pool none --spawn-workers 1 --command true --total 3000 --concurrency 8 --baseline exec
+for n in 1 2 4; do
+    bench "scale-$n-bare" OPENSHELL_CONFIG="$OUT/unsandboxed.toml" -- --pool none --spawn-workers "$n" --slots 16 --command 'sleep 0.1' --duration 10s --concurrency 128
+done
 
 docker_ok=false
 if docker info >/dev/null 2>&1 && docker image inspect openshell-sandbox:latest >/dev/null 2>&1; then
@@ -126,6 +133,7 @@ ratio_row() {
 }
 ratio_row local-true "fork/exec"
 ratio_row local-python "fork/exec"
+ratio_row local-true-bare "fork/exec"
 ratio_row durable-core "core request/reply"
 if $docker_ok; then
     for name in docker-warm docker-python docker-slots docker-python-slots; do
@@ -155,7 +163,8 @@ echo "Worker memory: idle $(field local-true "'%.1f' % (worker['rss_idle_bytes']
 echo
 echo "Scale-out (sleep 0.1 s jobs, 16 slots per worker, 10 s):"
 for n in 1 2 4; do
-    echo "- $n worker(s): $(field "scale-$n" "'%.0f jobs/s' % openshell['throughput_per_sec']") ($(cmd "scale-$n"))"
+    echo "- $n worker(s): $(field "scale-$n" "'%.0f jobs/s' % openshell['throughput_per_sec']") ($(cmd "scale-$n"));" \
+        "unsandboxed $(field "scale-$n-bare" "'%.0f jobs/s' % openshell['throughput_per_sec']") ($(cmd "scale-$n-bare"))"
 done
 
 # Sessions (issue 16): a call in a warm session against a fresh job on the same pool, call by
