@@ -126,27 +126,59 @@ impl Events for runner::JobEvents<'_> {
 /// its channel is given up.
 const FEED_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs the job described by `upload` on one of `connection`'s resident runners, which keep
-/// the job's sandbox made ahead of it. `None` when this connection has no runner to give (the
-/// host refused one): run the job with [`run`] instead, with the upload and stdin given back.
-pub async fn run_served(
-    connection: &Arc<Connection>,
-    upload: Upload,
-    stdin: Vec<u8>,
-    timeout: Option<Duration>,
-    control: &JobControl,
-    helper: &str,
-    files_max_bytes: u64,
-) -> Result<Finish, (Upload, Vec<u8>)> {
-    let mut serve = match Runners::take(connection, helper, upload.shape).await {
+/// What one job sends to a host and how it is watched there.
+pub struct Work<'a> {
+    /// The helper's request and the sandbox's stdin before the job's own.
+    pub upload: Upload,
+    /// The job's stdin.
+    pub stdin: Vec<u8>,
+    /// Its wall timeout.
+    pub timeout: Option<Duration>,
+    /// Its cancellation and output sink.
+    pub control: &'a JobControl,
+    /// The host's sandbox helper, which kills it.
+    pub helper: &'a str,
+    /// Bytes of returned files kept (plus their entry lines).
+    pub files_max_bytes: u64,
+}
+
+impl<'a> Work<'a> {
+    /// The watcher of this job's output on `connection`.
+    fn job(&self, connection: &Arc<Connection>) -> Job<'a> {
+        let mut job = Job::new(connection.clone(), self.timeout, self.control, self.helper);
+        job.trailer = Trailer::new(self.upload.files_marker.clone(), self.files_max_bytes);
+        job
+    }
+}
+
+/// Runs `work` on one of `connection`'s resident runners when it can go there, else through
+/// `sandbox run` ([`run`]): network and egress are decided when bubblewrap starts, so such
+/// jobs, and hosts without `sandbox serve`, always take `run`.
+pub async fn run_job(connection: &Arc<Connection>, work: Work<'_>) -> Finish {
+    let servable = !work.upload.needs_run && connection.probe.serve && connection.runners.usable();
+    let work = if servable {
+        match run_served(connection, work).await {
+            Ok(finish) => return finish,
+            Err(work) => work,
+        }
+    } else {
+        work
+    };
+    run(connection, work).await
+}
+
+/// Runs `work` on one of `connection`'s resident runners, which keep the job's sandbox made
+/// ahead of it. `Err` gives `work` back when this connection has no runner to give (the host
+/// refused one): run it with [`run`] instead.
+async fn run_served<'a>(connection: &Arc<Connection>, work: Work<'a>) -> Result<Finish, Work<'a>> {
+    let mut serve = match Runners::take(connection, work.helper, work.upload.shape).await {
         Ok(serve) => serve,
-        Err(_) if !connection.runners.usable() => return Err((upload, stdin)),
+        Err(_) if !connection.runners.usable() => return Err(work),
         Err(cause) => return Ok(Finish::NotStarted(cause)),
     };
     let nonce = runner::nonce();
-    let mut feed = serve.feed(ServeChannel::job_frame(&nonce, &upload, &stdin));
-    let mut job = Job::new(connection.clone(), timeout, control, helper);
-    job.trailer = Trailer::new(upload.files_marker, files_max_bytes);
+    let mut feed = serve.feed(ServeChannel::job_frame(&nonce, &work.upload, &work.stdin));
+    let mut job = work.job(connection);
     job.served = true;
     let mut events = serve.events(&nonce);
     let finish = job.follow(&mut events).await;
@@ -164,22 +196,13 @@ pub async fn run_served(
     Ok(finish)
 }
 
-/// Runs the job described by `upload` on `connection`, feeding `stdin` after the upload;
-/// kills go through the sandbox helper at `helper`. Files sent after the job's output are
-/// kept up to `files_max_bytes` (plus their entry lines).
-pub async fn run(
-    connection: &Arc<Connection>,
-    upload: Upload,
-    stdin: Vec<u8>,
-    timeout: Option<Duration>,
-    control: &JobControl,
-    helper: &str,
-    files_max_bytes: u64,
-) -> Finish {
+/// Runs `work` on a channel of its own on `connection` (`sandbox run`, or a session's
+/// `sandbox enter`), feeding the job's stdin after the upload.
+pub async fn run(connection: &Arc<Connection>, work: Work<'_>) -> Finish {
     connection
         .runners
         .make_room(connection.leases(), connection.channels);
-    let mut channel = match ExecChannel::start(&connection.handle, &upload.command).await {
+    let mut channel = match ExecChannel::start(&connection.handle, &work.upload.command).await {
         Ok(channel) => channel,
         Err(error) => {
             if channel::connection_lost(&error) {
@@ -188,9 +211,8 @@ pub async fn run(
             return Finish::NotStarted(format!("opening a channel failed: {error}"));
         }
     };
-    let writer = feed(&channel, upload.prefix, stdin);
-    let mut job = Job::new(connection.clone(), timeout, control, helper);
-    job.trailer = Trailer::new(upload.files_marker, files_max_bytes);
+    let mut job = work.job(connection);
+    let writer = feed(&channel, work.upload.prefix, work.stdin);
     let finish = job.follow(&mut channel).await;
     writer.abort();
     finish

@@ -233,37 +233,15 @@ impl SshBackend {
         let files_max_bytes = job.outputs.as_ref().map_or(0, |outputs| outputs.max_bytes);
         let stdin = job.stdin.as_bytes().to_vec();
         let helper = &self.settings.helper;
-        // Network and egress are decided when bubblewrap starts: such jobs get `sandbox run`.
-        let served = if upload.needs_run || !connection.probe.serve || !connection.runners.usable()
-        {
-            Err((upload, stdin))
-        } else {
-            exec::run_served(
-                &connection,
-                upload,
-                stdin,
-                timeout,
-                control,
-                helper,
-                files_max_bytes,
-            )
-            .await
+        let work = exec::Work {
+            upload,
+            stdin,
+            timeout,
+            control,
+            helper,
+            files_max_bytes,
         };
-        let finish = match served {
-            Ok(finish) => finish,
-            Err((upload, stdin)) => {
-                exec::run(
-                    &connection,
-                    upload,
-                    stdin,
-                    timeout,
-                    control,
-                    helper,
-                    files_max_bytes,
-                )
-                .await
-            }
-        };
+        let finish = exec::run_job(&connection, work).await;
         if let Some(remote) = egress {
             remote.close().await;
         }

@@ -257,16 +257,15 @@ impl SandboxSession for SshSession {
             plan::prepare(&job, &self.settings, &connection.probe, self.cgroups, None)?;
         upload.command = session_command(&self.helper, "enter", &self.id);
         let timeout = job.limits.timeout.map(|timeout| timeout.as_duration());
-        let finish = exec::run(
-            &connection,
+        let work = exec::Work {
             upload,
-            job.stdin.as_bytes().to_vec(),
+            stdin: job.stdin.as_bytes().to_vec(),
             timeout,
-            &control,
-            &self.helper,
-            0,
-        )
-        .await;
+            control: &control,
+            helper: &self.helper,
+            files_max_bytes: 0,
+        };
+        let finish = exec::run(&connection, work).await;
         drop(lease);
         match finish {
             Finish::Ran(ran) => {
