@@ -23,9 +23,10 @@ use super::sandbox::{Live, destroy};
 const SETTLE: Duration = Duration::from_millis(5);
 /// Longest a used sandbox waits for a quiet moment before it is removed anyway.
 const MAX_AGE: Duration = Duration::from_secs(2);
-/// Used sandboxes waiting beyond which they are removed without waiting.
+/// Used sandboxes waiting beyond which they are removed without waiting, and without the
+/// limit of [`PARALLEL`].
 const MAX_BACKLOG: usize = 4;
-/// Most removals at once.
+/// Most removals at once while the backlog is short.
 const PARALLEL: usize = 2;
 
 /// The jobs running on one backend.
@@ -112,7 +113,9 @@ impl Reaper {
                 Some((waiting, _)) if waiting >= MAX_BACKLOG => Some(true),
                 Some((_, queued)) => Some(queued.elapsed() >= MAX_AGE),
             };
-            let ready = removing.len() < PARALLEL;
+            // Beyond the backlog, removals are not limited: the queue stays bounded.
+            let ready = removing.len() < PARALLEL
+                || state.is_some_and(|(waiting, _)| waiting >= MAX_BACKLOG);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,

@@ -14,8 +14,10 @@
 //! [`super::attach`]'s grace, the runner writes an end marker, `openshell-end:NONCE:CODE:HELD`,
 //! on stdout and on stderr: each stream's marker follows all of that stream's job output, so
 //! nothing is cut. The nonce is random per job, so no output matches it by chance; a job that
-//! forges the marker (reading the nonce from the runner's memory) can only misreport its own
-//! exit code and cut its own output, which it could do by exiting. The script needs only a
+//! forges the marker (reading the nonce from the runner's memory, or tracing the runner, which
+//! runs as its user) can misreport its own exit code, cut its own output and skip the runner's
+//! `kill -9 -1`: the engine's SIGKILL to the whole container follows every job at once
+//! (`Claim` in `sandbox.rs`), so what it left still dies with the verdict. The script needs only a
 //! POSIX `sh` (with `kill`), `head`, `env` and `sleep`, as the exec it replaces did: images users bring
 //! keep working, and one without a shell fails to start with the engine's message.
 

@@ -40,6 +40,9 @@ struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if self.deferred {
+            // Stopped now, removed later: nothing of the job outlives its verdict even if it
+            // got past the runner's own kill (a job may ptrace the runner, its own uid).
+            self.factory.stop_later(&self.target);
             self.factory.reaper.push(&self.target);
         } else {
             self.factory.destroy_later(&self.target);
@@ -290,6 +293,21 @@ impl Factory {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// SIGKILLs container `id` in the background (its removal comes later).
+    fn stop_later(&self, id: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (conn, id) = (Arc::clone(&self.conn), id.to_string());
+        let stop = async move {
+            let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+            if let Err(failure) = conn.docker().kill_container(&id, Some(options)).await {
+                tracing::debug!(container = %id, "could not stop a used sandbox before its removal: {failure}");
+            }
+        };
+        self.removals.spawn_on(stop, &runtime);
     }
 
     /// Removes container `id` (or name; killing it if needed) in the background. Outside a
