@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Passes of [`CgroupFiles::stop_all`] before it gives up on a cgroup that keeps changing.
+const STOP_PASSES: usize = 64;
+
 /// Where the cgroup filesystem is mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -89,6 +92,39 @@ impl CgroupFiles {
             (_, _, Some(dir)) => Some(Self::V2 { dir }),
             _ => None,
         }
+    }
+
+    /// SIGSTOPs every process in the cgroup, again until a pass finds none it has not stopped
+    /// (a stopped process cannot fork): what a job left cannot run on, and since nothing exits
+    /// the engine has no work to do until the container is removed (SIGKILL ends stopped
+    /// processes). False when the cgroup's processes could not be listed or it kept changing.
+    pub fn stop_all(&self) -> bool {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let procs = match self {
+            Self::V1 { cpuacct, .. } => cpuacct.join("cgroup.procs"),
+            Self::V2 { dir } => dir.join("cgroup.procs"),
+        };
+        let mut stopped = std::collections::BTreeSet::new();
+        for _ in 0..STOP_PASSES {
+            let Ok(listing) = std::fs::read_to_string(&procs) else {
+                return false;
+            };
+            let fresh: Vec<i32> = listing
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .filter(|pid| !stopped.contains(pid))
+                .collect();
+            if fresh.is_empty() {
+                return true;
+            }
+            for pid in fresh {
+                // A process that ended meanwhile is fine.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+                stopped.insert(pid);
+            }
+        }
+        false
     }
 
     /// The counters now; a counter whose file cannot be read is `None`.
@@ -185,5 +221,44 @@ mod tests {
                 pids_refused: Some(3),
             }
         );
+    }
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a plain test thread, no runtime to block"
+    )]
+    fn stop_all_stops_every_listed_process() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            root.path().join("cgroup.procs"),
+            format!("{}\n", child.id()),
+        )
+        .unwrap();
+        let files = CgroupFiles::V2 {
+            dir: root.path().to_path_buf(),
+        };
+        assert!(files.stop_all());
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+            stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
+        };
+        for _ in 0..100 {
+            if state() == 'T' {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(state(), 'T', "the process is stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = CgroupFiles::V2 {
+            dir: root.path().join("absent"),
+        };
+        assert!(!gone.stop_all(), "an unreadable list is a failure");
     }
 }

@@ -16,8 +16,9 @@
 //! nothing is cut. The nonce is random per job, so no output matches it by chance; a job that
 //! forges the marker (reading the nonce from the runner's memory, or tracing the runner, which
 //! runs as its user) can misreport its own exit code, cut its own output and skip the runner's
-//! `kill -9 -1`: the engine's SIGKILL to the whole container follows every job at once
-//! (`Claim` in `sandbox.rs`), so what it left still dies with the verdict. The script needs only a
+//! `kill -9 -1`: every process of the container is stopped right after a clean end (SIGSTOP
+//! through its cgroup, else the engine's SIGKILL: `Sandbox::remove_when_quiet`), so what it
+//! left cannot run on while the container waits for its removal. The script needs only a
 //! POSIX `sh` (with `kill`), `head`, `env` and `sleep`, as the exec it replaces did: images users bring
 //! keep working, and one without a shell fails to start with the engine's message.
 

@@ -40,9 +40,6 @@ struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if self.deferred {
-            // Stopped now, removed later: nothing of the job outlives its verdict even if it
-            // got past the runner's own kill (a job may ptrace the runner, its own uid).
-            self.factory.stop_later(&self.target);
             self.factory.reaper.push(&self.target);
         } else {
             self.factory.destroy_later(&self.target);
@@ -74,8 +71,15 @@ pub(super) struct Sandbox {
 
 impl Sandbox {
     /// Lets its removal wait for a quiet moment (see [`super::quiet`]): only for a sandbox
-    /// whose job ended cleanly, so that nothing of the job runs in it any more.
+    /// whose job ended cleanly. Its processes are stopped first, so nothing of the job runs
+    /// on even if it got past the runner's own kill (a job may trace the runner, which runs as
+    /// its user): with SIGSTOP through its cgroup on this host (no engine work), else with
+    /// the engine's SIGKILL.
     pub fn remove_when_quiet(&mut self) {
+        let stopped = matches!(&self.meter, Meter::Cgroup(files) if files.stop_all());
+        if !stopped {
+            self._claim.factory.stop_later(&self.id);
+        }
         self._claim.deferred = true;
     }
 
