@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::unistd::Pid;
-use openshell_protocol::{EnforcementReport, ErrorKind, Limits, Payload};
+use openshell_protocol::{EnforcementReport, ErrorKind, Limits};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
@@ -109,19 +109,7 @@ impl SessionBackend for LocalBackend {
                 })?,
             )
         };
-        let keeper = Job {
-            id: spec.id.clone(),
-            tenant: spec.tenant.clone(),
-            language: None,
-            argv: ["/bin/sh", "-c", KEEPER].map(String::from).to_vec(),
-            stdin: Payload::default(),
-            env: std::collections::BTreeMap::new(),
-            files: Vec::new(),
-            limits: spec.limits.clone(),
-            network: false,
-            outputs: None,
-            egress: None,
-        };
+        let keeper = spec.keeper(["/bin/sh", "-c", KEEPER].map(String::from).to_vec());
         let env = workdir.env(&self.settings.path, &keeper.env);
         let launch = sandbox
             .launch(

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openshell_protocol::{Enforcement, ErrorKind, LimitName, Payload};
+use openshell_protocol::{Enforcement, ErrorKind, LimitName};
 use russh::ChannelMsg;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -71,19 +71,7 @@ impl SessionBackend for SshBackend {
         let (index, lease) = self.hosts.lease().await?;
         let connection = lease.connection.clone();
         let addr = connection.addr.clone();
-        let keeper = Job {
-            id: spec.id.clone(),
-            tenant: spec.tenant.clone(),
-            language: None,
-            argv: vec!["true".to_string()],
-            stdin: Payload::default(),
-            env: std::collections::BTreeMap::new(),
-            files: Vec::new(),
-            limits: spec.limits.clone(),
-            network: false,
-            outputs: None,
-            egress: None,
-        };
+        let keeper = spec.keeper(vec!["true".to_string()]);
         let (upload, cgroups) = plan::prepare(
             &keeper,
             &self.settings,

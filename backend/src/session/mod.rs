@@ -32,6 +32,26 @@ pub struct SessionSpec {
     pub limits: Limits,
 }
 
+impl SessionSpec {
+    /// The job that holds the session's sandbox open: `argv` under the session's limits, with
+    /// no stdin, files, network or outputs.
+    pub fn keeper(&self, argv: Vec<String>) -> Job {
+        Job {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            language: None,
+            argv,
+            stdin: Default::default(),
+            env: Default::default(),
+            files: Vec::new(),
+            limits: self.limits.clone(),
+            network: false,
+            outputs: None,
+            egress: None,
+        }
+    }
+}
+
 /// A backend's ability to hold sandboxes for sessions.
 #[async_trait]
 pub trait SessionBackend: Send + Sync {
