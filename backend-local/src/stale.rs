@@ -159,6 +159,13 @@ mod tests {
         let group = nix::unistd::Pid::from_raw(i32::try_from(holder.id()).unwrap());
         nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
         holder.wait().unwrap();
+        // sleep(1) is not our child: its lock goes when the kernel has reaped it.
+        for _ in 0..1000 {
+            if hold(&dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(sweep(root.path()), 1);
         assert!(!dir.exists(), "a dead process's directory is removed");
     }
